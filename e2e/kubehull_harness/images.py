@@ -1,0 +1,166 @@
+"""Test images built locally from Debian's busybox-static with umoci, pushed to the local registry with skopeo.
+
+No base image can be pulled here, so every image the tests run is made from scratch: a root filesystem holding
+the static busybox binary and a link for each of its applets, a small /etc, and an image config (cmd, env,
+ports). The images are real OCI images; the registry serves them like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from kubehull_harness import processes
+from kubehull_harness.registry import Registry
+
+BUSYBOX = Path("/bin/busybox")  # from the busybox-static package
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# /etc/passwd and /etc/group of the test images: root, a plain user (1000) with a supplementary group, nobody.
+USERS_FILE = """\
+root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+kubehull:x:1000:1000:kubehull test user:/home/kubehull:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+"""
+GROUPS_FILE = """\
+root:x:0:
+daemon:x:1:
+kubehull:x:1000:
+extra:x:2000:kubehull
+nogroup:x:65534:
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    repository: str
+    tag: str
+    cmd: tuple[str, ...]
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PushedImage:
+    reference: str
+    """``host/repository:tag``"""
+    digest: str
+    """The manifest digest, ``sha256:...``"""
+    repository: str
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.reference.rsplit(':', 1)[0]}@{self.digest}"
+
+
+TEST_IMAGES: dict[str, ImageSpec] = {
+    "busybox": ImageSpec(repository="kubehull/busybox", tag="1.35", cmd=("sh",)),
+    # critest's webServerTestImage: something answering HTTP on port 80.
+    "webserver": ImageSpec(
+        repository="kubehull/webserver",
+        tag="1.0",
+        cmd=("httpd", "-f", "-v", "-p", "80", "-h", "/www"),
+        files={"www/index.html": "<html><body>kubehull test web server</body></html>\n"},
+        exposed_ports=("80/tcp",),
+    ),
+}
+
+
+def _busybox_rootfs(rootfs: Path, files: Mapping[str, str]) -> None:
+    if not BUSYBOX.is_file():
+        raise processes.ProcessError(f"{BUSYBOX} is missing (Debian package busybox-static)")
+    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home/kubehull", "proc", "sys", "dev"):
+        (rootfs / directory).mkdir(parents=True, exist_ok=True)
+    (rootfs / "tmp").mkdir(mode=0o1777, exist_ok=True)
+    (rootfs / "tmp").chmod(0o1777)
+    shutil.copy2(BUSYBOX, rootfs / "bin/busybox")
+    applets = processes.run([BUSYBOX, "--list-full"]).stdout.split()
+    for applet in applets:  # e.g. "bin/sh", "usr/bin/wc"
+        link = rootfs / applet
+        if applet != "bin/busybox" and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to("/bin/busybox")
+    (rootfs / "etc/passwd").write_text(USERS_FILE)
+    (rootfs / "etc/group").write_text(GROUPS_FILE)
+    os.chown(rootfs / "home/kubehull", 1000, 1000)
+    for relative, content in files.items():
+        target = rootfs / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+
+
+def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
+    """Build ``spec`` into the OCI layout ``layout``; returns the layout reference (``oci:<dir>:<tag>``)."""
+    name = spec.repository.rsplit("/", 1)[-1]
+    tag = f"{name}-{spec.tag}"
+    if not layout.exists():
+        processes.run(["umoci", "init", "--layout", layout])
+    image = f"{layout}:{tag}"
+    processes.run(["umoci", "new", "--image", image])
+    rootfs = work_dir / f"{tag}-rootfs"
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    rootfs.mkdir(parents=True)
+    _busybox_rootfs(rootfs, spec.files)
+    processes.run(["umoci", "insert", "--image", image, rootfs, "/"])
+    config = [
+        "--config.env",
+        PATH_ENV,
+        "--config.workingdir",
+        "/",
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.entrypoint",
+        "",
+    ]
+    for arg in spec.cmd:
+        config += ["--config.cmd", arg]
+    for port in spec.exposed_ports:
+        config += ["--config.exposedports", port]
+    processes.run(["umoci", "config", "--image", image, *config])
+    shutil.rmtree(rootfs)
+    return f"oci:{image}"
+
+
+def _skopeo(*args: processes.Arg, policy: Path) -> str:
+    return processes.run(["skopeo", "--policy", policy, *args]).stdout
+
+
+def push(source: str, spec: ImageSpec, registry: Registry, work_dir: Path) -> PushedImage:
+    # Our own images, on our own loopback registry: no signatures to demand.
+    policy = work_dir / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    reference = registry.reference(spec.repository, spec.tag)
+    _skopeo("copy", "--dest-tls-verify=false", source, f"docker://{reference}", policy=policy)
+    digest = _skopeo(
+        "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{reference}", policy=policy
+    ).strip()
+    return PushedImage(reference=reference, digest=digest, repository=spec.repository)
+
+
+def preload(registry: Registry, work_dir: Path) -> dict[str, PushedImage]:
+    """Build every test image and push it to ``registry``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    layout = work_dir / "layout"
+    return {key: push(build(spec, layout, work_dir), spec, registry, work_dir) for key, spec in TEST_IMAGES.items()}
+
+
+def write_critest_images_file(path: Path, images: Mapping[str, PushedImage]) -> None:
+    """critest's ``--test-images-file``: the images its specs run, pointing at the local registry."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "defaultTestContainerImage": images["busybox"].reference,
+                "webServerTestImage": images["webserver"].reference,
+            }
+        )
+    )

@@ -1,0 +1,94 @@
+"""Long-running helper processes (etcd, kube-apiserver, the registry...) with their output kept in log files.
+
+Every component the harness starts goes through ``ManagedProcess``: it writes the process's stdout and stderr to
+``<log_dir>/<name>.log``, waits for a readiness check with a deadline (failing with the log's tail, not a bare
+timeout), and stops the whole process group with SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Arg = str | os.PathLike[str]
+"""A command-line argument: text or a path."""
+
+
+class ProcessError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class ManagedProcess:
+    def __init__(self, name: str, argv: Sequence[Arg], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = [os.fspath(arg) for arg in argv]
+        self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"$ {' '.join(self.argv)}\n".encode())
+            log.flush()
+            # A session of its own, so stop() reaches any children and a Ctrl-C in a terminal does not.
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise ProcessError(
+                    f"{self.name} exited with {self.popen.returncode} before it was {what}:\n{log_tail(self.log_path)}"
+                )
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            time.sleep(0.1)
+        raise ProcessError(f"{self.name} was not {what} within {timeout:.0f}s:\n{log_tail(self.log_path)}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=grace)
+
+
+def run(argv: Sequence[Arg], timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a short command; on failure raise with its output in the message."""
+    command = [os.fspath(arg) for arg in argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise ProcessError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    completed: subprocess.CompletedProcess[str] = result
+    return completed

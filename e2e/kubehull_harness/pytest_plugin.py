@@ -1,0 +1,82 @@
+"""Session-scoped pytest fixtures over real components: kube-apiserver + etcd, and an OCI registry with images.
+
+Loaded for every test run through ``-p kubehull_harness.pytest_plugin`` (pyproject.toml). Each fixture starts
+its processes once per session and stops them at the end. Their logs go to ``test-logs/`` at the repository
+root; the directory is removed after a run with no failures and kept (and named in the summary) otherwise.
+A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubehull_harness import apiserver, etcd, images, registry
+
+LOGS_KEY = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logs = Path(config.rootpath) / "test-logs"
+    if logs.exists():
+        shutil.rmtree(logs)
+    config.stash[LOGS_KEY] = logs
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logs = session.config.stash[LOGS_KEY]
+    if session.testsfailed == 0 and exitstatus == 0 and logs.exists():
+        shutil.rmtree(logs)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    logs = config.stash[LOGS_KEY]
+    if logs.exists():
+        terminalreporter.write_line(f"component logs kept in {logs}")
+
+
+@pytest.fixture(scope="session")
+def component_logs(pytestconfig: pytest.Config) -> Path:
+    logs = pytestconfig.stash[LOGS_KEY]
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory, component_logs: Path) -> Iterator[apiserver.KubeAPIServer]:
+    """etcd + kube-apiserver; ``.kubeconfig`` is an admin kubeconfig, ``.api_client()`` a ready client."""
+    work_dir = tmp_path_factory.mktemp("control-plane")
+    store = etcd.start(work_dir, component_logs)
+    try:
+        server = apiserver.start(work_dir, component_logs, store.client_url)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        store.stop()
+
+
+class OCIRegistry:
+    """The running registry, the images pushed to it, and critest's images file."""
+
+    def __init__(self, served: registry.Registry, pushed: dict[str, images.PushedImage], images_file: Path) -> None:
+        self.host = served.host
+        self.images = pushed
+        self.critest_images_file = images_file
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path) -> Iterator[OCIRegistry]:
+    work_dir = tmp_path_factory.mktemp("registry")
+    served = registry.start(work_dir / "registry", component_logs)
+    try:
+        pushed = images.preload(served, work_dir / "images")
+        images_file = work_dir / "critest-images.yaml"
+        images.write_critest_images_file(images_file, pushed)
+        yield OCIRegistry(served, pushed, images_file)
+    finally:
+        served.stop()

@@ -1,0 +1,114 @@
+"""NodeRuntime: one per Node, named like it (cluster-scoped, short name ``nr``).
+
+The operator writes ``spec``: the fully resolved handler configurations this node should run, each tagged with
+the profile and generation it came from. The node's agent is the only writer of ``status``: what hulld runs,
+and whether each handler passed its probe.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from kubehull_api.common import API_VERSION, DNS1123_LABEL, Condition, KubeModel, ObjectMeta, list_map
+from kubehull_api.engines import Engine, RuntimeType
+
+KIND = "NodeRuntime"
+PLURAL = "noderuntimes"
+
+
+class HandlerConfig(KubeModel):
+    """One CRI handler as hulld should run it, with every default already applied."""
+
+    name: str = Field(max_length=63, pattern=DNS1123_LABEL)
+    """The CRI handler name."""
+    profile: str = Field(max_length=253)
+    """The RuntimeProfile this configuration comes from."""
+    profile_generation: int = Field(ge=0)
+    """That profile's .metadata.generation when this configuration was last changed."""
+    engine: Engine
+    runtime_type: RuntimeType
+    path: str = Field(max_length=4096)
+    """The runtime (oci) or shim (vm) binary."""
+    config_path: str | None = Field(default=None, max_length=4096)
+    options: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    privileged_without_host_devices: bool = False
+    allowed_annotations: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=32)
+
+    def same_runtime(self, other: HandlerConfig) -> bool:
+        """Whether both configure the handler identically (the profile they came from aside)."""
+        ignored = {"profile", "profile_generation"}
+        return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
+
+
+class NodeRuntimeSpec(KubeModel):
+    handlers: list[HandlerConfig] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
+    """The handlers this node should run."""
+
+
+class RuntimeInfo(KubeModel):
+    name: str = ""
+    """The CRI runtime's name (hulld)."""
+    version: str = ""
+    """Its version."""
+    ready: bool = False
+    """Whether it answers on its socket and reports RuntimeReady."""
+
+
+class HandlerStatus(KubeModel):
+    name: str = Field(max_length=63)
+    """The handler."""
+    ready: bool
+    """Whether its configuration is applied and a probe container ran under it."""
+    reason: str = ""
+    """Why not, in one CamelCase word (BinaryNotFound, InvalidOption, ProbeFailed...)."""
+    message: str = Field(default="", max_length=4096)
+    """Details."""
+    binary_version: str = ""
+    """What the runtime binary reports as its version."""
+    last_probe_time: datetime.datetime | None = None
+    """When the last probe ran."""
+    probe_duration_seconds: float | None = None
+    """How long it took."""
+
+
+class NodeRuntimeStatus(KubeModel):
+    observed_generation: int | None = None
+    """The .metadata.generation of the spec this status reflects."""
+    runtime: RuntimeInfo = Field(default_factory=RuntimeInfo)
+    """The node's CRI runtime."""
+    handlers: list[HandlerStatus] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
+    """Per-handler readiness."""
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"))
+
+
+class NodeRuntime(KubeModel):
+    """The runtime configuration of one node: desired handlers (spec) and what the node agent reports (status)."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=dict)
+    spec: NodeRuntimeSpec = Field(default_factory=NodeRuntimeSpec)
+    status: NodeRuntimeStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.metadata.get("generation", 0))
+
+    def handler(self, name: str) -> HandlerConfig | None:
+        return next((handler for handler in self.spec.handlers if handler.name == name), None)
+
+    def handler_status(self, name: str) -> HandlerStatus | None:
+        """The agent's report on ``name``, only if it describes the current spec."""
+        status = self.status
+        if status is None or status.observed_generation != self.generation:
+            return None
+        return next((handler for handler in status.handlers if handler.name == name), None)

@@ -1,0 +1,38 @@
+"""Operator start-up and shutdown: kopf settings, and the controller's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kubehull_operator.controller import Controller
+
+FINALIZER = "kubehull.io/cleanup"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Handler progress in annotations: the CRD's status schema is kubehull's alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubehull.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubehull.io")
+    # The controller records the events that matter itself; kopf's per-handler chatter would be API writes too.
+    settings.posting.enabled = False
+    settings.posting.level = logging.WARNING
+    # kopf keeps an idle worker per object this long, and a stopping operator waits for them.
+    settings.batching.idle_timeout = 1.0
+    controller: Controller = memo["controller"]
+    controller.start()
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller = memo["controller"]
+    await controller.stop()
+    # kopf leaves the waiter on its stop flag pending when a signal stopped it, then waits 5 s for that task.
+    stop_flag: asyncio.Future[None] = memo["stop_flag"]
+    if not stop_flag.done():
+        stop_flag.set_result(None)

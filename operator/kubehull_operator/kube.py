@@ -1,0 +1,226 @@
+"""The only module that talks to the Kubernetes API (besides kopf's own watching).
+
+Each method is one request, counted in ``kubehull_operator_api_writes_total``. Requests run on the synchronous
+``kubernetes`` client; the controller calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from kubehull_api.common import GROUP, VERSION
+from kubehull_api.noderuntime import KIND as NODE_RUNTIME_KIND
+from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
+from kubehull_api.noderuntime import HandlerConfig
+from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
+from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
+from kubehull_operator.metrics import Metrics
+from kubehull_operator.reconcile.model import NodeRecord
+
+FIELD_MANAGER = "kubehull-operator"
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
+
+T = TypeVar("T")
+
+
+def api_client() -> k8s.ApiClient:
+    """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    if "KUBERNETES_SERVICE_HOST" in os.environ:
+        k8s_config.load_incluster_config()
+        return k8s.ApiClient()
+    client: k8s.ApiClient = k8s_config.new_client_from_config()
+    return client
+
+
+def _raw(body: Mapping[str, Any]) -> Any:
+    """A plain-dict body: the client sends dicts as they are, so every field we set is exactly what is written."""
+    return dict(body)
+
+
+def _handlers(handlers: tuple[HandlerConfig, ...]) -> list[dict[str, Any]]:
+    return [handler.model_dump(by_alias=True, exclude_none=True, mode="json") for handler in handlers]
+
+
+class Kube:
+    def __init__(self, client: k8s.ApiClient, metrics: Metrics, identity: str | None = None) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.core = k8s.CoreV1Api(client)
+        self.node_api = k8s.NodeV1Api(client)
+        self.custom = k8s.CustomObjectsApi(client)
+        self.coordination = k8s.CoordinationV1Api(client)
+
+    def _write(self, resource: str, verb: str, request: Callable[[], T]) -> T:
+        try:
+            result = request()
+        except ApiException as error:
+            self.metrics.api_writes.labels(resource, verb, str(error.status)).inc()
+            raise
+        self.metrics.api_writes.labels(resource, verb, "ok").inc()
+        return result
+
+    def to_dict(self, result: Any) -> dict[str, Any]:
+        data: dict[str, Any] = result if isinstance(result, dict) else self.client.sanitize_for_serialization(result)
+        return data
+
+    # --- NodeRuntimes ------------------------------------------------------------------------------------------
+
+    def create_node_runtime(self, node: NodeRecord, handlers: tuple[HandlerConfig, ...]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": NODE_RUNTIME_KIND,
+            "metadata": {
+                "name": node.name,
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}],
+            },
+            "spec": {"handlers": _handlers(handlers)},
+        }
+        return self.to_dict(
+            self._write(
+                NODE_RUNTIMES,
+                "create",
+                lambda: self.custom.create_cluster_custom_object(
+                    GROUP, VERSION, NODE_RUNTIMES, body, field_manager=FIELD_MANAGER
+                ),
+            )
+        )
+
+    def set_node_runtime_handlers(self, name: str, handlers: tuple[HandlerConfig, ...]) -> dict[str, Any]:
+        patch = {"spec": {"handlers": _handlers(handlers)}}
+        return self.to_dict(
+            self._write(
+                NODE_RUNTIMES,
+                "patch",
+                lambda: self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, NODE_RUNTIMES, name, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH
+                ),
+            )
+        )
+
+    def delete_node_runtime(self, name: str) -> None:
+        self._write(
+            NODE_RUNTIMES,
+            "delete",
+            lambda: self.custom.delete_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, name),
+        )
+
+    # --- Nodes, RuntimeClasses ---------------------------------------------------------------------------------
+
+    def set_node_labels(self, name: str, labels: Mapping[str, str | None]) -> dict[str, Any]:
+        patch = {"metadata": {"labels": dict(labels)}}
+        return self.to_dict(
+            self._write(
+                "nodes",
+                "patch",
+                lambda: self.core.patch_node(name, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH),
+            )
+        )
+
+    def apply_runtime_class(self, body: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if resource_version is None:
+            return self.to_dict(
+                self._write(
+                    "runtimeclasses",
+                    "create",
+                    lambda: self.node_api.create_runtime_class(_raw(body), field_manager=FIELD_MANAGER),
+                )
+            )
+        replacement = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+        return self.to_dict(
+            self._write(
+                "runtimeclasses",
+                "replace",
+                lambda: self.node_api.replace_runtime_class(name, _raw(replacement), field_manager=FIELD_MANAGER),
+            )
+        )
+
+    def delete_runtime_class(self, name: str) -> None:
+        self._write("runtimeclasses", "delete", lambda: self.node_api.delete_runtime_class(name))
+
+    # --- RuntimeProfiles ---------------------------------------------------------------------------------------
+
+    def set_profile_status(self, name: str, status: RuntimeProfileStatus) -> dict[str, Any]:
+        patch = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        return self.to_dict(
+            self._write(
+                RUNTIME_PROFILES,
+                "patch-status",
+                lambda: self.custom.patch_cluster_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    RUNTIME_PROFILES,
+                    name,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                    _content_type=MERGE_PATCH,
+                ),
+            )
+        )
+
+    def record_event(self, profile: RuntimeProfile, kind: str, reason: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{profile.name}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {
+                "apiVersion": profile.api_version,
+                "kind": profile.kind,
+                "name": profile.name,
+                "uid": profile.uid,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": self.identity,
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        self._write("events", "create", lambda: self.core.create_namespaced_event(EVENT_NAMESPACE, _raw(body)))
+
+    # --- Leases (leader election) ------------------------------------------------------------------------------
+
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.coordination.read_namespaced_lease(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def write_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the lease (no resourceVersion in ``body``) or replace exactly the version read."""
+        name = body["metadata"]["name"]
+        if not body["metadata"].get("resourceVersion"):
+            return self.to_dict(
+                self._write(
+                    "leases",
+                    "create",
+                    lambda: self.coordination.create_namespaced_lease(
+                        namespace, _raw(body), field_manager=FIELD_MANAGER
+                    ),
+                )
+            )
+        return self.to_dict(
+            self._write(
+                "leases",
+                "replace",
+                lambda: self.coordination.replace_namespaced_lease(
+                    name, namespace, _raw(body), field_manager=FIELD_MANAGER
+                ),
+            )
+        )

@@ -1,0 +1,154 @@
+"""The values reconciliation works on: what the operator sees (``Snapshot``) and what it decides (actions)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
+from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubehull"
+PROFILE_LABEL = "kubehull.io/profile"
+HANDLER_LABEL_PREFIX = "handler.kubehull.io/"
+
+
+def handler_label(handler: str) -> str:
+    """The node label that says ``handler`` works on the node; RuntimeClasses select nodes by it."""
+    return f"{HANDLER_LABEL_PREFIX}{handler}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeRecord:
+    name: str
+    uid: str
+    resource_version: str
+    labels: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeClassRecord:
+    name: str
+    resource_version: str
+    body: Mapping[str, Any]
+    """handler, overhead, scheduling, metadata.labels and metadata.ownerReferences: what kubehull manages."""
+
+    @property
+    def controller_uid(self) -> str | None:
+        for reference in self.body.get("metadata", {}).get("ownerReferences", []):
+            if reference.get("controller"):
+                return str(reference.get("uid"))
+        return None
+
+    @property
+    def managed(self) -> bool:
+        return bool(self.body.get("metadata", {}).get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    profiles: Mapping[str, RuntimeProfile]
+    nodes: Mapping[str, NodeRecord]
+    node_runtimes: Mapping[str, NodeRuntime]
+    runtime_classes: Mapping[str, RuntimeClassRecord]
+
+
+# --- reading objects -----------------------------------------------------------------------------------------
+
+RUNTIME_CLASS_FIELDS = ("handler", "overhead", "scheduling")
+
+
+def node_record(body: Mapping[str, Any]) -> NodeRecord:
+    metadata = body["metadata"]
+    return NodeRecord(
+        name=metadata["name"],
+        uid=metadata.get("uid", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        labels=dict(metadata.get("labels") or {}),
+    )
+
+
+def runtime_class_record(body: Mapping[str, Any]) -> RuntimeClassRecord:
+    metadata = body["metadata"]
+    kept = {key: body[key] for key in RUNTIME_CLASS_FIELDS if body.get(key) is not None}
+    kept["metadata"] = {
+        "labels": dict(metadata.get("labels") or {}),
+        "ownerReferences": [dict(reference) for reference in metadata.get("ownerReferences") or []],
+    }
+    return RuntimeClassRecord(name=metadata["name"], resource_version=metadata.get("resourceVersion", ""), body=kept)
+
+
+def profile_record(body: Mapping[str, Any]) -> RuntimeProfile:
+    return RuntimeProfile.model_validate(dict(body))
+
+
+def node_runtime_record(body: Mapping[str, Any]) -> NodeRuntime:
+    return NodeRuntime.model_validate(dict(body))
+
+
+# --- actions --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateNodeRuntime:
+    node: NodeRecord
+    handlers: tuple[HandlerConfig, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNodeRuntimeHandlers:
+    name: str
+    handlers: tuple[HandlerConfig, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteNodeRuntime:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SetNodeLabels:
+    node: str
+    labels: Mapping[str, str | None]
+    """Labels to set; None removes one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyRuntimeClass:
+    body: Mapping[str, Any]
+    resource_version: str | None
+    """None: create; otherwise replace that version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteRuntimeClass:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SetProfileStatus:
+    profile: str
+    status: RuntimeProfileStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordEvent:
+    profile: RuntimeProfile
+    type: str
+    """Normal or Warning."""
+    reason: str
+    message: str
+
+
+Action = (
+    CreateNodeRuntime
+    | SetNodeRuntimeHandlers
+    | DeleteNodeRuntime
+    | SetNodeLabels
+    | ApplyRuntimeClass
+    | DeleteRuntimeClass
+    | SetProfileStatus
+    | RecordEvent
+)

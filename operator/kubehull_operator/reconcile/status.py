@@ -1,0 +1,147 @@
+"""Each profile's status, aggregated from the NodeRuntimes, and the events its changes deserve.
+
+Conditions follow the Kubernetes conventions: ``Ready`` sums up ``RuntimeClassReady`` and ``NodesReady``;
+``Degraded`` is True while the handler fails on some node. A condition's lastTransitionTime changes only when
+its status does. Events mark the moments an admin cares about: the profile became Ready, or stopped being
+Ready because of a conflict or failing nodes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+
+from kubehull_api.common import Condition, ConditionStatus
+from kubehull_api.runtimeprofile import MAX_FAILURES, NodeCounts, NodeFailure, RuntimeProfile, RuntimeProfileStatus
+from kubehull_operator.reconcile import rollout
+from kubehull_operator.reconcile.model import Action, RecordEvent, SetProfileStatus, Snapshot
+from kubehull_operator.reconcile.placement import Placement, selects
+from kubehull_operator.reconcile.runtimeclass import Outcome
+
+# Reasons of Ready=False that deserve a Warning event (a rollout in progress does not).
+WARN_REASONS = {"HandlerConflict", "RuntimeClassConflict", "NodesFailed"}
+
+
+def _condition(kind: str, ready: bool, reason: str, message: str, generation: int) -> Condition:
+    return Condition(
+        type=kind,
+        status=ConditionStatus.TRUE if ready else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        last_transition_time=datetime.datetime.min.replace(tzinfo=datetime.UTC),  # set by _stamp
+        observed_generation=generation,
+    )
+
+
+def _stamp(
+    conditions: Iterable[Condition], previous: RuntimeProfileStatus | None, now: datetime.datetime
+) -> list[Condition]:
+    before = {condition.type: condition for condition in (previous.conditions if previous else [])}
+    stamped = []
+    for condition in conditions:
+        old = before.get(condition.type)
+        since = old.last_transition_time if old is not None and old.status == condition.status else now
+        stamped.append(condition.model_copy(update={"last_transition_time": since}))
+    return stamped
+
+
+def _nodes(snapshot: Snapshot, placement: Placement, profile: RuntimeProfile) -> tuple[NodeCounts, list[NodeFailure]]:
+    if profile.name not in placement.active:  # a conflicting profile: selected, but nothing applied
+        desired = sum(selects(profile, node) for node in snapshot.nodes.values())
+        return NodeCounts(desired=desired, updating=desired), []
+    states = rollout.states(snapshot, placement, profile.name)
+    failures = []
+    for node in sorted(node for node, state in states.items() if state is rollout.NodeState.FAILED):
+        status = snapshot.node_runtimes[node].handler_status(profile.spec.handler)
+        reason = (status.reason if status else "") or "HandlerNotReady"
+        failures.append(NodeFailure(node=node, reason=reason, message=status.message if status else ""))
+    counts = NodeCounts(
+        desired=len(states),
+        ready=sum(state is rollout.NodeState.READY for state in states.values()),
+        failed=len(failures),
+        updating=sum(state in (rollout.NodeState.PENDING, rollout.NodeState.UPDATING) for state in states.values()),
+    )
+    return counts, failures[:MAX_FAILURES]
+
+
+def compute(
+    snapshot: Snapshot, placement: Placement, profile: RuntimeProfile, runtime_class: Outcome, now: datetime.datetime
+) -> RuntimeProfileStatus:
+    generation = profile.generation
+    counts, failures = _nodes(snapshot, placement, profile)
+    if profile.name in placement.conflicts:
+        nodes_ready, nodes_reason, nodes_message = False, "HandlerConflict", runtime_class.message
+    elif counts.desired == 0:
+        nodes_ready, nodes_reason, nodes_message = False, "NoMatchingNodes", "no node matches spec.nodeSelector"
+    elif counts.ready == counts.desired:
+        nodes_ready, nodes_reason = True, "AllNodesReady"
+        nodes_message = f"the handler is ready on all {counts.desired} nodes"
+    else:
+        nodes_ready, nodes_reason = False, "NodesFailed" if counts.failed else "RolloutInProgress"
+        nodes_message = (
+            f"{counts.ready} of {counts.desired} nodes ready, {counts.updating} updating, {counts.failed} failed"
+        )
+    if failures:
+        listed = ", ".join(f"{failure.node} ({failure.reason})" for failure in failures)
+        message = f"the handler fails on {counts.failed} nodes: {listed}"
+        degraded = _condition("Degraded", True, "HandlerNotReady", message, generation)
+    else:
+        degraded = _condition("Degraded", False, "AsExpected", "", generation)
+    # A clash blocks the profile whatever the nodes do; a RuntimeClass being written is the last thing missing.
+    blocked = not runtime_class.ready and runtime_class.reason != "RuntimeClassSyncing"
+    if blocked or (nodes_ready and not runtime_class.ready):
+        ready = _condition("Ready", False, runtime_class.reason, runtime_class.message, generation)
+    elif not nodes_ready:
+        ready = _condition("Ready", False, nodes_reason, nodes_message, generation)
+    else:
+        message = f"RuntimeClass {profile.runtime_class_name} schedules pods on {counts.ready} ready nodes"
+        ready = _condition("Ready", True, "Ready", message, generation)
+    conditions = [
+        ready,
+        _condition("RuntimeClassReady", runtime_class.ready, runtime_class.reason, runtime_class.message, generation),
+        _condition("NodesReady", nodes_ready, nodes_reason, nodes_message, generation),
+        degraded,
+    ]
+    return RuntimeProfileStatus(
+        observed_generation=generation,
+        runtime_class_name=profile.runtime_class_name,
+        ready=f"{counts.ready}/{counts.desired}",
+        conditions=_stamp(conditions, profile.status, now),
+        nodes=counts,
+        failures=failures,
+    )
+
+
+def _ready_condition(status: RuntimeProfileStatus | None) -> Condition | None:
+    return next((condition for condition in (status.conditions if status else []) if condition.type == "Ready"), None)
+
+
+def _event(profile: RuntimeProfile, before: Condition | None, after: Condition | None) -> RecordEvent | None:
+    """An event when Ready turns True, or turns False for a reason an admin must act on."""
+    if after is None:
+        return None
+    if before is not None and (before.status, before.reason) == (after.status, after.reason):
+        return None
+    if after.status is ConditionStatus.TRUE:
+        return RecordEvent(profile, "Normal", "Ready", after.message)
+    if after.reason in WARN_REASONS:
+        return RecordEvent(profile, "Warning", after.reason, after.message)
+    return None
+
+
+def plan(
+    snapshot: Snapshot, placement: Placement, outcomes: dict[str, Outcome], now: datetime.datetime
+) -> tuple[list[Action], dict[str, RuntimeProfileStatus]]:
+    actions: list[Action] = []
+    statuses: dict[str, RuntimeProfileStatus] = {}
+    for name, profile in snapshot.profiles.items():
+        if profile.deleting:
+            continue
+        status = compute(snapshot, placement, profile, outcomes[name], now)
+        statuses[name] = status
+        if status != profile.status:
+            actions.append(SetProfileStatus(profile=name, status=status))
+        event = _event(profile, _ready_condition(profile.status), _ready_condition(status))
+        if event is not None:
+            actions.append(event)
+    return actions, statuses

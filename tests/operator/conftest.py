@@ -1,0 +1,280 @@
+"""Operator tests: the real kube-apiserver fixture, kubehull's CRDs, and `kubehull-operator` as a process.
+
+The node agent's side is played by the tests: ``Cluster.report`` writes a NodeRuntime status as an agent would.
+Each test gets a fresh operator process and a ``Cluster`` whose objects carry the test's own prefix and are
+deleted at the end (profiles first, while the operator still runs to release their finalizers).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import itertools
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from kubehull_harness import processes, toolchain
+from kubehull_harness.apiserver import KubeAPIServer
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "kubehull.io", "v1alpha1"
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy (returned) or raises no AssertionError."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except (AssertionError, ApiException) as error:
+            last = error
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def kubehull_crds(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
+    kubectl = str(toolchain.binary("kubectl"))
+    processes.run([kubectl, f"--kubeconfig={kube_apiserver.kubeconfig}", "apply", "-f", REPO / "crds"])
+    processes.run(
+        [
+            kubectl,
+            f"--kubeconfig={kube_apiserver.kubeconfig}",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/runtimeprofiles.kubehull.io",
+            "crd/noderuntimes.kubehull.io",
+        ]
+    )
+    return kube_apiserver
+
+
+class OperatorProcess:
+    """One `kubehull-operator` process; its log goes to test-logs/."""
+
+    counter = itertools.count(1)
+
+    def __init__(self, server: KubeAPIServer, log_dir: Path, *extra: str) -> None:
+        self.server = server
+        self.log_dir = log_dir
+        self.extra = extra
+        self.metrics_port = processes.free_port()
+        self.process: processes.ManagedProcess | None = None
+        self.start()
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "kubehull_operator",
+            f"--metrics-port={self.metrics_port}",
+            "--metrics-address=127.0.0.1",
+            "--health-endpoint=",
+            "--lease-namespace=default",
+            "--lease-duration=4",
+            "--renew-period=1",
+            *self.extra,
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self.server.kubeconfig)}
+        self.process = processes.ManagedProcess(f"operator-{next(self.counter)}", argv, self.log_dir, env=env)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no lease release, no cleanup, as a crash."""
+        if self.process is not None:
+            os.killpg(self.process.popen.pid, signal.SIGKILL)
+            self.process.popen.wait()
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    @property
+    def log(self) -> str:
+        assert self.process is not None
+        return self.process.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def operator(kubehull_crds: KubeAPIServer, component_logs: Path) -> Iterator[OperatorProcess]:
+    running = OperatorProcess(kubehull_crds, component_logs)
+    yield running
+    running.stop()
+
+
+class Cluster:
+    """Test-side access to the API: nodes, profiles, and the node agent's status reports."""
+
+    def __init__(self, server: KubeAPIServer) -> None:
+        self.server = server
+        api = server.api_client()
+        # Typed as Any: the tests pass and read plain dicts, which the client handles as they are.
+        self.core: Any = k8s.CoreV1Api(api)
+        self.node_api: Any = k8s.NodeV1Api(api)
+        self.custom: Any = k8s.CustomObjectsApi(api)
+        self.prefix = f"t{uuid.uuid4().hex[:6]}"
+        self.nodes: list[str] = []
+        self.profiles: list[str] = []
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}-{suffix}"
+
+    # --- nodes -----------------------------------------------------------------------------------------------
+
+    def create_node(self, suffix: str, **labels: str) -> str:
+        name = self.name(suffix)
+        self.core.create_node(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubehull-test": self.prefix, **labels}},
+            }
+        )
+        self.nodes.append(name)
+        return name
+
+    def label_node(self, name: str, **labels: str | None) -> None:
+        self.core.patch_node(name, {"metadata": {"labels": labels}}, _content_type="application/merge-patch+json")
+
+    def node_labels(self, name: str) -> dict[str, str]:
+        return dict(self.core.read_node(name).metadata.labels or {})
+
+    def handler_labels(self, name: str) -> dict[str, str]:
+        return {k: v for k, v in self.node_labels(name).items() if k.startswith("handler.kubehull.io/")}
+
+    # --- profiles --------------------------------------------------------------------------------------------
+
+    def create_profile(self, suffix: str, spec: dict[str, Any], *, selector: bool = True) -> str:
+        """A RuntimeProfile; unless told otherwise it selects only this test's nodes."""
+        name = self.name(suffix)
+        if selector and "nodeSelector" not in spec:
+            spec = {**spec, "nodeSelector": {"matchLabels": {"kubehull-test": self.prefix}}}
+        self.custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "runtimeprofiles",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RuntimeProfile", "metadata": {"name": name}, "spec": spec},
+        )
+        self.profiles.append(name)
+        return name
+
+    def patch_profile(self, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object(
+            GROUP, VERSION, "runtimeprofiles", name, patch, _content_type="application/merge-patch+json"
+        )
+
+    def delete_profile(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", name)
+
+    def profile(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", name)
+        return result
+
+    def condition(self, profile: str, kind: str) -> dict[str, Any]:
+        for condition in (self.profile(profile).get("status") or {}).get("conditions", []):
+            if condition["type"] == kind:
+                return dict(condition)
+        return {}
+
+    def exists(self, read: Callable[[], object]) -> bool:
+        try:
+            read()
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def profile_gone(self, name: str) -> bool:
+        return not self.exists(lambda: self.profile(name))
+
+    def events(self, profile: str) -> list[tuple[str | None, str | None]]:
+        listed = self.core.list_namespaced_event("default", field_selector=f"involvedObject.name={profile}")
+        return [(event.type, event.reason) for event in listed.items]
+
+    # --- RuntimeClasses, NodeRuntimes --------------------------------------------------------------------------
+
+    def runtime_class(self, name: str) -> dict[str, Any]:
+        found = self.node_api.read_runtime_class(name)
+        result: dict[str, Any] = self.node_api.api_client.sanitize_for_serialization(found)
+        return result
+
+    def node_runtime(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", node)
+        return result
+
+    def handlers(self, node: str) -> dict[str, dict[str, Any]]:
+        """The handler entries of a node's NodeRuntime spec, by name."""
+        return {entry["name"]: entry for entry in self.node_runtime(node).get("spec", {}).get("handlers", [])}
+
+    def handler(self, node: str, name: str) -> dict[str, Any] | None:
+        return self.handlers(node).get(name)
+
+    def report(self, node: str, handlers: dict[str, bool | str]) -> None:
+        """Write the NodeRuntime status as the node's agent would: True is ready, a string a failure reason."""
+        current = self.node_runtime(node)
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        statuses = [
+            {
+                "name": name,
+                "ready": state is True,
+                "reason": "" if state is True else str(state),
+                "message": "" if state is True else f"{name}: {state} (simulated agent)",
+                "lastProbeTime": now,
+                "probeDurationSeconds": 0.25,
+            }
+            for name, state in handlers.items()
+        ]
+        status = {
+            "observedGeneration": current["metadata"]["generation"],
+            "runtime": {"name": "hulld", "version": "0.1.0", "ready": True},
+            "handlers": statuses,
+        }
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "noderuntimes", node, {"status": status}, _content_type="application/merge-patch+json"
+        )
+
+    def report_all_ready(self, node: str) -> None:
+        self.report(node, dict.fromkeys(self.handlers(node), True))
+
+    # --- cleanup -----------------------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        for name in self.profiles:
+            if not self.profile_gone(name):
+                self.delete_profile(name)
+        for name in self.profiles:
+            wait_until(functools.partial(self.profile_gone, name), 30, f"profile {name} to be deleted")
+        for name in self.nodes:
+            if self.exists(functools.partial(self.core.read_node, name)):
+                self.core.delete_node(name)
+
+
+@pytest.fixture
+def cluster(kubehull_crds: KubeAPIServer, operator: OperatorProcess) -> Iterator[Cluster]:
+    view = Cluster(kubehull_crds)
+    yield view
+    view.cleanup()

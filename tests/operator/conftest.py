@@ -32,7 +32,10 @@ T = TypeVar("T")
 
 
 def wait_until(check: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy (returned) or raises no AssertionError."""
+    """Poll ``check`` until it returns something truthy, and return that.
+
+    Errors that mean "not there yet" (missing key, 404, connection refused, failed assertion) count as falsy.
+    """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -41,7 +44,7 @@ def wait_until(check: Callable[[], T | None], timeout: float = 20, what: str = "
             if result:
                 return result
             last = result
-        except (AssertionError, ApiException) as error:
+        except (AssertionError, ApiException, KeyError, TypeError, OSError) as error:
             last = error
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

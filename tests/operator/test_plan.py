@@ -1,0 +1,170 @@
+"""The planner on hand-made snapshots: no cluster, every decision visible."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from kubehull_api.noderuntime import NodeRuntime
+from kubehull_api.runtimeprofile import RuntimeProfile
+from kubehull_operator.reconcile import placement, plan, rollout, runtimeclass
+from kubehull_operator.reconcile.model import (
+    CreateNodeRuntime,
+    NodeRecord,
+    RecordEvent,
+    RuntimeClassRecord,
+    SetNodeLabels,
+    SetNodeRuntimeHandlers,
+    SetProfileStatus,
+    Snapshot,
+    runtime_class_record,
+)
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+
+
+def profile(name: str, spec: dict[str, Any], *, age: int = 0, uid: str = "") -> RuntimeProfile:
+    created = (NOW - datetime.timedelta(minutes=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return RuntimeProfile.model_validate(
+        {
+            "metadata": {"name": name, "uid": uid or f"uid-{name}", "generation": 1, "creationTimestamp": created},
+            "spec": spec,
+        }
+    )
+
+
+def node(name: str, **labels: str) -> NodeRecord:
+    return NodeRecord(name=name, uid=f"uid-{name}", resource_version="1", labels=labels)
+
+
+def node_runtime(
+    name: str, handlers: list[Any], ready: dict[str, bool] | None = None, generation: int = 2
+) -> NodeRuntime:
+    status = None
+    if ready is not None:
+        status = {
+            "observedGeneration": generation,
+            "handlers": [{"name": key, "ready": value} for key, value in ready.items()],
+        }
+    return NodeRuntime.model_validate(
+        {
+            "metadata": {"name": name, "generation": generation},
+            "spec": {"handlers": [h.model_dump() for h in handlers]},
+            "status": status,
+        }
+    )
+
+
+def snapshot(
+    profiles: list[RuntimeProfile], nodes: list[NodeRecord], node_runtimes: list[NodeRuntime] | None = None
+) -> Snapshot:
+    return Snapshot(
+        profiles={p.name: p for p in profiles},
+        nodes={n.name: n for n in nodes},
+        node_runtimes={r.name: r for r in node_runtimes or []},
+        runtime_classes={},
+    )
+
+
+RUNC = {"handler": "runc", "runtime": {"engine": "runc"}}
+
+
+def test_newer_profile_with_other_settings_conflicts_same_settings_share() -> None:
+    old = profile("old", {"handler": "gv", "runtime": {"engine": "gvisor"}}, age=10)
+    same = profile("same", {"handler": "gv", "runtime": {"engine": "gvisor"}}, age=5)
+    other = profile("other", {"handler": "gv", "runtime": {"engine": "gvisor", "options": {"platform": "kvm"}}})
+    placed = placement.place(snapshot([other, same, old], [node("a")]))
+    assert list(placed.active) == ["old", "same"]
+    assert "RuntimeProfile old" in placed.conflicts["other"]
+    assert placed.handlers_on("a")["gv"].profile == "old"
+
+
+def test_percentage_budget_rounds_up_and_new_nodes_are_created_with_their_turn() -> None:
+    rp = profile("p", {**RUNC, "rollout": {"maxUnavailable": "25%"}})
+    nodes = [node(f"n{i}") for i in range(5)]
+    assert rp.spec.rollout.budget(5) == 2
+    result = plan.plan(snapshot([rp], nodes), NOW)
+    created = [action for action in result.actions if isinstance(action, CreateNodeRuntime)]
+    assert [len(action.handlers) for action in created] == [1, 1, 0, 0, 0]
+
+
+def test_unavailable_nodes_use_up_the_budget() -> None:
+    rp = profile("p", RUNC)
+    config = placement.handler_config(rp)
+    nodes = [node("a"), node("b")]
+    runtimes = [node_runtime("a", [config], ready={"runc": False}), node_runtime("b", [])]
+    result = plan.plan(snapshot([rp], nodes, runtimes), NOW)
+    assert not [action for action in result.actions if isinstance(action, SetNodeRuntimeHandlers)]
+    assert result.statuses["p"].nodes.failed == 1
+    assert result.statuses["p"].failures[0].reason == "HandlerNotReady"
+
+
+def test_label_kept_while_the_agent_catches_up_and_dropped_when_it_reports_failure() -> None:
+    rp = profile("p", RUNC)
+    config = placement.handler_config(rp)
+    labelled = node("a", **{"handler.kubehull.io/runc": "true"})
+    lagging = node_runtime("a", [config], ready={"runc": True}, generation=3)
+    lagging = lagging.model_copy(update={"status": lagging.status.model_copy(update={"observed_generation": 2})})  # type: ignore[union-attr]
+    assert not [
+        a for a in plan.plan(snapshot([rp], [labelled], [lagging]), NOW).actions if isinstance(a, SetNodeLabels)
+    ]
+    failing = node_runtime("a", [config], ready={"runc": False})
+    actions = plan.plan(snapshot([rp], [labelled], [failing]), NOW).actions
+    assert SetNodeLabels(node="a", labels={"handler.kubehull.io/runc": None}) in actions
+
+
+def test_status_keeps_transition_times_and_emits_ready_once() -> None:
+    rp = profile("p", RUNC)
+    config = placement.handler_config(rp)
+    labelled = node("a", **{"handler.kubehull.io/runc": "true"})
+    state = snapshot([rp], [labelled], [node_runtime("a", [config], ready={"runc": True})])
+    state = Snapshot(
+        profiles=state.profiles,
+        nodes=state.nodes,
+        node_runtimes=state.node_runtimes,
+        runtime_classes={"p": runtimeclass_record(rp)},
+    )
+    first = plan.plan(state, NOW)
+    assert [a.reason for a in first.actions if isinstance(a, RecordEvent)] == ["Ready"]
+    written = next(a.status for a in first.actions if isinstance(a, SetProfileStatus))
+    later = NOW + datetime.timedelta(minutes=1)
+    again = Snapshot(
+        profiles={"p": rp.model_copy(update={"status": written})},
+        nodes=state.nodes,
+        node_runtimes=state.node_runtimes,
+        runtime_classes=state.runtime_classes,
+    )
+    second = plan.plan(again, later)
+    assert second.actions == []  # nothing changed: no write, no event
+    assert second.statuses["p"] == written
+
+
+def runtimeclass_record(rp: RuntimeProfile) -> RuntimeClassRecord:
+    body = runtimeclass.desired(rp)
+    return runtime_class_record({**body, "metadata": {**body["metadata"], "resourceVersion": "7"}})
+
+
+def test_runtime_class_quantities_compare_by_value() -> None:
+    rp = profile("p", {**RUNC, "overhead": {"podFixed": {"cpu": "0.5", "memory": "64Mi"}}})
+    wanted = runtimeclass.desired(rp)
+    canonical = {**wanted, "overhead": {"podFixed": {"cpu": "500m", "memory": "64Mi"}}}
+    assert runtimeclass.matches(canonical, wanted)
+    assert not runtimeclass.matches({**wanted, "overhead": {"podFixed": {"cpu": "1"}}}, wanted)
+
+
+def test_cleanup_pending_lists_what_a_deleted_profile_left() -> None:
+    rp = profile("p", RUNC)
+    config = placement.handler_config(rp)
+    deleting = rp.model_copy(update={"metadata": {**rp.metadata, "deletionTimestamp": "2026-11-28T12:00:00Z"}})
+    state = Snapshot(
+        profiles={"p": deleting},
+        nodes={"a": node("a", **{"handler.kubehull.io/runc": "true"})},
+        node_runtimes={"a": node_runtime("a", [config])},
+        runtime_classes={"p": runtimeclass_record(rp)},
+    )
+    assert plan.cleanup_pending(state, "p") == [
+        "RuntimeClass p",
+        "NodeRuntime a",
+        "label handler.kubehull.io/runc on node a",
+    ]
+    assert rollout.planned_handlers(state, placement.place(state)) == {"a": ()}

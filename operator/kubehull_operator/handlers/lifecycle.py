@@ -13,12 +13,23 @@ from kubehull_operator.controller import Controller
 FINALIZER = "kubehull.io/cleanup"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf stores each object's last-handled state for on.update handlers; kubehull has none (the controller
+    is level-triggered), so keeping it would only cost one more write per profile change."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     # Handler progress in annotations: the CRD's status schema is kubehull's alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubehull.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubehull.io")
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The controller records the events that matter itself; kopf's per-handler chatter would be API writes too.
     settings.posting.enabled = False
     settings.posting.level = logging.WARNING

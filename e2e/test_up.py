@@ -28,6 +28,7 @@ def test_up_check_starts_and_stops_everything(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "cluster" / "admin.kubeconfig"
     assert f"export KUBECONFIG={kubeconfig}" in result.stdout
     assert "/kubehull/busybox:1.35" in result.stdout
+    assert "example RuntimeProfiles applied; their RuntimeClasses exist" in result.stdout
     # Torn down: nothing of this cluster is still running.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""

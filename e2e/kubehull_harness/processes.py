@@ -58,7 +58,8 @@ class ManagedProcess:
                 start_new_session=True,
             )
 
-    def wait_ready(self, ready: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+    def wait_ready(self, ready: Callable[[], object], timeout: float, what: str = "ready") -> None:
+        """Poll ``ready`` until it returns something truthy without raising."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:

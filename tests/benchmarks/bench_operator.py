@@ -4,8 +4,9 @@
 
 For each profile (each selecting every node, maxUnavailable 100%) it measures the time from creating the
 profile to its RuntimeClass, the time until every NodeRuntime carries the handler, and the API writes the
-change caused (from the API server's own apiserver_request_total, less the benchmark's single write and the
-operator's lease renewals and the API server's own endpoint updates). Then it changes one profile and counts again. Last, the operator's peak RSS.
+change caused (from the API server's own apiserver_request_total, less the benchmark's single write, the
+operator's lease renewals and the API server's own endpoint updates). Then it changes one profile and counts
+again. Last, the operator's peak RSS.
 Targets (issue #3): RuntimeClass ≤ 1 s, all NodeRuntimes ≤ 30 s, writes ≤ affected nodes + 5, RSS ≤ 200 MB.
 No agent runs, so nodes stay "updating"; that is the fan-out this measures.
 """

@@ -39,7 +39,7 @@ GROUP, VERSION = "kubehull.io", "v1alpha1"
 # Lease renewals, and the API server's own endpoint reconciler: writes that no profile change causes.
 NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9})
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
-REQUEST_LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.MULTILINE)
+REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.MULTILINE)
 
 
 def writes(server: apiserver.KubeAPIServer) -> Counter[str]:
@@ -89,8 +89,16 @@ def main() -> int:
     try:
         kubectl = str(toolchain.binary("kubectl"))
         processes.run([kubectl, f"--kubeconfig={server.kubeconfig}", "apply", "-f", REPO / "crds"])
-        processes.run([kubectl, f"--kubeconfig={server.kubeconfig}", "wait", "--for=condition=Established",
-                       "crd/runtimeprofiles.kubehull.io", "crd/noderuntimes.kubehull.io"])
+        processes.run(
+            [
+                kubectl,
+                f"--kubeconfig={server.kubeconfig}",
+                "wait",
+                "--for=condition=Established",
+                "crd/runtimeprofiles.kubehull.io",
+                "crd/noderuntimes.kubehull.io",
+            ]
+        )
         api = server.api_client()
         api.configuration.connection_pool_maxsize = 32
         core: Any = k8s.CoreV1Api(api)
@@ -99,20 +107,40 @@ def main() -> int:
 
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda i: core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
-                "name": f"node-{i:04d}", "labels": {"zone": f"z{i % 4}"}}}), range(args.nodes)))
+            list(
+                pool.map(
+                    lambda i: core.create_node(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "metadata": {"name": f"node-{i:04d}", "labels": {"zone": f"z{i % 4}"}},
+                        }
+                    ),
+                    range(args.nodes),
+                )
+            )
         print(f"created {args.nodes} Nodes in {time.monotonic() - started:.1f}s")
 
         env = {**os.environ, "KUBECONFIG": str(server.kubeconfig)}
         operator = processes.ManagedProcess(
             "operator",
-            [sys.executable, "-m", "kubehull_operator", "--metrics-port=0", "--health-endpoint=",
-             "--lease-namespace=default"],
-            logs, env=env,
+            [
+                sys.executable,
+                "-m",
+                "kubehull_operator",
+                "--metrics-port=0",
+                "--health-endpoint=",
+                "--lease-namespace=default",
+            ],
+            logs,
+            env=env,
         )
         started = time.monotonic()
-        operator.wait_ready(lambda: len(custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"])
-                            == args.nodes, 120, "done creating NodeRuntimes")
+        operator.wait_ready(
+            lambda: len(custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]) == args.nodes,
+            120,
+            "done creating NodeRuntimes",
+        )
         print(f"operator created {args.nodes} NodeRuntimes in {time.monotonic() - started:.1f}s")
         settle(server)
 
@@ -121,9 +149,17 @@ def main() -> int:
             name = handler = f"bench{index}"
             before = settle(server)
             started = time.monotonic()
-            custom.create_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "RuntimeProfile", "metadata": {"name": name},
-                "spec": {"handler": handler, "runtime": {"engine": "runc"}, "rollout": {"maxUnavailable": "100%"}}})
+            custom.create_cluster_custom_object(
+                GROUP,
+                VERSION,
+                "runtimeprofiles",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "RuntimeProfile",
+                    "metadata": {"name": name},
+                    "spec": {"handler": handler, "runtime": {"engine": "runc"}, "rollout": {"maxUnavailable": "100%"}},
+                },
+            )
             while True:
                 try:
                     node_api.read_runtime_class(name)
@@ -141,13 +177,23 @@ def main() -> int:
         name = "bench0"
         before = settle(server)
         started = time.monotonic()
-        custom.patch_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", name,
-                                           {"spec": {"runtime": {"options": {"systemdCgroup": "true"}}}},
-                                           _content_type="application/merge-patch+json")
+        custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "runtimeprofiles",
+            name,
+            {"spec": {"runtime": {"options": {"systemdCgroup": "true"}}}},
+            _content_type="application/merge-patch+json",
+        )
         while True:
             items = custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]
-            if all(any(entry["name"] == name and entry.get("options") == {"systemdCgroup": "true"}
-                       for entry in item["spec"]["handlers"]) for item in items):
+            if all(
+                any(
+                    entry["name"] == name and entry.get("options") == {"systemdCgroup": "true"}
+                    for entry in item["spec"]["handlers"]
+                )
+                for item in items
+            ):
                 break
             time.sleep(0.1)
         to_all_nodes = time.monotonic() - started

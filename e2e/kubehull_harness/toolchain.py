@@ -11,6 +11,8 @@ harness imports ``binary()`` from it to find the cached files.
 
     python3 e2e/kubehull_harness/toolchain.py build      # build whatever is not cached yet
     python3 e2e/kubehull_harness/toolchain.py paths      # print the binary paths (NAME=PATH lines)
+
+Besides Kubernetes, etcd, helm, cri-tools and kwok it builds a current gVisor (runsc and its containerd shim).
 """
 
 from __future__ import annotations
@@ -193,15 +195,24 @@ def _build_kwok(component: Component, scratch: Path, out: Path, log: Path) -> No
     _go(["build", "-ldflags", "-s -w", "-o", str(out) + "/", *packages], scratch, log)
 
 
+def _build_gvisor(component: Component, scratch: Path, out: Path, log: Path) -> None:
+    _write_module(scratch, requires={component.module: component.version}, replaces={})
+    ldflags = f"-s -w -X {component.module}/runsc/version.version={component.version}"
+    _go(["build", "-ldflags", ldflags, "-o", str(out / "runsc"), f"{component.module}/runsc"], scratch, log)
+    shim = out / "containerd-shim-runsc-v1"
+    _go(["build", "-ldflags", "-s -w", "-o", str(shim), f"{component.module}/shim"], scratch, log)
+
+
 BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "kubernetes": _build_kubernetes,
     "etcd": _build_etcd,
     "helm": _build_helm,
     "cri-tools": _build_cri_tools,
     "kwok": _build_kwok,
+    "gvisor": _build_gvisor,
 }
 
-# How each binary reports its version; the expected text is checked in the output.
+# How each binary reports its version (default: --version); the component's version must be in the output.
 VERSION_COMMANDS: dict[str, list[str]] = {
     "kubectl": ["version", "--client"],
     "helm": ["version", "--short"],
@@ -209,13 +220,16 @@ VERSION_COMMANDS: dict[str, list[str]] = {
     "critest": ["-version"],
     "kwok": ["--version"],
     "kwokctl": ["--version"],
+    "containerd-shim-runsc-v1": ["-v"],
 }
+# Binaries that print their own library's version, not the component's: this text shows they run.
+VERSION_TEXT: dict[str, str] = {"containerd-shim-runsc-v1": "Version:"}
 
 
 def check(component: Component, directory: Path) -> None:
     """Run every binary of a component and make sure it reports the pinned version."""
-    expected = component.version.lstrip("v")
     for name in component.binaries:
+        expected = VERSION_TEXT.get(name, component.version.lstrip("v"))
         command = [str(directory / name), *VERSION_COMMANDS.get(name, ["--version"])]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         output = result.stdout + result.stderr

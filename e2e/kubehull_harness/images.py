@@ -2,7 +2,9 @@
 
 No base image can be pulled here, so every image the tests run is made from scratch: a root filesystem holding
 the static busybox binary and a link for each of its applets, a small /etc, and an image config (cmd, env,
-ports). The images are real OCI images; the registry serves them like any other.
+ports). The layer is written with Python's tarfile (umoci's own `insert` leaves the last entry unpadded, which
+strict readers reject) and added with `umoci raw add-layer`. The images are real OCI images; the registry
+serves them like any other.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -109,7 +112,12 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         shutil.rmtree(rootfs)
     rootfs.mkdir(parents=True)
     _busybox_rootfs(rootfs, spec.files)
-    processes.run(["umoci", "insert", "--image", image, rootfs, "/"])
+    layer = work_dir / f"{tag}-layer.tar"
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in sorted(rootfs.iterdir()):
+            archive.add(entry, arcname=entry.name)
+    processes.run(["umoci", "raw", "add-layer", "--image", image, layer])
+    layer.unlink()
     config = [
         "--config.env",
         PATH_ENV,

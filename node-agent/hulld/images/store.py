@@ -1,0 +1,214 @@
+"""The image store on disk: content-addressed blobs, unpacked layers, and one record per image.
+
+    <root>/images/blobs/sha256/<hex>      manifests, configs, compressed layers (verified before they land)
+    <root>/images/layers/<hex of diff_id> one unpacked layer each, shared by every image that has it
+    <root>/images/records/<hex of id>.json one image: id (config digest), tags, digests, layers, config
+    <root>/images/ingest/                 downloads and unpacks in progress; emptied at start-up
+
+Everything lands by an atomic rename, so a crash leaves either nothing or a complete item. Records are
+versioned JSON; a record of an unknown version is refused, not guessed at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hulld import errors
+
+RECORD_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    """The image config's digest."""
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    layers: tuple[str, ...]
+    """diff_ids, bottom layer first."""
+    size: int
+    """Bytes of the compressed layers and config (what a pull transfers)."""
+    config: dict[str, Any]
+    """The image config's ``config`` object: Entrypoint, Cmd, Env, User, WorkingDir, ..."""
+    manifest_digest: str
+
+    def to_json(self) -> str:
+        return json.dumps({"version": RECORD_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageRecord:
+        data = json.loads(text)
+        if data.pop("version", None) != RECORD_VERSION:
+            raise ValueError("unknown image record version")
+        return cls(
+            **{
+                **data,
+                "repo_tags": tuple(data["repo_tags"]),
+                "repo_digests": tuple(data["repo_digests"]),
+                "layers": tuple(data["layers"]),
+            }
+        )
+
+
+def _hex(digest: str) -> str:
+    algorithm, _, value = digest.partition(":")
+    if algorithm != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise errors.InvalidArgument(f"not a sha256 digest: {digest!r}")
+    return value
+
+
+def write_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
+        temporary.write(text)
+        temporary.flush()
+        os.fsync(temporary.fileno())
+    os.replace(temporary.name, path)
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "images"
+        self.blobs = self.root / "blobs" / "sha256"
+        self.layers = self.root / "layers"
+        self.records = self.root / "records"
+        self.ingest = self.root / "ingest"
+        for directory in (self.blobs, self.layers, self.records):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.rmtree(self.ingest, ignore_errors=True)  # half-finished downloads and unpacks of a crashed run
+        self.ingest.mkdir(mode=0o700)
+        self._lock = threading.RLock()
+        self._images: dict[str, ImageRecord] = {}
+        for path in self.records.glob("*.json"):
+            try:
+                record = ImageRecord.from_json(path.read_text())
+            except (ValueError, KeyError, TypeError):
+                continue  # reported by the caller's health checks; never half-trusted
+            self._images[record.id] = record
+
+    # --- blobs and layers -------------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / _hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def ingest_file(self) -> tempfile._TemporaryFileWrapper[bytes]:
+        return tempfile.NamedTemporaryFile(dir=self.ingest, delete=False)
+
+    def commit_blob(self, temporary: Path, digest: str) -> None:
+        os.replace(temporary, self.blob_path(digest))
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.layers / _hex(diff_id)
+
+    def has_layer(self, diff_id: str) -> bool:
+        return self.layer_path(diff_id).is_dir()
+
+    def ingest_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.ingest))
+
+    def commit_layer(self, unpacked: Path, diff_id: str) -> None:
+        try:
+            os.rename(unpacked, self.layer_path(diff_id))
+        except OSError:
+            if not self.has_layer(diff_id):
+                raise
+            shutil.rmtree(unpacked)  # another pull unpacked the same layer first
+
+    # --- records ----------------------------------------------------------------------------------------------
+
+    def add(self, record: ImageRecord) -> ImageRecord:
+        """Store an image; tags it takes from other images move to it (as ``docker pull`` retags)."""
+        with self._lock:
+            for other in list(self._images.values()):
+                if other.id != record.id and set(other.repo_tags) & set(record.repo_tags):
+                    self._save(
+                        dataclasses.replace(
+                            other, repo_tags=tuple(tag for tag in other.repo_tags if tag not in record.repo_tags)
+                        )
+                    )
+            existing = self._images.get(record.id)
+            if existing is not None:
+                record = dataclasses.replace(
+                    record,
+                    repo_tags=tuple(dict.fromkeys((*existing.repo_tags, *record.repo_tags))),
+                    repo_digests=tuple(dict.fromkeys((*existing.repo_digests, *record.repo_digests))),
+                )
+            self._save(record)
+            return record
+
+    def _save(self, record: ImageRecord) -> None:
+        write_atomically(self.records / f"{_hex(record.id)}.json", record.to_json())
+        self._images[record.id] = record
+
+    def list(self) -> list[ImageRecord]:
+        with self._lock:
+            return list(self._images.values())
+
+    def find(self, spec: str) -> ImageRecord | None:
+        """By ID (full or a unique prefix of 12+ hex digits), by tag, or by repo digest."""
+        with self._lock:
+            candidates = self._images.values()
+            for record in candidates:
+                if spec in (record.id, _short(record.id)) or spec in record.repo_tags or spec in record.repo_digests:
+                    return record
+            if len(spec) >= 12 and all(c in "0123456789abcdef" for c in spec):
+                prefixed = [record for record in candidates if _hex(record.id).startswith(spec)]
+                if len(prefixed) == 1:
+                    return prefixed[0]
+            return None
+
+    def remove(self, record: ImageRecord) -> None:
+        with self._lock:
+            (self.records / f"{_hex(record.id)}.json").unlink(missing_ok=True)
+            self._images.pop(record.id, None)
+            self._collect()
+
+    def _collect(self) -> None:
+        """Delete layers and blobs no image refers to any more."""
+        used_layers = {_hex(layer) for record in self._images.values() for layer in record.layers}
+        for layer in self.layers.iterdir():
+            if layer.name not in used_layers:
+                shutil.rmtree(layer, ignore_errors=True)
+        used_blobs = {_hex(record.id) for record in self._images.values()}
+        used_blobs |= {_hex(record.manifest_digest) for record in self._images.values()}
+        used_blobs |= self._layer_blobs()
+        for blob in self.blobs.iterdir():
+            if blob.name not in used_blobs:
+                blob.unlink(missing_ok=True)
+
+    def _layer_blobs(self) -> set[str]:
+        names: set[str] = set()
+        for record in self._images.values():
+            manifest = self.blob_path(record.manifest_digest)
+            if manifest.is_file():
+                names |= {_hex(layer["digest"]) for layer in json.loads(manifest.read_bytes()).get("layers", [])}
+        return names
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes and inodes used by the image store."""
+        size = inodes = 0
+        for directory, subdirectories, files in os.walk(self.root):
+            inodes += len(subdirectories) + len(files)
+            for name in files:
+                try:
+                    size += os.lstat(os.path.join(directory, name)).st_blocks * 512
+                except FileNotFoundError:
+                    continue
+        return size, inodes
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.list())
+
+
+def _short(image_id: str) -> str:
+    return _hex(image_id)[:12]

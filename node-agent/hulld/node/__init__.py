@@ -1,0 +1,1 @@
+"""Host resources hulld manages for pods, one small module each: CNI networking, namespaces, cgroups."""

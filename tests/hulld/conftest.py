@@ -1,0 +1,118 @@
+"""hulld tests: a real hulld process on a private socket and root, pulling from the local registry."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cri_api.v1 import api_pb2_grpc
+
+from kubehull_harness import processes, toolchain
+from kubehull_harness.pytest_plugin import OCIRegistry
+
+
+class Hulld:
+    """One hulld process with its own config, socket, state and metrics port."""
+
+    counter = itertools.count(1)
+
+    def __init__(self, work_dir: Path, log_dir: Path, registry_host: str) -> None:
+        self.work_dir = work_dir
+        self.log_dir = log_dir
+        self.socket = work_dir / "run" / "hulld.sock"
+        self.root = work_dir / "root"
+        self.metrics_port = processes.free_port()
+        self.config_path = work_dir / "config.toml"
+        self.write_config(f"""
+[server]
+socket = "{self.socket}"
+metrics_address = "127.0.0.1:{self.metrics_port}"
+
+[storage]
+root = "{self.root}"
+state = "{work_dir / "state"}"
+
+[network]
+cni_conf_dir = "{work_dir / "cni"}"
+cni_bin_dirs = ["/usr/lib/cni"]
+
+[[registries]]
+prefix = "{registry_host}"
+insecure = true
+
+[runtime]
+default_handler = "runc"
+
+[handlers.runc]
+runtime_path = "/usr/sbin/runc"
+
+[handlers.runsc]
+runtime_path = "{toolchain.binary("runsc")}"
+""")
+        self.process: processes.ManagedProcess | None = None
+        self.start()
+
+    def write_config(self, text: str) -> None:
+        self.config_path.write_text(text)
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "hulld", "--config", str(self.config_path)]
+        self.process = processes.ManagedProcess(f"hulld-{next(self.counter)}", argv, self.log_dir)
+        self.process.wait_ready(self.socket.exists, 30, "serving its socket")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    @property
+    def log(self) -> str:
+        assert self.process is not None
+        return self.process.log_path.read_text(errors="replace")
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(f"unix://{self.socket}")
+
+    def runtime(self) -> Any:
+        return api_pb2_grpc.RuntimeServiceStub(self.channel())
+
+    def images(self) -> Any:
+        return api_pb2_grpc.ImageServiceStub(self.channel())
+
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        endpoint = f"unix://{self.socket}"
+        result = subprocess.run(
+            [
+                str(toolchain.binary("crictl")),
+                f"--runtime-endpoint={endpoint}",
+                f"--image-endpoint={endpoint}",
+                "--timeout=60s",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"crictl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as answer:
+            text: str = answer.read().decode()
+            return text
+
+
+@pytest.fixture
+def hulld(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
+    running = Hulld(tmp_path, component_logs, oci_registry.host)
+    yield running
+    running.stop()

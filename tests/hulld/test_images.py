@@ -73,7 +73,8 @@ def test_concurrent_pulls_of_one_image_share_one_download(hulld: Hulld, oci_regi
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 4 and len(set(results)) == 1
+    assert len(results) == 4
+    assert len(set(results)) == 1
     metrics = hulld.metrics()
     downloaded = next(
         float(line.split()[1]) for line in metrics.splitlines() if line.startswith("hulld_image_pull_bytes_total ")

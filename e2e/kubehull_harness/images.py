@@ -42,12 +42,23 @@ nogroup:x:65534:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """A layer on top of the busybox one: files to add, paths to delete (whiteouts), directories to replace."""
+
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    deleted: tuple[str, ...] = ()
+    opaque: tuple[str, ...] = ()
+    """Directories whose lower content this layer hides (``.wh..wh..opq``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageSpec:
     repository: str
     tag: str
     cmd: tuple[str, ...]
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exposed_ports: tuple[str, ...] = ()
+    layers: tuple[LayerSpec, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +77,16 @@ class PushedImage:
 TEST_IMAGES: dict[str, ImageSpec] = {
     "busybox": ImageSpec(repository="kubehull/busybox", tag="1.35", cmd=("sh",)),
     # critest's webServerTestImage: something answering HTTP on port 80.
+    # Three layers, the upper ones deleting and hiding what the lower ones added: whiteouts and opaque dirs.
+    "layered": ImageSpec(
+        repository="kubehull/layered",
+        tag="1.0",
+        cmd=("sh",),
+        layers=(
+            LayerSpec(files={"data/keep": "kept\n", "data/gone": "deleted above\n", "cache/old": "hidden above\n"}),
+            LayerSpec(files={"cache/new": "the only file in cache\n"}, deleted=("data/gone",), opaque=("cache",)),
+        ),
+    ),
     "webserver": ImageSpec(
         repository="kubehull/webserver",
         tag="1.0",
@@ -99,6 +120,14 @@ def _busybox_rootfs(rootfs: Path, files: Mapping[str, str]) -> None:
         target.write_text(content)
 
 
+def _add_layer(image: str, tar: Path, content: Path) -> None:
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in sorted(content.iterdir()):
+            archive.add(entry, arcname=entry.name)
+    processes.run(["umoci", "raw", "add-layer", "--image", image, tar])
+    tar.unlink()
+
+
 def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
     """Build ``spec`` into the OCI layout ``layout``; returns the layout reference (``oci:<dir>:<tag>``)."""
     name = spec.repository.rsplit("/", 1)[-1]
@@ -112,12 +141,23 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         shutil.rmtree(rootfs)
     rootfs.mkdir(parents=True)
     _busybox_rootfs(rootfs, spec.files)
-    layer = work_dir / f"{tag}-layer.tar"
-    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as archive:
-        for entry in sorted(rootfs.iterdir()):
-            archive.add(entry, arcname=entry.name)
-    processes.run(["umoci", "raw", "add-layer", "--image", image, layer])
-    layer.unlink()
+    _add_layer(image, work_dir / f"{tag}-layer.tar", rootfs)
+    for index, extra in enumerate(spec.layers):
+        upper = work_dir / f"{tag}-layer{index}"
+        if upper.exists():
+            shutil.rmtree(upper)
+        for relative, content in extra.files.items():
+            (upper / relative).parent.mkdir(parents=True, exist_ok=True)
+            (upper / relative).write_text(content)
+        for relative in extra.deleted:  # the OCI whiteout: an empty ".wh.<name>" beside it
+            target = upper / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (target.parent / f".wh.{target.name}").write_text("")
+        for relative in extra.opaque:
+            (upper / relative).mkdir(parents=True, exist_ok=True)
+            (upper / relative / ".wh..wh..opq").write_text("")
+        _add_layer(image, work_dir / f"{tag}-layer{index}.tar", upper)
+        shutil.rmtree(upper)
     config = [
         "--config.env",
         PATH_ENV,
@@ -143,12 +183,12 @@ def _skopeo(*args: processes.Arg, policy: Path) -> str:
     return processes.run(["skopeo", "--policy", policy, *args]).stdout
 
 
-def push(source: str, spec: ImageSpec, registry: Registry, work_dir: Path) -> PushedImage:
+def push(source: str, spec: ImageSpec, registry: Registry, work_dir: Path, *options: str) -> PushedImage:
     # Our own images, on our own loopback registry: no signatures to demand.
     policy = work_dir / "policy.json"
     policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
     reference = registry.reference(spec.repository, spec.tag)
-    _skopeo("copy", "--dest-tls-verify=false", source, f"docker://{reference}", policy=policy)
+    _skopeo("copy", "--dest-tls-verify=false", *options, source, f"docker://{reference}", policy=policy)
     digest = _skopeo(
         "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{reference}", policy=policy
     ).strip()

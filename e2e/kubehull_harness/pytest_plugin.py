@@ -63,10 +63,21 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory, component_logs: Pat
 class OCIRegistry:
     """The running registry, the images pushed to it, and critest's images file."""
 
-    def __init__(self, served: registry.Registry, pushed: dict[str, images.PushedImage], images_file: Path) -> None:
+    def __init__(
+        self, served: registry.Registry, work_dir: Path, pushed: dict[str, images.PushedImage], images_file: Path
+    ) -> None:
         self.host = served.host
+        self.served = served
+        self.work_dir = work_dir
+        self.storage = work_dir / "registry" / "storage"
+        """The registry's own files (tests that need a broken blob break one here)."""
         self.images = pushed
         self.critest_images_file = images_file
+
+    def push(self, spec: images.ImageSpec, *skopeo_options: str) -> images.PushedImage:
+        """Build and push one more image, e.g. under another repository or compressed otherwise."""
+        source = images.build(spec, self.work_dir / "images" / "layout", self.work_dir / "images")
+        return images.push(source, spec, self.served, self.work_dir / "images", *skopeo_options)
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +88,6 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
         pushed = images.preload(served, work_dir / "images")
         images_file = work_dir / "critest-images.yaml"
         images.write_critest_images_file(images_file, pushed)
-        yield OCIRegistry(served, pushed, images_file)
+        yield OCIRegistry(served, work_dir, pushed, images_file)
     finally:
         served.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import platform
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -97,9 +98,12 @@ class ImageService:
         for layer, diff_id in zip(layers, diff_ids, strict=True):
             self._download(session, layer["digest"], int(layer["size"]))
             if not self.store.has_layer(diff_id):
-                target = self.store.ingest_dir() / "layer"
-                unpack.unpack(self.store.blob_path(layer["digest"]), target, diff_id)
-                self.store.commit_layer(target, diff_id)
+                scratch = self.store.ingest_dir()
+                try:
+                    unpack.unpack(self.store.blob_path(layer["digest"]), scratch / "layer", diff_id)
+                    self.store.commit_layer(scratch / "layer", diff_id)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
         record = ImageRecord(
             id=config_digest,
             repo_tags=(ref.tagged,) if ref.tagged else (),

@@ -1,0 +1,73 @@
+"""hulld's configuration: clear refusals, and SIGHUP reloads that keep the old config when the new is bad."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hulld import config
+from tests.hulld.conftest import Hulld
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[server]\nsocket = "relative.sock"', "server.socket must be an absolute path"),
+        ('[handlers.gvisor]\nruntime_path = "/usr/bin/../../tmp/runsc"', "runtime_path must be an absolute path"),
+        ('[handlers."Bad_Name"]\nruntime_path = "/usr/bin/runc"', "handlers.Bad_Name"),
+        ('[runtime]\ndefault_handler = "kata"', "runtime.default_handler 'kata' is not among [handlers]"),
+        ('[server]\nsokcet = "/run/x.sock"', "server.sokcet: Extra inputs are not permitted"),
+        ("[server", "Expected ']'"),
+    ],
+)
+def test_invalid_config_is_refused_naming_the_field(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(path)
+    assert named in str(refused.value)
+    started = subprocess.run(
+        [sys.executable, "-m", "hulld", "--config", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert started.returncode == 2
+    assert named in started.stderr
+
+
+def test_documented_example_is_valid() -> None:
+    loaded = config.load(EXAMPLE)
+    assert set(loaded.handlers) >= {"runc", "gvisor", "kata"}
+
+
+@pytest.mark.registry
+@pytest.mark.root
+def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(hulld: Hulld) -> None:
+    def handlers() -> set[str]:
+        info = json.loads(hulld.crictl("info").stdout)
+        return {handler.get("name", "") for handler in info["runtimeHandlers"]}
+
+    assert handlers() == {"", "runc", "runsc"}
+    good = hulld.config_path.read_text() + '\n[handlers.crun]\nruntime_path = "/usr/bin/crun"\n'
+    hulld.config_path.write_text(good)
+    assert hulld.process is not None
+    hulld.process.popen.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while handlers() != {"", "runc", "runsc", "crun"}:
+        assert time.monotonic() < deadline, hulld.log
+        time.sleep(0.1)
+
+    hulld.config_path.write_text(good.replace('default_handler = "runc"', 'default_handler = "missing"'))
+    hulld.process.popen.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reload refused" not in hulld.log:
+        assert time.monotonic() < deadline, hulld.log
+        time.sleep(0.1)
+    assert "runtime.default_handler 'missing'" in hulld.log
+    assert handlers() == {"", "runc", "runsc", "crun"}

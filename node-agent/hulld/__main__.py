@@ -15,7 +15,8 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from hulld import __version__, config
+from hulld import __version__, config, recovery
+from hulld.containers import Containers
 from hulld.cri import server
 from hulld.cri.edge import Edge
 from hulld.cri.image_service import ImageServicer
@@ -23,6 +24,7 @@ from hulld.cri.runtime_service import RuntimeServicer
 from hulld.images.service import ImageService
 from hulld.images.store import ImageStore
 from hulld.metrics import Metrics
+from hulld.sandboxes import Sandboxes
 
 logger = logging.getLogger("hulld")
 
@@ -45,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         host, _, port = current.server.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host, registry=metrics.registry)
     images = ImageService(current, ImageStore(current.storage.root), metrics)
-    runtime = RuntimeServicer(current)
-    edge = Edge(metrics, handler_of=lambda request: getattr(request, "runtime_handler", "") or "")
+    sandboxes = Sandboxes(current)
+    containers = Containers(current, sandboxes, images)
+    images.in_use = containers.uses_image
+    containers.on_change = lambda: count(metrics, sandboxes, containers)
+    count(metrics, sandboxes, containers)
+    runtime = RuntimeServicer(current, sandboxes, containers)
+    edge = Edge(metrics, handler_of=lambda request: handler_of(request, sandboxes, containers))
     grpc_server = server.serve(current.server.socket, edge, runtime, ImageServicer(images))
+    recovery.recover(sandboxes, containers)  # Version and Status are served meanwhile; the rest waits
+    count(metrics, sandboxes, containers)
     edge.ready.set()
     logger.info("hulld %s serving CRI on %s", __version__, current.server.socket)
 
@@ -75,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 logger.warning("server and storage settings change only at restart")
             current = fresh
             images.reconfigure(current)
+            sandboxes.reconfigure(current)
+            containers.reconfigure(current)
             runtime.reconfigure(current)
             logger.info("configuration reloaded: handlers %s", ", ".join(sorted(current.handlers)))
             continue
@@ -82,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("stopping")
     grpc_server.stop(grace=5).wait()
     return 0
+
+
+def handler_of(request: object, sandboxes: Sandboxes, containers: Containers) -> str:
+    """The runtime handler a CRI request concerns, for the metrics' ``handler`` label."""
+    if getattr(request, "runtime_handler", ""):
+        return str(getattr(request, "runtime_handler"))  # noqa: B009 - a protobuf field
+    if getattr(request, "container_id", ""):
+        found = containers.records.find(str(getattr(request, "container_id")))  # noqa: B009
+        return found.handler if found else ""
+    if getattr(request, "pod_sandbox_id", ""):
+        sandbox = sandboxes.records.find(str(getattr(request, "pod_sandbox_id")))  # noqa: B009
+        return sandbox.handler if sandbox else ""
+    return ""
+
+
+def count(metrics: Metrics, sandboxes: Sandboxes, containers: Containers) -> None:
+    """Sandboxes and containers by state and handler, for the gauges."""
+    metrics.sandboxes.clear()
+    metrics.containers.clear()
+    for sandbox in sandboxes.records.list():
+        metrics.sandboxes.labels(sandbox.state.lower(), sandbox.handler).inc()
+    for container in containers.records.list():
+        metrics.containers.labels(container.state.lower(), container.handler).inc()
 
 
 if __name__ == "__main__":

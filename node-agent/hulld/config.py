@@ -68,7 +68,7 @@ class NetworkConfig(Section):
 class RegistryConfig(Section):
     prefix: str = Field(min_length=1)
     """Which images this entry applies to: a registry host (and optional repository path), e.g.
-    "docker.io" or "127.0.0.1:5000/kubehull"."""
+    "docker.io" or "127.0.0.1:5000/kubehull"; a host without a port covers all its ports."""
     insecure: bool = False
     """Speak plain HTTP to it (or HTTPS without verifying its certificate)."""
     mirrors: tuple[str, ...] = ()
@@ -121,11 +121,14 @@ class Config(Section):
 
     def registry_for(self, host_and_path: str) -> RegistryConfig | None:
         """The most specific registries entry whose prefix covers ``host/repository``."""
-        matches = [
-            entry
-            for entry in self.registries
-            if host_and_path == entry.prefix or host_and_path.startswith(entry.prefix.rstrip("/") + "/")
-        ]
+        host = host_and_path.split("/", 1)[0]
+
+        def covers(prefix: str) -> bool:
+            if "/" not in prefix and ":" not in prefix and host.rsplit(":", 1)[0] == prefix:
+                return True  # a bare host name covers all its ports
+            return host_and_path == prefix or host_and_path.startswith(prefix.rstrip("/") + "/")
+
+        matches = [entry for entry in self.registries if covers(entry.prefix)]
         return max(matches, key=lambda entry: len(entry.prefix), default=None)
 
 

@@ -27,5 +27,9 @@ class Unimplemented(HulldError):
     pass
 
 
+class DeadlineExceeded(HulldError):
+    """The operation ran out of the time the client gave it (an ExecSync timeout)."""
+
+
 class Unavailable(HulldError):
     """A dependency (a registry, a runtime binary) could not be reached; the client may retry."""

@@ -16,13 +16,20 @@ from cri_api.v1 import api_pb2_grpc
 from kubehull_harness import processes, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 
+# A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
+CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "hulld-test", "plugins": [
+  {"type": "bridge", "bridge": "hulldtest0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.0.0/24"}]],
+            "dataDir": "/run/hulld-test-ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}"""
+
 
 class Hulld:
     """One hulld process with its own config, socket, state and metrics port."""
 
     counter = itertools.count(1)
 
-    def __init__(self, work_dir: Path, log_dir: Path, registry_host: str) -> None:
+    def __init__(self, work_dir: Path, log_dir: Path, registry_host: str, *, network: bool = False) -> None:
         self.work_dir = work_dir
         self.log_dir = log_dir
         self.socket = work_dir / "run" / "hulld.sock"
@@ -55,6 +62,9 @@ runtime_path = "/usr/sbin/runc"
 [handlers.runsc]
 runtime_path = "{toolchain.binary("runsc")}"
 """)
+        if network:
+            (work_dir / "cni").mkdir()
+            (work_dir / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
         self.process: processes.ManagedProcess | None = None
         self.start()
 
@@ -109,6 +119,15 @@ runtime_path = "{toolchain.binary("runsc")}"
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as answer:
             text: str = answer.read().decode()
             return text
+
+
+@pytest.fixture
+def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
+    running = Hulld(tmp_path, component_logs, oci_registry.host, network=True)
+    yield running
+    for pod in running.crictl("pods", "-q", check=False).stdout.split():
+        running.crictl("rmp", "-f", pod, check=False)
+    running.stop()
 
 
 @pytest.fixture

@@ -1,58 +1,89 @@
-"""CRI RuntimeService: one thin method per RPC.
+"""CRI RuntimeService: one thin method per RPC, translating to ``hulld.sandboxes`` and ``hulld.containers``.
 
-This release answers Version, Status, RuntimeConfig and UpdateRuntimeConfig; pod sandboxes and containers
-are not implemented yet and say so with UNIMPLEMENTED (docs/hulld.md lists what is supported).
+Requests reach the domain as protobuf's JSON mapping (dicts); answers are built here. Streaming (Exec,
+Attach, PortForward) and a few optional RPCs answer UNIMPLEMENTED with the reason (docs/hulld.md).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
+from google.protobuf import json_format
 
 from hulld import __version__, errors
 from hulld.config import Config
+from hulld.containers import Containers
 from hulld.node import cni
+from hulld.sandboxes import Sandboxes
+from hulld.store.records import ContainerRecord, SandboxRecord
 
 CRI_VERSION = "0.1.0"
-NOT_YET = (
-    "RunPodSandbox",
-    "StopPodSandbox",
-    "RemovePodSandbox",
-    "PodSandboxStatus",
-    "ListPodSandbox",
-    "CreateContainer",
-    "StartContainer",
-    "StopContainer",
-    "RemoveContainer",
-    "ListContainers",
-    "ContainerStatus",
-    "UpdateContainerResources",
-    "ReopenContainerLog",
-    "ExecSync",
-    "ContainerStats",
-    "ListContainerStats",
-    "PodSandboxStats",
-    "ListPodSandboxStats",
-    "GetContainerEvents",
-    "UpdatePodSandboxResources",
-)
+NOT_YET = ("GetContainerEvents", "UpdatePodSandboxResources")
 STREAMING = ("Exec", "Attach", "PortForward")
 UNSUPPORTED = {
     "CheckpointContainer": "hulld does not support container checkpoints",
     "ListMetricDescriptors": "hulld does not serve CRI metrics; the kubelet uses cAdvisor",
     "ListPodSandboxMetrics": "hulld does not serve CRI metrics; the kubelet uses cAdvisor",
 }
+CONTAINER_STATES = {
+    "CREATED": cri.CONTAINER_CREATED,
+    "RUNNING": cri.CONTAINER_RUNNING,
+    "EXITED": cri.CONTAINER_EXITED,
+    "UNKNOWN": cri.CONTAINER_UNKNOWN,
+}
+SANDBOX_STATES = {"READY": cri.SANDBOX_READY, "NOTREADY": cri.SANDBOX_NOTREADY}
+
+
+def as_dict(message: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json_format.MessageToDict(message)
+    return data
+
+
+def _labels_match(labels: dict[str, str], selector: Any) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def sandbox_message(record: SandboxRecord) -> Any:
+    return cri.PodSandbox(
+        id=record.id,
+        metadata=cri.PodSandboxMetadata(**record.metadata),
+        state=SANDBOX_STATES[record.state],
+        created_at=record.created_at,
+        labels=record.labels,
+        annotations=record.annotations,
+        runtime_handler=record.handler,
+    )
+
+
+def container_message(record: ContainerRecord) -> Any:
+    return cri.Container(
+        id=record.id,
+        pod_sandbox_id=record.sandbox_id,
+        metadata=cri.ContainerMetadata(**record.metadata),
+        image=cri.ImageSpec(image=record.image),
+        image_ref=record.image_id,
+        state=CONTAINER_STATES[record.state],
+        created_at=record.created_at,
+        labels=record.labels,
+        annotations=record.annotations,
+    )
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sandboxes: Sandboxes, containers: Containers) -> None:
         self.config = config
+        self.sandboxes = sandboxes
+        self.containers = containers
         self.pod_cidr = ""
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
+
+    # --- runtime ----------------------------------------------------------------------------------------------
 
     def Version(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
         return cri.VersionResponse(
@@ -83,6 +114,212 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def UpdateRuntimeConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.pod_cidr = request.runtime_config.network_config.pod_cidr
         return cri.UpdateRuntimeConfigResponse()
+
+    # --- sandboxes --------------------------------------------------------------------------------------------
+
+    def RunPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.handler(self.sandboxes.handler(request.runtime_handler))  # refuses unusable handlers
+        record = self.sandboxes.run(as_dict(request.config), request.runtime_handler)
+        return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
+
+    def StopPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = self.sandboxes.records.find(request.pod_sandbox_id)
+        if record is not None:
+            for container in self.containers.in_sandbox(record.id):
+                self.containers.stop(container.id, 0)
+            self.sandboxes.stop(record.id)
+        return cri.StopPodSandboxResponse()
+
+    def RemovePodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = self.sandboxes.records.find(request.pod_sandbox_id)
+        if record is not None:
+            for container in self.containers.in_sandbox(record.id):
+                self.containers.remove(container.id)
+            self.sandboxes.remove(record.id)
+        return cri.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = self.sandboxes.get(request.pod_sandbox_id)
+        mode = {True: cri.NODE, False: cri.POD}
+        status = cri.PodSandboxStatus(
+            id=record.id,
+            metadata=cri.PodSandboxMetadata(**record.metadata),
+            state=SANDBOX_STATES[record.state],
+            created_at=record.created_at,
+            network=cri.PodSandboxNetworkStatus(
+                ip=record.ip, additional_ips=[cri.PodIP(ip=ip) for ip in record.additional_ips]
+            ),
+            linux=cri.LinuxPodSandboxStatus(
+                namespaces=cri.Namespace(
+                    options=cri.NamespaceOption(
+                        network=mode[record.host_network],
+                        ipc=mode[record.host_ipc],
+                        pid=cri.NODE if record.host_pid else cri.CONTAINER,
+                    )
+                )
+            ),
+            labels=record.labels,
+            annotations=record.annotations,
+            runtime_handler=record.handler,
+        )
+        info = (
+            {"info": json.dumps({"namespaces": record.namespaces, "hostname": record.hostname})}
+            if request.verbose
+            else {}
+        )
+        return cri.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
+
+    def ListPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
+        wanted = request.filter
+        records = [
+            record
+            for record in self.sandboxes.all()
+            if (not wanted.id or record.id.startswith(wanted.id))
+            and (not wanted.HasField("state") or SANDBOX_STATES[record.state] == wanted.state.state)
+            and _labels_match(record.labels, wanted.label_selector)
+        ]
+        return cri.ListPodSandboxResponse(items=[sandbox_message(record) for record in records])
+
+    # --- containers -------------------------------------------------------------------------------------------
+
+    def CreateContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = self.containers.create(request.pod_sandbox_id, as_dict(request.config))
+        return cri.CreateContainerResponse(container_id=record.id)
+
+    def StartContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.start(request.container_id)
+        return cri.StartContainerResponse()
+
+    def StopContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.stop(request.container_id, float(request.timeout))
+        return cri.StopContainerResponse()
+
+    def RemoveContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.remove(request.container_id)
+        return cri.RemoveContainerResponse()
+
+    def ContainerStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        record = self.containers.get(request.container_id)
+        status = cri.ContainerStatus(
+            id=record.id,
+            metadata=cri.ContainerMetadata(**record.metadata),
+            state=CONTAINER_STATES[record.state],
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            exit_code=record.exit_code,
+            image=cri.ImageSpec(image=record.image),
+            image_ref=record.image_id,
+            image_id=record.image_id,
+            reason=record.reason,
+            message=record.message,
+            labels=record.labels,
+            annotations=record.annotations,
+            log_path=record.log_path,
+            mounts=[json_format.ParseDict(mount, cri.Mount(), ignore_unknown_fields=True) for mount in record.mounts],
+        )
+        info = {"info": json.dumps({"pid": record.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
+        return cri.ContainerStatusResponse(status=status, info=info)
+
+    def ListContainers(self, request: Any, context: Any) -> Any:  # noqa: N802
+        wanted = request.filter
+        records = [
+            record
+            for record in self.containers.all()
+            if (not wanted.id or record.id.startswith(wanted.id))
+            and (not wanted.pod_sandbox_id or record.sandbox_id.startswith(wanted.pod_sandbox_id))
+            and (not wanted.HasField("state") or CONTAINER_STATES[record.state] == wanted.state.state)
+            and _labels_match(record.labels, wanted.label_selector)
+        ]
+        return cri.ListContainersResponse(containers=[container_message(record) for record in records])
+
+    def ExecSync(self, request: Any, context: Any) -> Any:  # noqa: N802
+        result = self.containers.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        return cri.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    def ReopenContainerLog(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.reopen_log(request.container_id)
+        return cri.ReopenContainerLogResponse()
+
+    def UpdateContainerResources(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.containers.update_resources(request.container_id, as_dict(request.linux))
+        return cri.UpdateContainerResourcesResponse()
+
+    # --- stats ------------------------------------------------------------------------------------------------
+
+    def _stats(self, record: ContainerRecord) -> Any:
+        usage, used, inodes = self.containers.usage(record)
+        now = time.time_ns()
+        stats = cri.ContainerStats(
+            attributes=cri.ContainerAttributes(
+                id=record.id,
+                metadata=cri.ContainerMetadata(**record.metadata),
+                labels=record.labels,
+                annotations=record.annotations,
+            ),
+            writable_layer=cri.FilesystemUsage(
+                timestamp=now,
+                fs_id=cri.FilesystemIdentifier(mountpoint=str(self.containers.files)),
+                used_bytes=cri.UInt64Value(value=used),
+                inodes_used=cri.UInt64Value(value=inodes),
+            ),
+        )
+        if usage.cpu_nanoseconds is not None:
+            stats.cpu.timestamp = now
+            stats.cpu.usage_core_nano_seconds.value = usage.cpu_nanoseconds
+        if usage.memory_working_set is not None:
+            stats.memory.timestamp = now
+            stats.memory.working_set_bytes.value = usage.memory_working_set
+            stats.memory.usage_bytes.value = usage.memory_usage or 0
+            stats.memory.rss_bytes.value = usage.memory_rss or 0
+        return stats
+
+    def ContainerStats(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return cri.ContainerStatsResponse(stats=self._stats(self.containers.get(request.container_id)))
+
+    def ListContainerStats(self, request: Any, context: Any) -> Any:  # noqa: N802
+        wanted = request.filter
+        records = [
+            record
+            for record in self.containers.all()
+            if (not wanted.id or record.id.startswith(wanted.id))
+            and (not wanted.pod_sandbox_id or record.sandbox_id.startswith(wanted.pod_sandbox_id))
+            and _labels_match(record.labels, wanted.label_selector)
+        ]
+        return cri.ListContainerStatsResponse(stats=[self._stats(record) for record in records])
+
+    def _sandbox_stats(self, record: SandboxRecord) -> Any:
+        containers = [
+            self._stats(container) for container in self.containers.all() if container.sandbox_id == record.id
+        ]
+        stats = cri.PodSandboxStats(
+            attributes=cri.PodSandboxAttributes(
+                id=record.id,
+                metadata=cri.PodSandboxMetadata(**record.metadata),
+                labels=record.labels,
+                annotations=record.annotations,
+            )
+        )
+        now = time.time_ns()
+        stats.linux.cpu.timestamp = now
+        stats.linux.cpu.usage_core_nano_seconds.value = sum(c.cpu.usage_core_nano_seconds.value for c in containers)
+        stats.linux.memory.timestamp = now
+        stats.linux.memory.working_set_bytes.value = sum(c.memory.working_set_bytes.value for c in containers)
+        stats.linux.containers.extend(containers)
+        return stats
+
+    def PodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(self.sandboxes.get(request.pod_sandbox_id)))
+
+    def ListPodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
+        wanted = request.filter
+        records = [
+            record
+            for record in self.sandboxes.all()
+            if (not wanted.id or record.id.startswith(wanted.id))
+            and _labels_match(record.labels, wanted.label_selector)
+        ]
+        return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(record) for record in records])
 
 
 def _not_yet(operation: str) -> Any:

@@ -1,0 +1,283 @@
+"""Containers: create (rootfs, OCI spec, the runtime under conmon), start, stop, remove, inspect, exec.
+
+Per container, under <storage.root>/containers/<id>/: ``bundle/config.json``, ``rootfs`` (overlayfs of the
+image's layers), ``upper`` and ``work`` (its writable layer), ``persist`` (conmon's own files). Exit codes land
+in <storage.state>/exits/<id>. The record's status is refreshed from those files whenever it is read, so a
+container that exited while nobody was looking (hulld down included) reports its real exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hulld import errors
+from hulld.config import Config
+from hulld.images.service import ImageService
+from hulld.node import cgroups, mounts
+from hulld.runtimes.base import ContainerPaths, ExecResult, Handler
+from hulld.runtimes.oci import OCIHandler
+from hulld.sandboxes import Sandboxes
+from hulld.spec import container as container_spec
+from hulld.spec import users
+from hulld.store.records import ContainerRecord
+from hulld.store.table import Table
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = {name: int(getattr(signal, name)) for name in dir(signal) if name.startswith("SIG") and "_" not in name}
+
+
+def container_name(metadata: dict[str, Any], sandbox_name: str) -> str:
+    return f"{metadata.get('name', '')}_{sandbox_name}_{metadata.get('attempt', 0)}"
+
+
+def handlers_from(config: Config) -> dict[str, Handler]:
+    table: dict[str, Handler] = {}
+    for name, handler in config.handlers.items():
+        if handler.runtime_type != "oci":
+            continue  # vm (shim v2) handlers come with the Kata release; RunPodSandbox says so
+        table[name] = OCIHandler(name, handler, config.storage.state)
+    return table
+
+
+class Containers:
+    def __init__(
+        self, config: Config, sandboxes: Sandboxes, images: ImageService, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        self.config = config
+        self.sandboxes = sandboxes
+        self.images = images
+        self.on_change = on_change
+        self.records = Table(config.storage.root / "records" / "containers", ContainerRecord)
+        self.files = config.storage.root / "containers"
+        self.exits = config.storage.state / "exits"
+        self.handlers = handlers_from(config)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.handlers = handlers_from(config)
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    def paths(self, record: ContainerRecord) -> ContainerPaths:
+        directory = self.files / record.id
+        return ContainerPaths(
+            bundle=directory / "bundle",
+            log=Path(record.log_path) if record.log_path else None,
+            exits=self.exits,
+            persist=directory / "persist",
+        )
+
+    def handler(self, name: str) -> Handler:
+        handler = self.handlers.get(name)
+        if handler is None:
+            kind = self.config.handlers[name].runtime_type if name in self.config.handlers else "unknown"
+            if kind == "vm":
+                raise errors.Unimplemented(
+                    f"runtime handler {name}: vm (containerd shim v2) handlers are not supported yet"
+                )
+            raise errors.FailedPrecondition(f"runtime handler {name} is no longer configured on this node")
+        return handler
+
+    def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """Bring a created or running container's status up to date with what its monitor recorded."""
+        if record.state not in ("CREATED", "RUNNING"):
+            return record
+        handler = self.handlers.get(record.handler)
+        if handler is None:
+            return record
+        ended = handler.exit_status(record.id, self.paths(record))
+        if ended is None:
+            return record
+        reason = "OOMKilled" if ended.oom_killed else ("Completed" if ended.code == 0 else "Error")
+        updated = self.records.update(
+            record,
+            state="EXITED",
+            exit_code=ended.code,
+            finished_at=ended.finished_at,
+            reason=reason,
+            started_at=record.started_at or ended.finished_at,
+        )
+        self.on_change()
+        return updated
+
+    def get(self, container_id: str) -> ContainerRecord:
+        return self.refresh(self.records.get(container_id))
+
+    def all(self) -> list[ContainerRecord]:
+        return [self.refresh(record) for record in self.records.list()]
+
+    # --- CreateContainer --------------------------------------------------------------------------------------
+
+    def create(self, sandbox_id: str, config: dict[str, Any]) -> ContainerRecord:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox.state != "READY":
+            raise errors.FailedPrecondition(f"sandbox {sandbox.id} is not ready")
+        image_name = (config.get("image") or {}).get("image", "")
+        image = self.images.status(image_name)
+        if image is None:
+            raise errors.NotFound(f"image {image_name!r} is not present; pull it first")
+        handler = self.handler(sandbox.handler)
+        metadata = config.get("metadata") or {}
+        log_path = ""
+        if sandbox.log_directory and config.get("logPath"):
+            log_path = str(Path(sandbox.log_directory) / config["logPath"])
+        record = ContainerRecord(
+            id=secrets.token_hex(32),
+            name=container_name(metadata, sandbox.name),
+            sandbox_id=sandbox.id,
+            metadata=metadata,
+            labels=config.get("labels") or {},
+            annotations=config.get("annotations") or {},
+            image=image_name,
+            image_id=image.id,
+            handler=sandbox.handler,
+            created_at=time.time_ns(),
+            log_path=log_path,
+            mounts=config.get("mounts") or [],
+        )
+        record = self.records.add(record)  # claims the name
+        directory = self.files / record.id
+        try:
+            rootfs = directory / "rootfs"
+            layers = [self.images.store.layer_path(layer) for layer in image.layers]
+            mounts.mount_overlay(layers, directory / "upper", directory / "work", rootfs)
+            security = (config.get("linux") or {}).get("securityContext") or {}
+            user = str(security.get("runAsUser", {}).get("value", "")) if "runAsUser" in security else ""
+            user = user or security.get("runAsUsername", "") or str(image.config.get("User") or "0")
+            group = str(security["runAsGroup"]["value"]) if "runAsGroup" in security else None
+            supplemental = tuple(int(g) for g in security.get("supplementalGroups", []))
+            identity = users.resolve(rootfs, user, group, supplemental)
+            spec = container_spec.build(
+                container_spec.Inputs(
+                    container_id=record.id,
+                    config=config,
+                    sandbox=sandbox,
+                    sandbox_dir=self.sandboxes.directory(sandbox),
+                    image_config=image.config,
+                    rootfs=rootfs,
+                    identity=identity,
+                    oom_score_adj_floor=cgroups.own_oom_score_adj(),
+                )
+            )
+            paths = self.paths(record)
+            paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (paths.bundle / "config.json").write_text(json.dumps(spec))
+            if paths.log is not None:
+                paths.log.parent.mkdir(parents=True, exist_ok=True)
+            pid = handler.create(record.id, record.name, paths)
+        except BaseException:
+            self._discard(record)
+            raise
+        self.on_change()
+        return self.records.update(record, pid=pid)
+
+    def _discard(self, record: ContainerRecord) -> None:
+        handler = self.handlers.get(record.handler)
+        if handler is not None:
+            try:
+                handler.delete(record.id)
+            except errors.HulldError as error:
+                logger.warning("container %s: %s", record.id, error)
+        mounts.unmount(self.files / record.id / "rootfs")
+        shutil.rmtree(self.files / record.id, ignore_errors=True)
+        (self.exits / record.id).unlink(missing_ok=True)
+        self.records.remove(record)
+
+    # --- Start, Stop, Remove ----------------------------------------------------------------------------------
+
+    def start(self, container_id: str) -> None:
+        record = self.get(container_id)
+        if record.state != "CREATED":
+            raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}, not created")
+        self.handler(record.handler).start(record.id)
+        self.records.update(record, state="RUNNING", started_at=time.time_ns())
+        self.on_change()
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        record = self.records.find(container_id)
+        if record is None:
+            return  # CRI: stopping an unknown container succeeds
+        record = self.refresh(record)
+        if record.state not in ("CREATED", "RUNNING"):
+            return
+        handler = self.handler(record.handler)
+        if timeout > 0:
+            handler.signal(record.id, self._stop_signal(record))
+            if self._wait_exit(record, timeout):
+                return
+        handler.signal(record.id, signal.SIGKILL)
+        if not self._wait_exit(record, 30):
+            raise errors.Unavailable(f"container {record.id} did not exit after SIGKILL")
+
+    def _stop_signal(self, record: ContainerRecord) -> int:
+        image = self.images.status(record.image_id)
+        name = str((image.config if image else {}).get("StopSignal") or "SIGTERM").upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        return SIGNALS.get(name, int(signal.SIGTERM))
+
+    def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.refresh(self.records.get(record.id)).state == "EXITED":
+                return True
+            time.sleep(0.05)
+        return False
+
+    def remove(self, container_id: str) -> None:
+        record = self.records.find(container_id)
+        if record is None:
+            return  # CRI: removing an unknown container succeeds
+        record = self.refresh(record)
+        if record.state in ("CREATED", "RUNNING"):
+            self.stop(record.id, 0)  # CRI: a running container is removed by force
+        self._discard(record)
+        self.on_change()
+
+    def in_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [record for record in self.records.list() if record.sandbox_id == sandbox_id]
+
+    def uses_image(self, image_id: str) -> bool:
+        return any(record.image_id == image_id for record in self.records.list())
+
+    # --- Exec, logs, resources, stats -------------------------------------------------------------------------
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        record = self.get(container_id)
+        if record.state != "RUNNING":
+            raise errors.FailedPrecondition(f"container {record.id} is not running")
+        return self.handler(record.handler).exec_sync(record.id, command, timeout)
+
+    def reopen_log(self, container_id: str) -> None:
+        record = self.get(container_id)
+        if record.state != "RUNNING":
+            raise errors.FailedPrecondition(f"container {record.id} is not running")
+        self.handler(record.handler).reopen_log(record.id, self.paths(record))
+
+    def update_resources(self, container_id: str, linux_resources: dict[str, Any]) -> None:
+        record = self.get(container_id)
+        if record.state not in ("CREATED", "RUNNING"):
+            raise errors.FailedPrecondition(f"container {record.id} is not running")
+        self.handler(record.handler).update_resources(record.id, container_spec.resources(linux_resources))
+
+    def usage(self, record: ContainerRecord) -> tuple[cgroups.Usage, int, int]:
+        """cgroup usage, and the writable layer's bytes and inodes."""
+        sandbox = self.sandboxes.records.find(record.sandbox_id)
+        path = container_spec.cgroups_path(sandbox, record.id) if sandbox else ""
+        used = inodes = 0
+        for item in (self.files / record.id / "upper").rglob("*"):
+            inodes += 1
+            try:
+                used += item.lstat().st_blocks * 512
+            except FileNotFoundError:
+                continue
+        empty = cgroups.Usage(None, None, None, None)
+        return (cgroups.usage(path) if path and record.state == "RUNNING" else empty), used, inodes

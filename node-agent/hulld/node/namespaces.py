@@ -1,0 +1,67 @@
+"""Pod namespaces pinned without a process (the approach of CRI-O's pinns).
+
+``unshare --net=FILE --ipc=FILE --uts=FILE hostname NAME`` creates the namespaces, sets the pod's hostname in
+the new UTS namespace, and bind-mounts each namespace onto its file, so it outlives the short-lived process.
+Containers then join them by path. The files live in a directory that is a private bind mount of itself, as
+such bind mounts require; ``remove`` unmounts and deletes them and is idempotent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+from hulld import errors
+
+KINDS = ("net", "ipc", "uts")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pinned:
+    net: Path | None
+    ipc: Path | None
+    uts: Path | None
+
+    def paths(self) -> list[Path]:
+        return [path for path in (self.net, self.ipc, self.uts) if path is not None]
+
+
+def _is_mountpoint(path: Path) -> bool:
+    return any(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def prepare(directory: Path) -> None:
+    """Make ``directory`` a private mount, where namespace bind mounts may live."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _is_mountpoint(directory):
+        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True, capture_output=True)
+    subprocess.run(["mount", "--make-private", str(directory)], check=True, capture_output=True)
+
+
+def pin(directory: Path, sandbox_id: str, hostname: str, *, net: bool, ipc: bool, uts: bool) -> Pinned:
+    """New namespaces of the kinds asked for (False: the pod uses the host's)."""
+    wanted = {"net": net, "ipc": ipc, "uts": uts}
+    paths = {kind: directory / f"{sandbox_id}-{kind}" if on else None for kind, on in wanted.items()}
+    argv = ["unshare"]
+    for kind, path in paths.items():
+        if path is not None:
+            path.touch()
+            argv.append(f"--{kind}={path}")
+    if len(argv) == 1:
+        return Pinned(net=None, ipc=None, uts=None)
+    # The command runs inside the new namespaces: in a new UTS namespace it names the pod.
+    argv += ["hostname", hostname] if uts else ["true"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    pinned = Pinned(**paths)
+    if result.returncode != 0:
+        remove(pinned)
+        raise errors.FailedPrecondition(f"creating the pod's namespaces failed: {result.stderr.strip()}")
+    return pinned
+
+
+def remove(pinned: Pinned) -> None:
+    for path in pinned.paths():
+        if _is_mountpoint(path):
+            subprocess.run(["umount", str(path)], check=False, capture_output=True)
+        path.unlink(missing_ok=True)

@@ -1,0 +1,58 @@
+"""The start-up phase: bring the records back in line with the host before serving any request.
+
+Assumptions, as containerd's restart.go writes them down:
+- records are written before the resources they describe are made (a name is claimed first), so a record can
+  outlive a crash in the middle of its creation, never the other way round;
+- a container whose monitor (conmon) recorded an exit has exited, whatever hulld saw last;
+- /run (storage.state) does not survive a reboot, /var/lib (storage.root) does.
+
+What it does, logging rather than failing on any one item:
+- a container record that never got a PID (the crash hit CreateContainer) is garbage-collected with its
+  directory and any runtime state; one the runtime no longer knows, with no exit recorded, becomes UNKNOWN;
+- container directories without a record are unmounted and removed;
+- a READY sandbox whose pinned namespaces are gone (a reboot) becomes NOTREADY.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from hulld.containers import Containers
+from hulld.node import mounts
+from hulld.sandboxes import Sandboxes
+
+logger = logging.getLogger(__name__)
+
+
+def recover(sandboxes: Sandboxes, containers: Containers) -> None:
+    for sandbox in sandboxes.records.list():
+        missing = [path for path in sandbox.namespaces.values() if not Path(path).exists()]
+        if sandbox.state == "READY" and missing:
+            logger.warning("sandbox %s: namespaces %s are gone; marking it not ready", sandbox.id, missing)
+            sandboxes.records.update(sandbox, state="NOTREADY", network={})
+    for record in containers.records.list():
+        try:
+            if record.pid == 0 and record.state == "CREATED":
+                logger.warning("container %s: creation was interrupted; removing what was made", record.id)
+                containers.remove(record.id)
+                continue
+            record = containers.refresh(record)
+            handler = containers.handlers.get(record.handler)
+            if record.state == "RUNNING" and handler is not None and not handler.running(record.id):
+                record = containers.refresh(record)
+                if record.state == "RUNNING":
+                    logger.warning("container %s: the runtime lost it and no exit was recorded", record.id)
+                    containers.records.update(
+                        record, state="UNKNOWN", reason="Unknown", message="the runtime no longer knows this container"
+                    )
+        except Exception:
+            logger.exception("container %s: recovery failed; leaving it as it is", record.id)
+    known = {record.id for record in containers.records.list()}
+    if containers.files.is_dir():
+        for directory in containers.files.iterdir():
+            if directory.name not in known:
+                logger.warning("removing orphaned container directory %s", directory)
+                mounts.unmount(directory / "rootfs")
+                shutil.rmtree(directory, ignore_errors=True)

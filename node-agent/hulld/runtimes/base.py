@@ -1,0 +1,72 @@
+"""The interface every runtime handler implements."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerPaths:
+    bundle: Path
+    """Holds config.json (root.path points at the container's rootfs)."""
+    log: Path | None
+    """The CRI log file, or None for no log."""
+    exits: Path
+    """Where the monitor writes ``<id>`` with the exit code."""
+    persist: Path
+    """The monitor's per-container directory (``oom`` appears here on an OOM kill)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitStatus:
+    code: int
+    finished_at: int
+    """Nanoseconds since the epoch."""
+    oom_killed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+class Handler(abc.ABC):
+    @abc.abstractmethod
+    def create(self, container_id: str, name: str, paths: ContainerPaths) -> int:
+        """Create the container (not started); returns its init process's PID."""
+
+    @abc.abstractmethod
+    def start(self, container_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def signal(self, container_id: str, signal: int) -> None:
+        """Send ``signal`` to the container's init; no error if it has already exited."""
+
+    @abc.abstractmethod
+    def running(self, container_id: str) -> bool:
+        """Whether the runtime reports the container running (created or stopped: False)."""
+
+    @abc.abstractmethod
+    def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
+        """How the container ended, once the monitor has recorded it."""
+
+    @abc.abstractmethod
+    def delete(self, container_id: str) -> None:
+        """Forget the container in the runtime; idempotent."""
+
+    @abc.abstractmethod
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult: ...
+
+    @abc.abstractmethod
+    def version(self) -> str: ...
+
+    @abc.abstractmethod
+    def reopen_log(self, container_id: str, paths: ContainerPaths) -> None: ...
+
+    @abc.abstractmethod
+    def update_resources(self, container_id: str, resources: dict[str, object]) -> None:
+        """Apply OCI ``linux.resources`` to the running container."""

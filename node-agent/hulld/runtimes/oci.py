@@ -1,0 +1,218 @@
+"""OCI runtime handlers (runc, runsc, crun): the runtime's command line, each container under conmon.
+
+conmon (Debian's, made for this) is the container's monitor: it runs ``<runtime> create``, holds the
+container's stdio, writes the CRI log format, records the exit code in ``<exits>/<id>`` and an ``oom`` file
+when the kernel OOM-killed the container, and outlives hulld. hulld talks to it only through those files, its
+sync pipe at creation, and its ``ctl`` FIFO (to reopen the log).
+
+The handler's ``options`` become the runtime's global flags: ``platform = "systrap"`` is ``--platform=systrap``,
+``debugLog`` is ``--debug-log``; the runtime's ``--root`` is the handler's runtime_root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal as signals
+import subprocess
+import time
+from pathlib import Path
+
+from hulld import errors
+from hulld.config import HandlerConfig
+from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
+
+CONMON = "conmon"
+CREATE_TIMEOUT = 120.0
+GONE = re.compile(r"does not exist|not running|no such|container not found|process already finished", re.I)
+
+
+def _flag(name: str) -> str:
+    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+class OCIHandler(Handler):
+    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
+        self.name = name
+        self.path = config.runtime_path
+        self.root = config.runtime_root or state / "runtimes" / name
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.attach_dir = state / "attach"
+        self.attach_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.global_args = [f"--root={self.root}"] + [
+            f"{_flag(option)}={value}" for option, value in sorted(config.options.items())
+        ]
+
+    def _runtime(
+        self, *args: str, timeout: float = 60, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        if not self.path.is_file():
+            raise errors.FailedPrecondition(f"runtime handler {self.name}: {self.path} does not exist")
+        return subprocess.run(
+            [str(self.path), *self.global_args, *args], input=stdin, capture_output=True, timeout=timeout, check=False
+        )
+
+    def _checked(self, *args: str) -> None:
+        result = self._runtime(*args)
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")
+            raise errors.FailedPrecondition(f"{self.name} {args[0]}: {message.strip()}")
+
+    def create(self, container_id: str, name: str, paths: ContainerPaths) -> int:
+        if not self.path.is_file():
+            raise errors.FailedPrecondition(f"runtime handler {self.name}: {self.path} does not exist")
+        paths.exits.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.persist.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log = f"k8s-file:{paths.log}" if paths.log else f"k8s-file:{paths.bundle / 'console.log'}"
+        argv = [
+            CONMON,
+            "--api-version",
+            "1",
+            "--cid",
+            container_id,
+            "--cuuid",
+            container_id,
+            "--name",
+            name,
+            "--runtime",
+            str(self.path),
+            "--bundle",
+            str(paths.bundle),
+            "--container-pidfile",
+            str(paths.bundle / "pidfile"),
+            "--conmon-pidfile",
+            str(paths.bundle / "conmon.pid"),
+            "--exit-dir",
+            str(paths.exits),
+            "--persist-dir",
+            str(paths.persist),
+            "--socket-dir-path",
+            str(self.attach_dir),
+            "--log-path",
+            log,
+            "--log-level",
+            "error",
+        ]
+        for arg in self.global_args:
+            argv += ["--runtime-arg", arg]
+        read_end, write_end = os.pipe()
+        try:
+            monitor = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_end,),
+                env={"_OCI_SYNCPIPE": str(write_end), "PATH": os.environ.get("PATH", "")},
+                start_new_session=True,
+            )
+            os.close(write_end)
+            write_end = -1
+            answer = self._read_sync(read_end, monitor)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        pid = int(str(answer.get("data", -1)))
+        if pid <= 0:
+            message = str(answer.get("message", "")).strip() or "the runtime failed to create the container"
+            raise errors.FailedPrecondition(f"{self.name} create: {message}")
+        return pid
+
+    @staticmethod
+    def _read_sync(read_end: int, monitor: subprocess.Popen[bytes]) -> dict[str, object]:
+        deadline = time.monotonic() + CREATE_TIMEOUT
+        received = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([read_end], [], [], 0.5)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                received += chunk
+                if b"\n" in received or received.rstrip().endswith(b"}"):
+                    break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            monitor.wait(timeout=5)  # conmon's first process exits once the container exists
+        if not received.strip():
+            detail = (
+                monitor.stderr.read().decode(errors="replace") if monitor.stderr and monitor.poll() is not None else ""
+            )
+            raise errors.FailedPrecondition(f"conmon gave no answer: {detail.strip()}")
+        answer: dict[str, object] = json.loads(received.splitlines()[0])
+        return answer
+
+    def start(self, container_id: str) -> None:
+        self._checked("start", container_id)
+
+    def signal(self, container_id: str, signal: int) -> None:
+        result = self._runtime("kill", container_id, str(signal))
+        if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
+            raise errors.FailedPrecondition(f"{self.name} kill: {result.stderr.decode(errors='replace').strip()}")
+
+    def running(self, container_id: str) -> bool:
+        result = self._runtime("state", container_id)
+        if result.returncode != 0:
+            return False
+        return bool(json.loads(result.stdout).get("status") == "running")
+
+    def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
+        exit_file = paths.exits / container_id
+        try:
+            text = exit_file.read_text().strip()
+            finished = exit_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        code = int(text) if text.lstrip("-").isdigit() else -1
+        return ExitStatus(code=code, finished_at=finished, oom_killed=(paths.persist / "oom").exists())
+
+    def delete(self, container_id: str) -> None:
+        result = self._runtime("delete", "--force", container_id)
+        if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
+            raise errors.FailedPrecondition(f"{self.name} delete: {result.stderr.decode(errors='replace').strip()}")
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        if not command:
+            raise errors.InvalidArgument("ExecSync needs a command")
+        pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
+        process = subprocess.Popen(
+            [str(self.path), *self.global_args, "exec", "--pid-file", str(pid_file), container_id, *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout or None)
+        except subprocess.TimeoutExpired:
+            # The command runs inside the container, not under `runtime exec`: kill it there.
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text()), signals.SIGKILL)
+            process.kill()
+            process.communicate()
+            raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
+        finally:
+            pid_file.unlink(missing_ok=True)
+        return ExecResult(stdout=stdout, stderr=stderr, exit_code=process.returncode)
+
+    def version(self) -> str:
+        result = self._runtime("--version", timeout=10)
+        return result.stdout.decode(errors="replace").splitlines()[0] if result.returncode == 0 else ""
+
+    def reopen_log(self, container_id: str, paths: ContainerPaths) -> None:
+        control = paths.bundle / "ctl"
+        try:
+            descriptor = os.open(control, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            raise errors.FailedPrecondition(f"container {container_id} is not running: {error}") from error
+        try:
+            os.write(descriptor, b"2 0 0\n")  # conmon's "reopen the log file" message
+        finally:
+            os.close(descriptor)
+
+    def update_resources(self, container_id: str, resources: dict[str, object]) -> None:
+        result = self._runtime("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
+        if result.returncode != 0:
+            raise errors.FailedPrecondition(f"{self.name} update: {result.stderr.decode(errors='replace').strip()}")

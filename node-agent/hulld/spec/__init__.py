@@ -1,0 +1,1 @@
+"""Pure functions from the CRI's container configuration (plus the image's config) to an OCI runtime spec."""

@@ -1,0 +1,339 @@
+"""The OCI runtime spec (config.json) of one container: pure, from the CRI ContainerConfig (as a dict, the
+protobuf JSON mapping), the pod's sandbox record, the image's config and the resolved user.
+
+Defaults follow containerd's CRI plugin: its default capability set, masked and read-only paths, /dev, /proc,
+/sys and cgroup mounts; the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf; RuntimeDefault seccomp unless
+the pod or container says otherwise; privileged containers get every capability and no masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from hulld import errors
+from hulld.spec import seccomp
+from hulld.spec.users import Identity
+from hulld.store.records import SandboxRecord
+
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+ALL_CAPABILITIES = tuple(
+    f"CAP_{name}"
+    for name in (
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    )
+)
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+PROPAGATION = {
+    "PROPAGATION_PRIVATE": "rprivate",
+    "PROPAGATION_HOST_TO_CONTAINER": "rslave",
+    "PROPAGATION_BIDIRECTIONAL": "rshared",
+}
+SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    container_id: str
+    config: dict[str, Any]
+    """The CRI ContainerConfig, as protobuf's JSON mapping (camelCase keys, enum names)."""
+    sandbox: SandboxRecord
+    sandbox_dir: Path
+    image_config: dict[str, Any]
+    """The image config's ``config`` object: Entrypoint, Cmd, Env, WorkingDir, User..."""
+    rootfs: Path
+    identity: Identity
+    oom_score_adj_floor: int
+    """hulld's own oom_score_adj: without CAP_SYS_RESOURCE a child cannot go lower (restrict_oom_score_adj)."""
+
+
+def process_args(config: dict[str, Any], image: dict[str, Any]) -> list[str]:
+    """Docker's rules: the CRI command replaces the image's Entrypoint, CRI args its Cmd."""
+    command, args = config.get("command") or [], config.get("args") or []
+    if command:
+        return [*command, *args]
+    return [*(image.get("Entrypoint") or []), *(args or image.get("Cmd") or [])]
+
+
+def environment(config: dict[str, Any], image: dict[str, Any]) -> list[str]:
+    merged: dict[str, str] = {}
+    for entry in image.get("Env") or []:
+        key, _, value = entry.partition("=")
+        merged[key] = value
+    for entry in config.get("envs") or []:
+        merged[entry.get("key", "")] = entry.get("value", "")
+    merged.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return [f"{key}={value}" for key, value in merged.items() if key]
+
+
+def _capabilities(security: dict[str, Any]) -> list[str]:
+    if security.get("privileged"):
+        return list(ALL_CAPABILITIES)
+    wanted = dict.fromkeys(DEFAULT_CAPABILITIES)
+    requested = security.get("capabilities") or {}
+
+    def names(values: list[str]) -> list[str]:
+        return [value.upper() if value.upper().startswith("CAP_") else f"CAP_{value.upper()}" for value in values]
+
+    if "ALL" in [value.upper() for value in requested.get("addCapabilities", [])]:
+        wanted = dict.fromkeys(ALL_CAPABILITIES)
+    wanted.update(dict.fromkeys(names([v for v in requested.get("addCapabilities", []) if v.upper() != "ALL"])))
+    if "ALL" in [value.upper() for value in requested.get("dropCapabilities", [])]:
+        wanted = dict.fromkeys(names([v for v in requested.get("addCapabilities", []) if v.upper() != "ALL"]))
+    for dropped in names([v for v in requested.get("dropCapabilities", []) if v.upper() != "ALL"]):
+        wanted.pop(dropped, None)
+    return list(wanted)
+
+
+def _validated_host_path(path: str, what: str) -> str:
+    if not path.startswith("/") or "\x00" in path or ".." in Path(path).parts:
+        raise errors.InvalidArgument(f"{what} {path!r} must be an absolute path without '..'")
+    return path
+
+
+def _mounts(inputs: Inputs) -> list[dict[str, Any]]:
+    config = inputs.config
+    privileged = bool(config.get("linux", {}).get("securityContext", {}).get("privileged"))
+    sys_options = ["nosuid", "noexec", "nodev"] + ([] if privileged else ["ro"])
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options},
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        },
+        {
+            "destination": "/dev/shm",  # noqa: S108 - the container's /dev/shm, its own tmpfs
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+    ]
+    requested = config.get("mounts") or []
+    taken = {mount.get("containerPath") for mount in requested}
+    for name in SANDBOX_FILES:
+        destination = f"/etc/{name}"
+        if destination not in taken and (inputs.sandbox_dir / name).exists():
+            mounts.append(
+                {
+                    "destination": destination,
+                    "type": "bind",
+                    "source": str(inputs.sandbox_dir / name),
+                    "options": ["rbind", "rprivate", "rw"],
+                }
+            )
+    for mount in requested:
+        host = _validated_host_path(mount.get("hostPath", ""), "mount hostPath")
+        container = _validated_host_path(mount.get("containerPath", ""), "mount containerPath")
+        if not os.path.exists(host):
+            raise errors.NotFound(f"mount source {host} does not exist")
+        options = ["rbind", PROPAGATION[mount.get("propagation", "PROPAGATION_PRIVATE")]]
+        options.append("ro" if mount.get("readonly") else "rw")
+        mounts.append({"destination": container, "type": "bind", "source": host, "options": options})
+    return mounts
+
+
+def _devices(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    devices, allowed = [], []
+    for device in config.get("devices") or []:
+        host = _validated_host_path(device.get("hostPath", ""), "device hostPath")
+        try:
+            info = os.stat(host)
+        except FileNotFoundError as error:
+            raise errors.NotFound(f"device {host} does not exist") from error
+        kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
+        if not kind:
+            raise errors.InvalidArgument(f"{host} is not a device")
+        major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
+        devices.append(
+            {
+                "path": device.get("containerPath") or host,
+                "type": kind,
+                "major": major,
+                "minor": minor,
+                "fileMode": stat.S_IMODE(info.st_mode),
+                "uid": 0,
+                "gid": 0,
+            }
+        )
+        allowed.append(
+            {"allow": True, "type": kind, "major": major, "minor": minor, "access": device.get("permissions") or "rwm"}
+        )
+    return devices, allowed
+
+
+def resources(linux_resources: dict[str, Any]) -> dict[str, Any]:
+    """CRI LinuxContainerResources → OCI linux.resources (cpu, memory; what cgroup v1 offers)."""
+    cpu: dict[str, Any] = {}
+    for source, target in (("cpuShares", "shares"), ("cpuQuota", "quota"), ("cpuPeriod", "period")):
+        if int(linux_resources.get(source, 0) or 0):
+            cpu[target] = int(linux_resources[source])
+    for source, target in (("cpusetCpus", "cpus"), ("cpusetMems", "mems")):
+        if linux_resources.get(source):
+            cpu[target] = linux_resources[source]
+    result: dict[str, Any] = {}
+    if cpu:
+        result["cpu"] = cpu
+    limit = int(linux_resources.get("memoryLimitInBytes", 0) or 0)
+    if limit:
+        result["memory"] = {"limit": limit}
+        swap = int(linux_resources.get("memorySwapLimitInBytes", 0) or 0)
+        if swap:
+            result["memory"]["swap"] = swap
+    return result
+
+
+def cgroups_path(sandbox: SandboxRecord, container_id: str) -> str:
+    parent = sandbox.cgroup_parent or f"/kubehull/{sandbox.id}"
+    return f"/{parent.strip('/')}/{container_id}"
+
+
+def build(inputs: Inputs) -> dict[str, Any]:
+    config, sandbox = inputs.config, inputs.sandbox
+    linux = config.get("linux") or {}
+    security = linux.get("securityContext") or {}
+    privileged = bool(security.get("privileged"))
+    capabilities = _capabilities(security)
+    args = process_args(config, inputs.image_config)
+    if not args:
+        raise errors.InvalidArgument(
+            "the container has no command: the image has no Entrypoint or Cmd, and the request gives none"
+        )
+    requested_adj = int((linux.get("resources") or {}).get("oomScoreAdj", 0) or 0)
+    process: dict[str, Any] = {
+        "terminal": bool(config.get("tty")),
+        "user": {
+            "uid": inputs.identity.uid,
+            "gid": inputs.identity.gid,
+            "additionalGids": list(inputs.identity.additional_gids),
+        },
+        "args": args,
+        "env": environment(config, inputs.image_config),
+        "cwd": config.get("workingDir") or inputs.image_config.get("WorkingDir") or "/",
+        "capabilities": {kind: capabilities for kind in ("bounding", "effective", "permitted")},
+        "noNewPrivileges": bool(security.get("noNewPrivs")),
+        "oomScoreAdj": max(requested_adj, inputs.oom_score_adj_floor),
+    }
+    namespaces: list[dict[str, Any]] = [{"type": "mount"}]
+    if not sandbox.host_pid and (security.get("namespaceOptions") or {}).get("pid") != "NODE":
+        namespaces.append({"type": "pid"})
+    for kind, oci in (("net", "network"), ("ipc", "ipc"), ("uts", "uts")):
+        if kind in sandbox.namespaces:
+            namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
+    devices, allowed = _devices(config)
+    spec_resources = resources(linux.get("resources") or {})
+    spec_resources["devices"] = [{"allow": privileged, "access": "rwm"}, *allowed]
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": str(inputs.rootfs), "readonly": bool(security.get("readonlyRootfs"))},
+        "hostname": sandbox.hostname,
+        "mounts": _mounts(inputs),
+        # No io.kubernetes.cri.container-type/sandbox-id annotations: with no sandbox container, runsc would
+        # look for a sandbox that does not exist. Each container is its own runtime sandbox.
+        "annotations": dict(config.get("annotations") or {}),
+        "linux": {
+            "namespaces": namespaces,
+            "resources": spec_resources,
+            "cgroupsPath": cgroups_path(sandbox, inputs.container_id),
+            "devices": devices,
+            "sysctl": dict(sandbox.sysctls),
+        },
+    }
+    if not privileged:
+        spec["linux"]["maskedPaths"] = list(MASKED_PATHS)
+        spec["linux"]["readonlyPaths"] = list(READONLY_PATHS)
+        profile = security.get("seccomp") or {"profileType": "RuntimeDefault"}
+        kind = profile.get("profileType", "RuntimeDefault")
+        if kind == "RuntimeDefault":
+            spec["linux"]["seccomp"] = seccomp.load(seccomp.RUNTIME_DEFAULT, capabilities)
+        elif kind == "Localhost":
+            path = _validated_host_path(profile.get("localhostRef", ""), "seccomp localhostRef")
+            spec["linux"]["seccomp"] = seccomp.load(Path(path), capabilities)
+    return spec

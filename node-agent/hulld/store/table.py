@@ -1,0 +1,93 @@
+"""One kind of record in memory (by ID, unique by name, found by ID prefix) and on disk.
+
+    <directory>/<id>.json     one record, replaced atomically on every change
+
+Loading skips (and reports) files it cannot read instead of failing the whole start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from hulld import errors
+from hulld.store.records import Record
+
+logger = logging.getLogger(__name__)
+R = TypeVar("R", bound=Record)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
+        temporary.write(text)
+        temporary.flush()
+        os.fsync(temporary.fileno())
+    os.replace(temporary.name, path)
+
+
+class Table(Generic[R]):
+    def __init__(self, directory: Path, kind: type[R]) -> None:
+        self.directory = directory
+        self.kind = kind
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.RLock()
+        self._records: dict[str, R] = {}
+        self.unreadable: list[Path] = []
+        for path in sorted(directory.glob("*.json")):
+            try:
+                record = kind.from_json(path.read_text())
+            except (OSError, ValueError, TypeError) as error:
+                logger.error("skipping unreadable record %s: %s", path, error)
+                self.unreadable.append(path)
+                continue
+            self._records[record.id] = record
+
+    def add(self, record: R) -> R:
+        with self._lock:
+            clash = next((other for other in self._records.values() if other.name == record.name), None)
+            if clash is not None:
+                raise errors.AlreadyExists(f"{record.name!r} is already in use by {clash.id}")
+            write_atomically(self.directory / f"{record.id}.json", record.to_json())
+            self._records[record.id] = record
+            return record
+
+    def get(self, identifier: str) -> R:
+        """By full ID or a unique ID prefix."""
+        with self._lock:
+            if identifier in self._records:
+                return self._records[identifier]
+            matches = [record for key, record in self._records.items() if identifier and key.startswith(identifier)]
+            if len(matches) == 1:
+                return matches[0]
+        kind = self.kind.__name__.removesuffix("Record").lower()
+        if len(matches) > 1:
+            raise errors.InvalidArgument(f"{kind} ID prefix {identifier!r} is ambiguous")
+        raise errors.NotFound(f"{kind} {identifier!r} not found")
+
+    def find(self, identifier: str) -> R | None:
+        try:
+            return self.get(identifier)
+        except errors.NotFound:
+            return None
+
+    def update(self, record: R, **changes: Any) -> R:
+        with self._lock:
+            updated = dataclasses.replace(record, **changes)
+            write_atomically(self.directory / f"{record.id}.json", updated.to_json())
+            self._records[record.id] = updated
+            return updated
+
+    def remove(self, record: R) -> None:
+        with self._lock:
+            (self.directory / f"{record.id}.json").unlink(missing_ok=True)
+            self._records.pop(record.id, None)
+
+    def list(self, keep: Callable[[R], bool] = lambda record: True) -> list[R]:
+        with self._lock:
+            return [record for record in self._records.values() if keep(record)]

@@ -25,17 +25,32 @@ from kubehull_harness.registry import Registry
 BUSYBOX = Path("/bin/busybox")  # from the busybox-static package
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# Debian's static busybox has no pgrep applet; critest's specs use `pgrep NAME`.
+PGREP = """#!/bin/sh
+# pgrep NAME: the PIDs of the processes whose command name is NAME.
+found=1
+for entry in /proc/[0-9]*; do
+    if [ "$(cat "$entry/comm" 2>/dev/null)" = "$1" ]; then
+        echo "${entry#/proc/}"
+        found=0
+    fi
+done
+exit $found
+"""
+
 # /etc/passwd and /etc/group of the test images: root, a plain user (1000) with a supplementary group, nobody.
 USERS_FILE = """\
 root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
 kubehull:x:1000:1000:kubehull test user:/home/kubehull:/bin/sh
+www-data:x:33:33:www-data:/var/www:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 """
 GROUPS_FILE = """\
 root:x:0:
 daemon:x:1:
 kubehull:x:1000:
+www-data:x:33:
 extra:x:2000:kubehull
 nogroup:x:65534:
 """
@@ -59,6 +74,7 @@ class ImageSpec:
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exposed_ports: tuple[str, ...] = ()
     layers: tuple[LayerSpec, ...] = ()
+    user: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +106,8 @@ TEST_IMAGES: dict[str, ImageSpec] = {
     "webserver": ImageSpec(
         repository="kubehull/webserver",
         tag="1.0",
-        cmd=("httpd", "-f", "-v", "-p", "80", "-h", "/www"),
+        # Says "httpd" on start, as the upstream image does (critest looks for it in the log).
+        cmd=("sh", "-c", "echo httpd: serving /www on port 80; exec httpd -f -v -p 80 -h /www"),
         files={"www/index.html": "<html><body>kubehull test web server</body></html>\n"},
         exposed_ports=("80/tcp",),
     ),
@@ -111,6 +128,9 @@ def _busybox_rootfs(rootfs: Path, files: Mapping[str, str]) -> None:
         if applet != "bin/busybox" and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to("/bin/busybox")
+    if not (rootfs / "usr/bin/pgrep").exists():
+        (rootfs / "usr/bin/pgrep").write_text(PGREP)
+        (rootfs / "usr/bin/pgrep").chmod(0o755)
     (rootfs / "etc/passwd").write_text(USERS_FILE)
     (rootfs / "etc/group").write_text(GROUPS_FILE)
     os.chown(rootfs / "home/kubehull", 1000, 1000)
@@ -167,13 +187,13 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         "linux",
         "--architecture",
         "amd64",
-        "--config.entrypoint",
-        "",
     ]
     for arg in spec.cmd:
         config += ["--config.cmd", arg]
     for port in spec.exposed_ports:
         config += ["--config.exposedports", port]
+    if spec.user:
+        config += ["--config.user", spec.user]
     processes.run(["umoci", "config", "--image", image, *config])
     shutil.rmtree(rootfs)
     return f"oci:{image}"
@@ -200,6 +220,62 @@ def preload(registry: Registry, work_dir: Path) -> dict[str, PushedImage]:
     work_dir.mkdir(parents=True, exist_ok=True)
     layout = work_dir / "layout"
     return {key: push(build(spec, layout, work_dir), spec, registry, work_dir) for key, spec in TEST_IMAGES.items()}
+
+
+# The images critest's [Conformance] specs pull by name, re-created here under the same repository paths, so
+# that a runtime configured with this registry as its mirror for gcr.io, registry.k8s.io and k8s.gcr.io finds
+# them (critest's own --registry-prefix drops their tags). Names listed together are one image under several
+# tags. The one spec that pulls a fixed upstream digest cannot be served by any locally built image.
+CRITEST_MIRRORED = ("gcr.io", "registry.k8s.io", "k8s.gcr.io")
+CRITEST_STAGING = "k8s-staging-cri-tools"
+CRITEST_IMAGES: tuple[tuple[ImageSpec, tuple[str, ...]], ...] = (
+    (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-latest", tag="latest", cmd=("sh",)), ()),
+    (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-tag", tag="test", cmd=("sh",)), ("all",)),
+    (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-tags", tag="1", cmd=("sh",)), ("2", "3")),
+    *(
+        (
+            ImageSpec(
+                repository=f"{CRITEST_STAGING}/test-image-{n}",
+                tag="latest",
+                cmd=("sh",),
+                files={"etc/test-image": f"{n}\n"},
+            ),
+            (),
+        )
+        for n in (1, 2, 3)
+    ),
+    (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-user-uid", tag="latest", cmd=("sh",), user="1002"), ()),
+    (
+        ImageSpec(repository=f"{CRITEST_STAGING}/test-image-user-username", tag="latest", cmd=("sh",), user="www-data"),
+        (),
+    ),
+    (
+        ImageSpec(repository=f"{CRITEST_STAGING}/test-image-user-uid-group", tag="latest", cmd=("sh",), user="1003:33"),
+        (),
+    ),
+    (
+        ImageSpec(
+            repository=f"{CRITEST_STAGING}/test-image-user-username-group",
+            tag="latest",
+            cmd=("sh",),
+            user="www-data:www-data",
+        ),
+        (),
+    ),
+    (dataclasses.replace(TEST_IMAGES["webserver"], repository="e2e-test-images/httpd", tag="2.4.39-4"), ()),
+    (dataclasses.replace(TEST_IMAGES["busybox"], repository="e2e-test-images/busybox", tag="1.29-2"), ()),
+    (ImageSpec(repository="pause", tag="3.9", cmd=("sleep", "2147483647")), ()),
+)
+
+
+def preload_critest(registry: Registry, work_dir: Path) -> None:
+    """Push every image critest's conformance specs name (see CRITEST_IMAGES)."""
+    layout = work_dir / "critest-layout"
+    for spec, extra_tags in CRITEST_IMAGES:
+        source = build(spec, layout, work_dir)
+        push(source, spec, registry, work_dir)
+        for tag in extra_tags:
+            push(source, dataclasses.replace(spec, tag=tag), registry, work_dir)
 
 
 def write_critest_images_file(path: Path, images: Mapping[str, PushedImage]) -> None:

@@ -86,6 +86,7 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
     served = registry.start(work_dir / "registry", component_logs)
     try:
         pushed = images.preload(served, work_dir / "images")
+        images.preload_critest(served, work_dir / "images")
         images_file = work_dir / "critest-images.yaml"
         images.write_critest_images_file(images_file, pushed)
         yield OCIRegistry(served, work_dir, pushed, images_file)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import processes, toolchain
+from kubehull_harness import images, processes, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 
 # A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
@@ -36,6 +36,11 @@ class Hulld:
         self.root = work_dir / "root"
         self.metrics_port = processes.free_port()
         self.config_path = work_dir / "config.toml"
+        # critest's images, under their upstream names, come from the local registry as their mirror.
+        mirrors = "".join(
+            f'\n[[registries]]\nprefix = "{upstream}"\ninsecure = true\nmirrors = ["{registry_host}"]\n'
+            for upstream in images.CRITEST_MIRRORED
+        )
         self.write_config(f"""
 [server]
 socket = "{self.socket}"
@@ -52,7 +57,7 @@ cni_bin_dirs = ["/usr/lib/cni"]
 [[registries]]
 prefix = "{registry_host}"
 insecure = true
-
+{mirrors}
 [runtime]
 default_handler = "runc"
 
@@ -79,6 +84,13 @@ runtime_path = "{toolchain.binary("runsc")}"
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def unmount_everything(self) -> None:
+        """After the test: hulld keeps its namespace directory mounted (a node needs it), runsc may leave its
+        own mounts; none of it may outlive the test's directory."""
+        mountpoints = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for mountpoint in sorted((m for m in mountpoints if m.startswith(f"{self.work_dir}/")), reverse=True):
+            subprocess.run(["umount", "--lazy", mountpoint], check=False, capture_output=True)
 
     @property
     def log(self) -> str:
@@ -128,6 +140,7 @@ def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRe
     for pod in running.crictl("pods", "-q", check=False).stdout.split():
         running.crictl("rmp", "-f", pod, check=False)
     running.stop()
+    running.unmount_everything()
 
 
 @pytest.fixture
@@ -135,3 +148,4 @@ def hulld(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> It
     running = Hulld(tmp_path, component_logs, oci_registry.host)
     yield running
     running.stop()
+    running.unmount_everything()

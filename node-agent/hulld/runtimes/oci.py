@@ -12,6 +12,7 @@ The handler's ``options`` become the runtime's global flags: ``platform = "systr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -170,16 +171,25 @@ class OCIHandler(Handler):
         return ExitStatus(code=code, finished_at=finished, oom_killed=(paths.persist / "oom").exists())
 
     def delete(self, container_id: str) -> None:
+        (self.attach_dir / container_id).unlink(missing_ok=True)  # conmon's link to the attach socket
         result = self._runtime("delete", "--force", container_id)
         if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
             raise errors.FailedPrecondition(f"{self.name} delete: {result.stderr.decode(errors='replace').strip()}")
+
+    @functools.cached_property
+    def _exec_has_internal_pid(self) -> bool:
+        """Runtimes with a PID space of their own (runsc) report the exec'd process's PID in it, and take
+        ``kill --pid`` for it; runc's exec pid file holds the host PID. Asked of the runtime, not assumed."""
+        result = self._runtime("exec", "--help", timeout=10)
+        return b"internal-pid-file" in result.stdout + result.stderr
 
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
         if not command:
             raise errors.InvalidArgument("ExecSync needs a command")
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
+        pid_flag = "--internal-pid-file" if self._exec_has_internal_pid else "--pid-file"
         process = subprocess.Popen(
-            [str(self.path), *self.global_args, "exec", "--pid-file", str(pid_file), container_id, *command],
+            [str(self.path), *self.global_args, "exec", f"{pid_flag}={pid_file}", container_id, *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -187,11 +197,19 @@ class OCIHandler(Handler):
         try:
             stdout, stderr = process.communicate(timeout=timeout or None)
         except subprocess.TimeoutExpired:
-            # The command runs inside the container, not under `runtime exec`: kill it there.
+            # The command runs inside the container, not under `runtime exec`: kill it there, and let `runtime
+            # exec` reap it (killing that first would leave the command running, or a zombie).
             with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text()), signals.SIGKILL)
-            process.kill()
-            process.communicate()
+                pid = int(pid_file.read_text())
+                if self._exec_has_internal_pid:
+                    self._runtime("kill", f"--pid={pid}", container_id, "KILL")
+                else:
+                    os.kill(pid, signals.SIGKILL)
+            try:
+                process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
             raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
         finally:
             pid_file.unlink(missing_ok=True)
@@ -211,6 +229,12 @@ class OCIHandler(Handler):
             os.write(descriptor, b"2 0 0\n")  # conmon's "reopen the log file" message
         finally:
             os.close(descriptor)
+        # conmon acts on it asynchronously; the kubelet's log rotation expects the new file once this returns.
+        deadline = time.monotonic() + 5
+        while paths.log is not None and not paths.log.exists():
+            if time.monotonic() > deadline:
+                raise errors.Unavailable(f"container {container_id}: the monitor did not reopen {paths.log}")
+            time.sleep(0.01)
 
     def update_resources(self, container_id: str, resources: dict[str, object]) -> None:
         result = self._runtime("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())

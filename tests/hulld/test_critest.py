@@ -1,0 +1,57 @@
+"""critest, the CRI's own validation suite, against hulld: every [Conformance] spec outside Streaming.
+
+The images critest pulls are rebuilt locally under their upstream names, and hulld is configured with the local
+registry as the mirror of gcr.io, registry.k8s.io and k8s.gcr.io (harness ``images.CRITEST_IMAGES``). One spec
+cannot pass without network access: it pulls a fixed upstream image by its digest, which no locally built
+image can have. It is the only one excluded, by name, and reported.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubehull_harness import toolchain
+from kubehull_harness.pytest_plugin import OCIRegistry
+from tests.hulld.conftest import Hulld
+
+pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+UNREACHABLE = ["public image with digest should be pulled and removed"]
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_critest_conformance(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, handler: str, component_logs: Path
+) -> None:
+    endpoint = f"unix://{hulld_with_network.socket}"
+    skip = "|".join(["Streaming", *(re.escape(name) for name in UNREACHABLE)])
+    result = subprocess.run(
+        [
+            str(toolchain.binary("critest")),
+            f"--runtime-endpoint={endpoint}",
+            f"--image-endpoint={endpoint}",
+            f"--test-images-file={oci_registry.critest_images_file}",
+            f"--runtime-handler={handler}",
+            "--ginkgo.focus=Conformance",
+            f"--ginkgo.skip={skip}",
+            "--ginkgo.no-color",
+            "--ginkgo.flake-attempts=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    (component_logs / f"critest-{handler}.log").write_text(output)
+    summary = re.search(r"Ran (\d+) of (\d+) Specs.*?\n.*?(\d+) Passed \| (\d+) Failed", output, re.S)
+    failures = re.findall(r"^\s*\[FAIL\] (.*)$", output, re.M)
+    print(summary.group(0) if summary else output[-3000:])
+    assert summary is not None, output[-3000:]
+    assert failures == [], "\n".join(failures)
+    assert result.returncode == 0
+    assert int(summary.group(3)) >= 40

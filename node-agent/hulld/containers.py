@@ -8,13 +8,17 @@ container that exited while nobody was looking (hulld down included) reports its
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
+import queue
 import secrets
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,58 @@ def handlers_from(config: Config) -> dict[str, Handler]:
     return table
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    kind: str
+    """CREATED, STARTED, STOPPED or DELETED."""
+    record: ContainerRecord
+    at: int
+
+
+class Events:
+    """Container lifecycle events for GetContainerEvents subscribers.
+
+    While anyone listens, a watcher refreshes running containers twice a second, so an exit is announced
+    without waiting for some client to ask about that container."""
+
+    def __init__(self, containers: Containers) -> None:
+        self.containers = containers
+        self._subscribers: list[queue.Queue[Event]] = []
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def publish(self, kind: str, record: ContainerRecord) -> None:
+        event = Event(kind=kind, record=record, at=time.time_ns())
+        with self._lock:
+            for subscriber in self._subscribers:
+                subscriber.put(event)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[queue.Queue[Event]]:
+        mailbox: queue.Queue[Event] = queue.Queue(maxsize=10000)
+        with self._lock:
+            self._subscribers.append(mailbox)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="container-exits", daemon=True)
+                self._watcher.start()
+        try:
+            yield mailbox
+        finally:
+            with self._lock:
+                self._subscribers.remove(mailbox)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.5)
+            with self._lock:
+                if not self._subscribers:
+                    self._watcher = None
+                    return
+            for record in self.containers.records.list(lambda r: r.state == "RUNNING"):
+                with contextlib.suppress(Exception):
+                    self.containers.refresh(record)
+
+
 class Containers:
     def __init__(
         self, config: Config, sandboxes: Sandboxes, images: ImageService, on_change: Callable[[], None] = lambda: None
@@ -60,6 +116,7 @@ class Containers:
         self.files = config.storage.root / "containers"
         self.exits = config.storage.state / "exits"
         self.handlers = handlers_from(config)
+        self.events = Events(self)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -107,6 +164,7 @@ class Containers:
             started_at=record.started_at or ended.finished_at,
         )
         self.on_change()
+        self.events.publish("STOPPED", updated)
         return updated
 
     def get(self, container_id: str) -> ContainerRecord:
@@ -178,7 +236,9 @@ class Containers:
             self._discard(record)
             raise
         self.on_change()
-        return self.records.update(record, pid=pid)
+        created = self.records.update(record, pid=pid)
+        self.events.publish("CREATED", created)
+        return created
 
     def _discard(self, record: ContainerRecord) -> None:
         handler = self.handlers.get(record.handler)
@@ -199,8 +259,9 @@ class Containers:
         if record.state != "CREATED":
             raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}, not created")
         self.handler(record.handler).start(record.id)
-        self.records.update(record, state="RUNNING", started_at=time.time_ns())
+        started = self.records.update(record, state="RUNNING", started_at=time.time_ns())
         self.on_change()
+        self.events.publish("STARTED", started)
 
     def stop(self, container_id: str, timeout: float) -> None:
         record = self.records.find(container_id)
@@ -241,6 +302,7 @@ class Containers:
             self.stop(record.id, 0)  # CRI: a running container is removed by force
         self._discard(record)
         self.on_change()
+        self.events.publish("DELETED", record)
 
     def in_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
         return [record for record in self.records.list() if record.sandbox_id == sandbox_id]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from cri_api.v1 import api_pb2 as cri
 
 from kubehull_harness.pytest_plugin import OCIRegistry
 from tests.hulld.conftest import Hulld
@@ -176,3 +179,40 @@ def test_interrupted_create_is_garbage_collected_at_start(
     assert not orphan.exists()
     # The name is free again.
     hulld.crictl("create", pod, container_config(tmp_path, "half", image, ["sh", "-c", SCRIPT]), pod_file)
+
+
+def test_container_events_stream(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path) -> None:
+    hulld = hulld_with_network
+    image = oci_registry.images["busybox"].reference
+    hulld.crictl("pull", image)
+    stream = hulld.runtime().GetContainerEvents(cri.GetEventsRequest())
+    seen: list[tuple[str, int]] = []
+
+    def listen() -> None:
+        try:
+            for event in stream:
+                seen.append((event.container_id, event.container_event_type))
+        except grpc.RpcError:
+            return  # cancelled at the end of the test
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)
+    pod_file = pod_config(tmp_path, "events")
+    pod = hulld.crictl("runp", pod_file).stdout.strip()
+    container = hulld.crictl(
+        "create", pod, container_config(tmp_path, "brief", image, ["sh", "-c", "exit 3"]), pod_file
+    ).stdout.strip()
+    hulld.crictl("start", container)
+    # Nobody asks about the container: its exit is noticed and announced all the same.
+    wait_for(lambda: (container, cri.CONTAINER_STOPPED_EVENT) in seen)
+    hulld.crictl("rm", container)
+    wait_for(lambda: (container, cri.CONTAINER_DELETED_EVENT) in seen)
+    stream.cancel()
+    mine = [kind for identifier, kind in seen if identifier == container]
+    assert mine == [
+        cri.CONTAINER_CREATED_EVENT,
+        cri.CONTAINER_STARTED_EVENT,
+        cri.CONTAINER_STOPPED_EVENT,
+        cri.CONTAINER_DELETED_EVENT,
+    ]

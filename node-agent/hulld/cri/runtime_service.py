@@ -7,6 +7,7 @@ Attach, PortForward) and a few optional RPCs answer UNIMPLEMENTED with the reaso
 from __future__ import annotations
 
 import json
+import queue
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from hulld.sandboxes import Sandboxes
 from hulld.store.records import ContainerRecord, SandboxRecord
 
 CRI_VERSION = "0.1.0"
-NOT_YET = ("GetContainerEvents", "UpdatePodSandboxResources")
+NOT_YET = ("UpdatePodSandboxResources",)
 STREAMING = ("Exec", "Attach", "PortForward")
 UNSUPPORTED = {
     "CheckpointContainer": "hulld does not support container checkpoints",
@@ -244,6 +245,47 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def UpdateContainerResources(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.containers.update_resources(request.container_id, as_dict(request.linux))
         return cri.UpdateContainerResourcesResponse()
+
+    def GetContainerEvents(self, request: Any, context: Any) -> Any:  # noqa: N802
+        kinds = {
+            "CREATED": cri.CONTAINER_CREATED_EVENT,
+            "STARTED": cri.CONTAINER_STARTED_EVENT,
+            "STOPPED": cri.CONTAINER_STOPPED_EVENT,
+            "DELETED": cri.CONTAINER_DELETED_EVENT,
+        }
+        with self.containers.events.subscribe() as mailbox:
+            while context.is_active():
+                try:
+                    event = mailbox.get(timeout=1)
+                except queue.Empty:
+                    continue
+                record = event.record
+                sandbox = self.sandboxes.records.find(record.sandbox_id)
+                pod = cri.PodSandboxStatus(id=record.sandbox_id, state=cri.SANDBOX_NOTREADY)
+                if sandbox is not None:
+                    pod = cri.PodSandboxStatus(
+                        id=sandbox.id,
+                        state=SANDBOX_STATES[sandbox.state],
+                        metadata=cri.PodSandboxMetadata(**sandbox.metadata),
+                    )
+                status = cri.ContainerStatus(
+                    id=record.id,
+                    metadata=cri.ContainerMetadata(**record.metadata),
+                    state=CONTAINER_STATES[record.state],
+                    created_at=record.created_at,
+                    started_at=record.started_at,
+                    finished_at=record.finished_at,
+                    exit_code=record.exit_code,
+                    image=cri.ImageSpec(image=record.image),
+                    image_ref=record.image_id,
+                )
+                yield cri.ContainerEventResponse(
+                    container_id=record.id,
+                    container_event_type=kinds[event.kind],
+                    created_at=event.at,
+                    pod_sandbox_status=pod,
+                    containers_statuses=[status],
+                )
 
     # --- stats ------------------------------------------------------------------------------------------------
 

@@ -290,7 +290,7 @@ class Containers:
         while time.monotonic() < deadline:
             if self.refresh(self.records.get(record.id)).state == "EXITED":
                 return True
-            time.sleep(0.05)
+            time.sleep(0.005)
         return False
 
     def remove(self, container_id: str) -> None:

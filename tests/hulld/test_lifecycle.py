@@ -216,3 +216,47 @@ def test_container_events_stream(hulld_with_network: Hulld, oci_registry: OCIReg
         cri.CONTAINER_STOPPED_EVENT,
         cri.CONTAINER_DELETED_EVENT,
     ]
+
+
+def test_security_context_is_applied(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path) -> None:
+    hulld = hulld_with_network
+    image = oci_registry.images["busybox"].reference
+    hulld.crictl("pull", image)
+    pod_file = pod_config(tmp_path, "secure")
+    pod = hulld.crictl("runp", pod_file).stdout.strip()
+    config = json.loads(Path(container_config(tmp_path, "locked", image, ["sleep", "3600"])).read_text())
+    config["linux"] = {
+        "security_context": {
+            "run_as_user": {"value": 1000},
+            "run_as_group": {"value": 1000},
+            "supplemental_groups": [4242],
+            "readonly_rootfs": True,
+            "no_new_privs": True,
+            "seccomp": {"profile_type": 0},
+            "capabilities": {"drop_capabilities": ["ALL"], "add_capabilities": ["NET_BIND_SERVICE"]},
+        }
+    }
+    locked = hulld.crictl("create", pod, write(tmp_path / "locked.json", config), pod_file).stdout.strip()
+    hulld.crictl("start", locked)
+    plain = hulld.crictl(
+        "create", pod, container_config(tmp_path, "plain", image, ["sleep", "3600"]), pod_file
+    ).stdout.strip()
+    hulld.crictl("start", plain)
+
+    def run(container: str, *command: str) -> str:
+        return hulld.crictl("exec", "-s", container, *command, check=False).stdout
+
+    assert run(locked, "id").split() == [
+        "uid=1000(kubehull)",
+        "gid=1000(kubehull)",
+        "groups=1000(kubehull),2000(extra),4242",
+    ]
+    status = run(locked, "cat", "/proc/self/status")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Seccomp"].strip() == "2"  # RuntimeDefault: a filter is installed
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert int(fields["CapBnd"].strip(), 16) == 1 << 10  # only CAP_NET_BIND_SERVICE
+    assert "Read-only file system" in hulld.crictl("exec", "-s", locked, "touch", "/x", check=False).stderr
+    plain_status = run(plain, "cat", "/proc/self/status")
+    assert "Seccomp:\t0" in plain_status  # no profile named: Unconfined, as the CRI says
+    assert run(plain, "id", "-u").strip() == "0"

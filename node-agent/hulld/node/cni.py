@@ -104,9 +104,15 @@ def _invoke(
 
 
 def _chain(data: dict[str, Any], runtime_config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each plugin's stdin config: the list's name and version, and the runtime config it asks for."""
+    """Each plugin's stdin config: the list's name and version, and the runtime config it asks for.
+
+    A plugin that exists only to serve capabilities this pod does not use (portmap for a pod without host
+    ports) is left out of the chain, for ADD and DEL alike: it would do nothing but cost an exec."""
     plugins = []
     for plugin in data["plugins"]:
+        capabilities = {name for name, on in plugin.get("capabilities", {}).items() if on}
+        if plugin.get("type") == "portmap" and capabilities and not any(runtime_config.get(c) for c in capabilities):
+            continue
         conf = {**plugin, "name": data.get("name", "pod-network"), "cniVersion": data.get("cniVersion", "0.4.0")}
         wanted = {key: value for key, value in runtime_config.items() if plugin.get("capabilities", {}).get(key)}
         if wanted:

@@ -2,8 +2,9 @@
 protobuf JSON mapping), the pod's sandbox record, the image's config and the resolved user.
 
 Defaults follow containerd's CRI plugin: its default capability set, masked and read-only paths, /dev, /proc,
-/sys and cgroup mounts; the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf; RuntimeDefault seccomp unless
-the pod or container says otherwise; privileged containers get every capability and no masks.
+/sys and cgroup mounts; the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf; the seccomp profile the
+request names (RuntimeDefault, Localhost, Unconfined; none named is Unconfined, as in the CRI); privileged
+containers get every capability and no masks.
 """
 
 from __future__ import annotations
@@ -329,11 +330,13 @@ def build(inputs: Inputs) -> dict[str, Any]:
     if not privileged:
         spec["linux"]["maskedPaths"] = list(MASKED_PATHS)
         spec["linux"]["readonlyPaths"] = list(READONLY_PATHS)
-        profile = security.get("seccomp") or {"profileType": "RuntimeDefault"}
-        kind = profile.get("profileType", "RuntimeDefault")
+        # As the CRI (and containerd) define it: no profile given is Unconfined; the kubelet always says which.
+        # The message is present but empty when RuntimeDefault (enum 0) was asked for.
+        profile: dict[str, Any] | None = security.get("seccomp")
+        kind = "Unconfined" if profile is None else profile.get("profileType", "RuntimeDefault")
         if kind == "RuntimeDefault":
             spec["linux"]["seccomp"] = seccomp.load(seccomp.RUNTIME_DEFAULT, capabilities)
-        elif kind == "Localhost":
+        elif kind == "Localhost" and profile is not None:
             path = _validated_host_path(profile.get("localhostRef", ""), "seccomp localhostRef")
             spec["linux"]["seccomp"] = seccomp.load(Path(path), capabilities)
     return spec

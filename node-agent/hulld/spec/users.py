@@ -57,5 +57,6 @@ def resolve(rootfs: Path, user: str, group: str | None, supplemental: tuple[int,
             gid = int(found[2])
     login = entry[0] if entry is not None else None
     member_of = tuple(int(g[2]) for g in groups if len(g) > 3 and login and login in g[3].split(","))
-    additional = tuple(dict.fromkeys((*member_of, *supplemental)))
-    return Identity(uid=uid, gid=gid, additional_gids=tuple(g for g in additional if g != gid))
+    # The primary group leads the list, as containerd does, so `id` shows it among the groups.
+    additional = tuple(dict.fromkeys((gid, *member_of, *supplemental)))
+    return Identity(uid=uid, gid=gid, additional_gids=additional)

@@ -314,7 +314,6 @@ def build(inputs: Inputs) -> dict[str, Any]:
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": str(inputs.rootfs), "readonly": bool(security.get("readonlyRootfs"))},
-        "hostname": sandbox.hostname,
         "mounts": _mounts(inputs),
         # No io.kubernetes.cri.container-type/sandbox-id annotations: with no sandbox container, runsc would
         # look for a sandbox that does not exist. Each container is its own runtime sandbox.
@@ -327,6 +326,8 @@ def build(inputs: Inputs) -> dict[str, Any]:
             "sysctl": dict(sandbox.sysctls),
         },
     }
+    if "uts" in sandbox.namespaces:  # with the host's UTS namespace the host's name stands
+        spec["hostname"] = sandbox.hostname
     if not privileged:
         spec["linux"]["maskedPaths"] = list(MASKED_PATHS)
         spec["linux"]["readonlyPaths"] = list(READONLY_PATHS)

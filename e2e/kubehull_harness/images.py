@@ -203,14 +203,19 @@ def _skopeo(*args: processes.Arg, policy: Path) -> str:
     return processes.run(["skopeo", "--policy", policy, *args]).stdout
 
 
-def push(source: str, spec: ImageSpec, registry: Registry, work_dir: Path, *options: str) -> PushedImage:
+def push(
+    source: str, spec: ImageSpec, registry: Registry, work_dir: Path, *options: str, credentials: str | None = None
+) -> PushedImage:
+    """Copy ``source`` to the registry as ``spec``'s repository and tag (``credentials``: "user:password")."""
     # Our own images, on our own loopback registry: no signatures to demand.
     policy = work_dir / "policy.json"
     policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
     reference = registry.reference(spec.repository, spec.tag)
-    _skopeo("copy", "--dest-tls-verify=false", *options, source, f"docker://{reference}", policy=policy)
+    login = [f"--dest-creds={credentials}"] if credentials else []
+    _skopeo("copy", "--dest-tls-verify=false", *login, *options, source, f"docker://{reference}", policy=policy)
+    login = [f"--creds={credentials}"] if credentials else []
     digest = _skopeo(
-        "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{reference}", policy=policy
+        "inspect", "--tls-verify=false", *login, "--format", "{{.Digest}}", f"docker://{reference}", policy=policy
     ).strip()
     return PushedImage(reference=reference, digest=digest, repository=spec.repository)
 

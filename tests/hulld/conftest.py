@@ -55,7 +55,7 @@ cni_conf_dir = "{work_dir / "cni"}"
 cni_bin_dirs = ["/usr/lib/cni"]
 
 [[registries]]
-prefix = "{registry_host}"
+prefix = "127.0.0.1"  # every test registry on this machine, whatever its port
 insecure = true
 {mirrors}
 [runtime]

@@ -171,14 +171,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
     def ListPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
-        wanted = request.filter
-        records = [
-            record
-            for record in self.sandboxes.all()
-            if (not wanted.id or record.id.startswith(wanted.id))
-            and (not wanted.HasField("state") or SANDBOX_STATES[record.state] == wanted.state.state)
-            and _labels_match(record.labels, wanted.label_selector)
-        ]
+        records = self._sandboxes(request.filter, by_state=True)
         return cri.ListPodSandboxResponse(items=[sandbox_message(record) for record in records])
 
     # --- containers -------------------------------------------------------------------------------------------
@@ -222,16 +215,29 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         info = {"info": json.dumps({"pid": record.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
         return cri.ContainerStatusResponse(status=status, info=info)
 
-    def ListContainers(self, request: Any, context: Any) -> Any:  # noqa: N802
-        wanted = request.filter
-        records = [
+    def _containers(self, wanted: Any, *, by_state: bool) -> list[ContainerRecord]:
+        """The containers a ContainerFilter (or ContainerStatsFilter, which has no state) selects."""
+        return [
             record
             for record in self.containers.all()
             if (not wanted.id or record.id.startswith(wanted.id))
             and (not wanted.pod_sandbox_id or record.sandbox_id.startswith(wanted.pod_sandbox_id))
-            and (not wanted.HasField("state") or CONTAINER_STATES[record.state] == wanted.state.state)
+            and (not by_state or not wanted.HasField("state") or CONTAINER_STATES[record.state] == wanted.state.state)
             and _labels_match(record.labels, wanted.label_selector)
         ]
+
+    def _sandboxes(self, wanted: Any, *, by_state: bool) -> list[SandboxRecord]:
+        """The sandboxes a PodSandboxFilter (or PodSandboxStatsFilter, which has no state) selects."""
+        return [
+            record
+            for record in self.sandboxes.all()
+            if (not wanted.id or record.id.startswith(wanted.id))
+            and (not by_state or not wanted.HasField("state") or SANDBOX_STATES[record.state] == wanted.state.state)
+            and _labels_match(record.labels, wanted.label_selector)
+        ]
+
+    def ListContainers(self, request: Any, context: Any) -> Any:  # noqa: N802
+        records = self._containers(request.filter, by_state=True)
         return cri.ListContainersResponse(containers=[container_message(record) for record in records])
 
     def ExecSync(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -320,14 +326,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.ContainerStatsResponse(stats=self._stats(self.containers.get(request.container_id)))
 
     def ListContainerStats(self, request: Any, context: Any) -> Any:  # noqa: N802
-        wanted = request.filter
-        records = [
-            record
-            for record in self.containers.all()
-            if (not wanted.id or record.id.startswith(wanted.id))
-            and (not wanted.pod_sandbox_id or record.sandbox_id.startswith(wanted.pod_sandbox_id))
-            and _labels_match(record.labels, wanted.label_selector)
-        ]
+        records = self._containers(request.filter, by_state=False)
         return cri.ListContainerStatsResponse(stats=[self._stats(record) for record in records])
 
     def _sandbox_stats(self, record: SandboxRecord) -> Any:
@@ -354,42 +353,21 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(self.sandboxes.get(request.pod_sandbox_id)))
 
     def ListPodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
-        wanted = request.filter
-        records = [
-            record
-            for record in self.sandboxes.all()
-            if (not wanted.id or record.id.startswith(wanted.id))
-            and _labels_match(record.labels, wanted.label_selector)
-        ]
+        records = self._sandboxes(request.filter, by_state=False)
         return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(record) for record in records])
 
 
-def _not_yet(operation: str) -> Any:
+def _unimplemented(message: str) -> Any:
     def method(self: RuntimeServicer, request: Any, context: Any) -> Any:
-        raise errors.Unimplemented(f"hulld {__version__} does not implement {operation} yet")
-
-    return method
-
-
-def _streaming(operation: str) -> Any:
-    def method(self: RuntimeServicer, request: Any, context: Any) -> Any:
-        raise errors.Unimplemented(
-            f"{operation}: streaming (Exec, Attach, PortForward) is not supported yet; ExecSync is"
-        )
-
-    return method
-
-
-def _unsupported(operation: str, message: str) -> Any:
-    def method(self: RuntimeServicer, request: Any, context: Any) -> Any:
-        raise errors.Unimplemented(f"{operation}: {message}")
+        raise errors.Unimplemented(message)
 
     return method
 
 
 for _name in NOT_YET:
-    setattr(RuntimeServicer, _name, _not_yet(_name))
+    setattr(RuntimeServicer, _name, _unimplemented(f"hulld {__version__} does not implement {_name} yet"))
 for _name in STREAMING:
-    setattr(RuntimeServicer, _name, _streaming(_name))
-for _name, _message in UNSUPPORTED.items():
-    setattr(RuntimeServicer, _name, _unsupported(_name, _message))
+    message = f"{_name}: streaming (Exec, Attach, PortForward) is not supported yet; ExecSync is"
+    setattr(RuntimeServicer, _name, _unimplemented(message))
+for _name, _reason in UNSUPPORTED.items():
+    setattr(RuntimeServicer, _name, _unimplemented(f"{_name}: {_reason}"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hulld import errors
+from hulld.atomic import write_atomically
 
 RECORD_VERSION = 1
 
@@ -63,14 +64,6 @@ def _hex(digest: str) -> str:
     if algorithm != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
         raise errors.InvalidArgument(f"not a sha256 digest: {digest!r}")
     return value
-
-
-def write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
-        temporary.write(text)
-        temporary.flush()
-        os.fsync(temporary.fileno())
-    os.replace(temporary.name, path)
 
 
 class ImageStore:

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from hulld import errors
+from hulld.atomic import write_atomically
 from hulld.store.records import Record
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
-        temporary.write(text)
-        temporary.flush()
-        os.fsync(temporary.fileno())
-    os.replace(temporary.name, path)
 
 
 class Table(Generic[R]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     recovery.recover(sandboxes, containers)  # Version and Status are served meanwhile; the rest waits
     count(metrics, sandboxes, containers)
     edge.ready.set()
+    # The node agent signals this PID (SIGHUP) after it rewrites the configuration.
+    pid_file = current.storage.state / "hulld.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
     logger.info("hulld %s serving CRI on %s", __version__, current.server.socket)
 
     stop = threading.Event()

@@ -1,11 +1,104 @@
-"""Entry point of `kubehull-agent`."""
+"""`kubehull-agent`: the node agent as a process (in its DaemonSet pod, or on a host for tests and debugging).
 
+It learns its node from --node-name (the DaemonSet passes NODE_NAME from the downward API), reads the hulld
+base configuration the node was installed with, and keeps hulld's handlers in line with the node's
+NodeRuntime. Installing and supervising hulld itself is not done yet (docs/agent.md): hulld must be running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
 import sys
+import threading
+import wsgiref.simple_server
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import make_wsgi_app
+
+from kubehull_agent import kube, probe
+from kubehull_agent.agent import Agent
+from kubehull_agent.metrics import Metrics
+
+logger = logging.getLogger("kubehull_agent")
 
 
-def main() -> int:
-    print("kubehull-agent: not implemented yet (the node agent lands in a later release)", file=sys.stderr)
-    return 1
+def serve_http(address: str, metrics: Metrics, agent: Agent) -> None:
+    """/metrics, /healthz (the process answers) and /readyz (a status has been written)."""
+    metrics_app = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], respond: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            respond("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            ok = agent.ready.is_set()
+            respond("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"no status written yet\n"]
+        result: Iterable[bytes] = metrics_app(environ, respond)
+        return result
+
+    host, _, port = address.rpartition(":")
+
+    class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = wsgiref.simple_server.make_server(host, int(port), app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubehull-agent", description=__doc__)
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""))
+    parser.add_argument(
+        "--hulld-base-config",
+        type=Path,
+        default=Path("/etc/kubehull/hulld-base.toml"),
+        help="hulld's configuration without handlers: socket, storage, network, registries",
+    )
+    parser.add_argument(
+        "--hulld-config",
+        type=Path,
+        default=Path("/etc/hulld/config.toml"),
+        help="the file hulld reads; the agent writes it",
+    )
+    parser.add_argument("--hulld-socket", type=Path, default=Path("/run/hulld/hulld.sock"))
+    parser.add_argument("--hulld-pid-file", type=Path, default=Path("/run/hulld/hulld.pid"))
+    parser.add_argument("--probe-image", required=True, help="a small image whose `true` the probes run")
+    parser.add_argument("--probe-log-dir", type=Path, default=Path("/var/log/kubehull/probes"))
+    parser.add_argument("--reprobe-interval", type=float, default=300.0, help="seconds")
+    parser.add_argument("--http-address", default="0.0.0.0:9104", help="/metrics, /healthz, /readyz")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.node_name:
+        print("kubehull-agent: no node name (--node-name or NODE_NAME)", file=sys.stderr)
+        return 2
+    metrics = Metrics()
+    agent = Agent(
+        node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
+        prober=probe.Prober(args.hulld_socket, args.probe_image, args.probe_log_dir),
+        metrics=metrics,
+        base_config=args.hulld_base_config,
+        hulld_config=args.hulld_config,
+        hulld_pid_file=args.hulld_pid_file,
+        reprobe_interval=args.reprobe_interval,
+    )
+    serve_http(args.http_address, metrics, agent)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    worker = threading.Thread(target=agent.run, args=(stop,), name="node-loop", daemon=True)
+    worker.start()
+    stop.wait()
+    logger.info("stopping; hulld keeps running")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""The node loop: NodeRuntime spec → hulld configuration → reload → probes → NodeRuntime status.
+
+It acts when the spec's generation differs from the one it last applied (so its own status writes do not
+wake it), and re-probes every ``reprobe_interval`` so that a handler that breaks later is reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from hulld.atomic import write_atomically
+from kubehull_agent import probe, render
+from kubehull_agent.kube import NodeRuntimes
+from kubehull_agent.metrics import Metrics
+from kubehull_api.noderuntime import NodeRuntime
+
+logger = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        node_runtimes: NodeRuntimes,
+        prober: probe.Prober,
+        metrics: Metrics,
+        base_config: Path,
+        hulld_config: Path,
+        hulld_pid_file: Path,
+        reprobe_interval: float = 300.0,
+    ) -> None:
+        self.node_runtimes = node_runtimes
+        self.prober = prober
+        self.metrics = metrics
+        self.base = tomllib.loads(base_config.read_text())
+        self.hulld_config = hulld_config
+        self.hulld_pid_file = hulld_pid_file
+        self.reprobe_interval = reprobe_interval
+        self.applied_generation: int | None = None
+        self.last_probe = 0.0
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                current = self.node_runtimes.get()
+                if current is not None:
+                    self.step(current)
+                for changed in self.node_runtimes.watch(timeout=int(min(self.reprobe_interval, 60))):
+                    self.step(changed)
+                    if stop.is_set():
+                        break
+            except Exception:
+                logger.exception("node loop failed; retrying")
+                stop.wait(2)
+
+    def step(self, node_runtime: NodeRuntime) -> None:
+        due = time.monotonic() - self.last_probe > self.reprobe_interval
+        if node_runtime.generation == self.applied_generation and not due:
+            return
+        handlers = node_runtime.spec.handlers
+        excluded = {h.name: problem for h in handlers if (problem := probe.binary_problem(h)) is not None}
+        self._apply(
+            render.render(self.base, handlers, excluded, self._running_handlers()),
+            {h.name for h in handlers if h.name not in excluded},
+        )
+        results = {handler.name: self.prober.probe(handler) for handler in handlers}
+        self.last_probe = time.monotonic()
+        self._report(node_runtime, results)
+        self.applied_generation = node_runtime.generation
+
+    def _running_handlers(self) -> dict[str, Any]:
+        try:
+            handlers: dict[str, Any] = tomllib.loads(self.hulld_config.read_text()).get("handlers", {})
+            return handlers
+        except (FileNotFoundError, tomllib.TOMLDecodeError):
+            return {}
+
+    def _apply(self, text: str, wanted: set[str]) -> None:
+        try:
+            unchanged = self.hulld_config.read_text() == text
+        except FileNotFoundError:
+            unchanged = False
+        if unchanged:
+            return
+        write_atomically(self.hulld_config, text)
+        self.metrics.renders.inc()
+        try:
+            os.kill(int(self.hulld_pid_file.read_text()), signal.SIGHUP)
+        except (OSError, ValueError) as error:
+            logger.error("cannot signal hulld to reload: %s", error)
+            self.metrics.reload_failures.inc()
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if wanted <= self.prober.runtime_status()[2]:
+                    logger.info("hulld reloaded with handlers %s", ", ".join(sorted(wanted)) or "(none)")
+                    return
+            except Exception:  # noqa: S110 - hulld may be briefly unavailable; the deadline decides
+                pass
+            time.sleep(0.1)
+        logger.error("hulld did not take the new configuration (handlers %s)", sorted(wanted))
+        self.metrics.reload_failures.inc()
+
+    def _report(self, node_runtime: NodeRuntime, results: dict[str, probe.Result]) -> None:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            ready, version, _ = self.prober.runtime_status()
+        except Exception:
+            ready, version = False, ""
+        self.metrics.hulld_up.set(1 if ready else 0)
+        self.metrics.hulld_info.clear()
+        if version:
+            self.metrics.hulld_info.labels(version).set(1)
+        self.metrics.handler_ready.clear()
+        handlers = []
+        for name, result in sorted(results.items()):
+            self.metrics.handler_ready.labels(name).set(1 if result.ready else 0)
+            self.metrics.probe_duration.labels(name, "ready" if result.ready else result.reason).observe(
+                result.duration
+            )
+            handlers.append(
+                {
+                    "name": name,
+                    "ready": result.ready,
+                    "reason": result.reason,
+                    "message": result.message,
+                    "binaryVersion": result.binary_version,
+                    "lastProbeTime": now,
+                    "probeDurationSeconds": round(result.duration, 3),
+                }
+            )
+            if not result.ready:
+                logger.warning("handler %s not ready: %s: %s", name, result.reason, result.message)
+        status = {
+            "observedGeneration": node_runtime.generation,
+            "runtime": {"name": "hulld", "version": version, "ready": ready},
+            "handlers": handlers,
+        }
+        try:
+            self.node_runtimes.write_status(status)
+        except Exception:
+            self.metrics.status_writes.labels("error").inc()
+            raise
+        self.metrics.status_writes.labels("ok").inc()
+        self.ready.set()

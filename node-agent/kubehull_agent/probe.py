@@ -1,0 +1,141 @@
+"""Checks that a handler really works: its binary, then a real probe container run under it through hulld.
+
+The probe is a pod and a container from a small image (the agent's --probe-image, pulled from the registry
+the node is configured with) whose command exits 0; the handler is ready only if that container ran and
+exited 0. Everything the probe makes is removed afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cri_api.v1 import api_pb2 as cri
+from cri_api.v1 import api_pb2_grpc
+
+from kubehull_api.noderuntime import HandlerConfig
+
+PROBE_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    ready: bool
+    reason: str
+    message: str
+    duration: float
+    binary_version: str = ""
+
+
+def binary_problem(handler: HandlerConfig) -> str | None:
+    path = Path(handler.path)
+    if not path.is_file():
+        return f"{handler.path} does not exist on this node"
+    if not path.stat().st_mode & 0o111:
+        return f"{handler.path} is not executable"
+    return None
+
+
+def binary_version(handler: HandlerConfig) -> str:
+    flag = "-v" if handler.runtime_type.value == "vm" else "--version"
+    try:
+        result = subprocess.run([handler.path, flag], capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return ""
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+class Prober:
+    def __init__(self, socket: Path, image: str, log_dir: Path) -> None:
+        channel = grpc.insecure_channel(f"unix://{socket}")
+        self.runtime: Any = api_pb2_grpc.RuntimeServiceStub(channel)
+        self.images: Any = api_pb2_grpc.ImageServiceStub(channel)
+        self.image = image
+        self.log_dir = log_dir
+
+    def runtime_status(self) -> tuple[bool, str, set[str]]:
+        """(ready, version, handler names) as hulld reports them."""
+        version = self.runtime.Version(cri.VersionRequest(), timeout=5).runtime_version
+        status = self.runtime.Status(cri.StatusRequest(), timeout=5)
+        ready = any(c.type == "RuntimeReady" and c.status for c in status.status.conditions)
+        return ready, version, {handler.name for handler in status.runtime_handlers if handler.name}
+
+    def probe(self, handler: HandlerConfig) -> Result:
+        started = time.monotonic()
+        problem = binary_problem(handler)
+        if problem is not None:
+            return Result(False, "BinaryNotFound", problem, 0.0)
+        version = binary_version(handler)
+        name = f"kubehull-probe-{handler.name}-{uuid.uuid4().hex[:8]}"
+        config = cri.PodSandboxConfig(
+            metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),
+            hostname=name,
+            log_directory=str(self.log_dir / name),
+            linux=cri.LinuxPodSandboxConfig(),
+        )
+        pod = ""
+        try:
+            self.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=self.image)), timeout=120)
+            pod = self.runtime.RunPodSandbox(
+                cri.RunPodSandboxRequest(config=config, runtime_handler=handler.name), timeout=120
+            ).pod_sandbox_id
+            container = self.runtime.CreateContainer(
+                cri.CreateContainerRequest(
+                    pod_sandbox_id=pod,
+                    sandbox_config=config,
+                    config=cri.ContainerConfig(
+                        metadata=cri.ContainerMetadata(name="probe"),
+                        image=cri.ImageSpec(image=self.image),
+                        command=["true"],
+                        log_path="probe.log",
+                    ),
+                ),
+                timeout=120,
+            ).container_id
+            self.runtime.StartContainer(cri.StartContainerRequest(container_id=container), timeout=120)
+            deadline = time.monotonic() + PROBE_TIMEOUT
+            while True:
+                status = self.runtime.ContainerStatus(
+                    cri.ContainerStatusRequest(container_id=container), timeout=10
+                ).status
+                if status.state == cri.CONTAINER_EXITED:
+                    break
+                if time.monotonic() > deadline:
+                    return Result(
+                        False,
+                        "ProbeTimedOut",
+                        f"the probe container did not finish in {PROBE_TIMEOUT:.0f}s",
+                        time.monotonic() - started,
+                        version,
+                    )
+                time.sleep(0.05)
+            if status.exit_code != 0:
+                return Result(
+                    False,
+                    "ProbeFailed",
+                    f"the probe container exited with {status.exit_code}",
+                    time.monotonic() - started,
+                    version,
+                )
+            return Result(True, "", "", time.monotonic() - started, version)
+        except grpc.RpcError as error:
+            return Result(
+                False,
+                "ProbeFailed",
+                f"{error.code().name}: {error.details()}"[:4000],
+                time.monotonic() - started,
+                version,
+            )
+        finally:
+            if pod:
+                try:
+                    self.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+                    self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+                except grpc.RpcError:
+                    pass

@@ -1,0 +1,109 @@
+"""The node agent as a host process, end to end with the real API server, the operator and hulld."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kubehull_harness import processes, toolchain
+from kubehull_harness.pytest_plugin import OCIRegistry
+from tests.hulld.conftest import Hulld
+from tests.operator.conftest import Cluster, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+
+def test_profiles_reach_hulld_and_readiness_comes_back(
+    cluster: Cluster, hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
+) -> None:
+    hulld = hulld_with_network
+    node = cluster.create_node("node")
+    base = tmp_path / "hulld-base.toml"
+    shutil.copyfile(hulld.config_path, base)
+    kubeconfig = cluster.server.kubeconfig
+    port = processes.free_port()
+    agent = processes.ManagedProcess(
+        "kubehull-agent",
+        [
+            sys.executable,
+            "-m",
+            "kubehull_agent",
+            f"--node-name={node}",
+            f"--hulld-base-config={base}",
+            f"--hulld-config={hulld.config_path}",
+            f"--hulld-socket={hulld.socket}",
+            f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
+            f"--probe-image={oci_registry.images['busybox'].reference}",
+            f"--probe-log-dir={tmp_path / 'probes'}",
+            f"--http-address=127.0.0.1:{port}",
+        ],
+        component_logs,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
+    try:
+        runc = cluster.create_profile(
+            "runc",
+            {
+                "handler": "runc",
+                "runtime": {"engine": "runc", "path": "/usr/sbin/runc"},
+                "rollout": {"maxUnavailable": "100%"},
+            },
+        )
+        gvisor = cluster.create_profile(
+            "gvisor",
+            {
+                "handler": "gvisor",
+                "runtime": {"engine": "gvisor", "path": str(toolchain.binary("runsc"))},
+                "rollout": {"maxUnavailable": "100%"},
+            },
+        )
+
+        for profile in (runc, gvisor):
+
+            def ready(profile: str = profile) -> bool:
+                return cluster.condition(profile, "Ready").get("status") == "True"
+
+            wait_until(ready, 120, f"{profile} Ready")
+            assert cluster.profile(profile)["status"]["ready"] == "1/1"
+        assert cluster.handler_labels(node) == {
+            "handler.kubehull.io/runc": "true",
+            "handler.kubehull.io/gvisor": "true",
+        }
+        status = cluster.node_runtime(node)["status"]
+        assert status["runtime"] == {"name": "hulld", "version": "0.1.0", "ready": True}
+        by_name = {handler["name"]: handler for handler in status["handlers"]}
+        assert by_name["gvisor"]["ready"] is True
+        assert by_name["gvisor"]["binaryVersion"].startswith("runsc version")
+        assert by_name["gvisor"]["probeDurationSeconds"] > 0
+        assert "gvisor" in hulld.config_path.read_text()  # rendered into hulld's own configuration
+
+        # Break gVisor: its binary is gone. Its readiness, label and profile say so; runc is untouched.
+        cluster.patch_profile(gvisor, {"spec": {"runtime": {"path": "/nonexistent/runsc"}}})
+        wait_until(lambda: cluster.condition(gvisor, "Ready").get("reason") == "NodesFailed", 120, "NodesFailed")
+        failure = cluster.profile(gvisor)["status"]["failures"][0]
+        assert failure["node"] == node
+        assert failure["reason"] == "BinaryNotFound"
+        assert "/nonexistent/runsc does not exist" in failure["message"]
+        wait_until(
+            lambda: cluster.handler_labels(node) == {"handler.kubehull.io/runc": "true"}, 30, "the gvisor label to go"
+        )
+        assert cluster.condition(runc, "Ready")["status"] == "True"
+        assert str(toolchain.binary("runsc")) in hulld.config_path.read_text()  # hulld keeps the last good one
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'kubehull_agent_handler_ready{handler="gvisor"} 0.0' in metrics
+        assert 'kubehull_agent_handler_ready{handler="runc"} 1.0' in metrics
+        assert "kubehull_agent_hulld_up 1.0" in metrics
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
+    finally:
+        agent.stop()

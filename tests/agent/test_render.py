@@ -1,0 +1,49 @@
+"""hulld's configuration as the agent renders it from a NodeRuntime spec."""
+
+from __future__ import annotations
+
+import tomllib
+
+from kubehull_agent import render
+from kubehull_api.noderuntime import HandlerConfig
+
+BASE = {
+    "server": {"socket": "/run/hulld/hulld.sock"},
+    "runtime": {"default_handler": "runc"},
+    "handlers": {"runc": {"runtime_path": "/usr/bin/runc"}},
+}
+
+
+def handler(name: str, path: str, **extra: object) -> HandlerConfig:
+    return HandlerConfig.model_validate(
+        {
+            "name": name,
+            "profile": name,
+            "profileGeneration": 1,
+            "engine": "gvisor",
+            "runtimeType": "oci",
+            "path": path,
+            **extra,
+        }
+    )
+
+
+def test_handlers_are_rendered_on_top_of_the_base() -> None:
+    text = render.render(BASE, [handler("gvisor", "/usr/bin/runsc", options={"platform": "systrap"})], {}, {})
+    config = tomllib.loads(text)
+    assert config["server"] == BASE["server"]
+    assert config["handlers"]["runc"] == {"runtime_path": "/usr/bin/runc"}
+    assert config["handlers"]["gvisor"] == {
+        "runtime_type": "oci",
+        "runtime_path": "/usr/bin/runsc",
+        "options": {"platform": "systrap"},
+    }
+
+
+def test_a_handler_that_fails_its_checks_keeps_what_hulld_runs() -> None:
+    running = {"gvisor": {"runtime_type": "oci", "runtime_path": "/usr/bin/runsc"}}
+    broken = handler("gvisor", "/nonexistent/runsc")
+    kept = tomllib.loads(render.render(BASE, [broken], {"gvisor": "missing"}, running))
+    assert kept["handlers"]["gvisor"] == running["gvisor"]
+    fresh = tomllib.loads(render.render(BASE, [broken], {"gvisor": "missing"}, {}))
+    assert "gvisor" not in fresh["handlers"]  # never ran: not rendered at all

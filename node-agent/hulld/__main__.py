@@ -7,6 +7,7 @@ logged reason and the running configuration stays. SIGTERM and SIGINT stop servi
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import signal
@@ -43,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hulld: invalid configuration: {error}", file=sys.stderr)
         return 2
 
+    current.storage.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Never two hulld on one state directory: the second would fight the first over every container.
+    lock = (current.storage.state / "hulld.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"hulld: another hulld is running on {current.storage.state}", file=sys.stderr)
+        return 3
+    # Written before the socket answers: whoever sees hulld serving finds its PID (the agent signals it).
+    (current.storage.state / "hulld.pid").write_text(f"{os.getpid()}\n")
     metrics = Metrics()
     if current.server.metrics_address:
         host, _, port = current.server.metrics_address.rpartition(":")
@@ -59,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     recovery.recover(sandboxes, containers)  # Version and Status are served meanwhile; the rest waits
     count(metrics, sandboxes, containers)
     edge.ready.set()
-    # The node agent signals this PID (SIGHUP) after it rewrites the configuration.
-    pid_file = current.storage.state / "hulld.pid"
-    pid_file.write_text(f"{os.getpid()}\n")
     logger.info("hulld %s serving CRI on %s", __version__, current.server.socket)
 
     stop = threading.Event()

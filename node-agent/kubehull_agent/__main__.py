@@ -1,8 +1,8 @@
 """`kubehull-agent`: the node agent as a process (in its DaemonSet pod, or on a host for tests and debugging).
 
-It learns its node from --node-name (the DaemonSet passes NODE_NAME from the downward API), reads the hulld
-base configuration the node was installed with, and keeps hulld's handlers in line with the node's
-NodeRuntime. Installing and supervising hulld itself is not done yet (docs/agent.md): hulld must be running.
+It learns its node from --node-name (the DaemonSet passes NODE_NAME from the downward API). With
+--hulld-bundle it installs hulld from that bundle and keeps it running (install.py); either way it keeps
+hulld's handlers in line with the node's NodeRuntime. --uninstall removes hulld (refused while pods run).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 from prometheus_client import make_wsgi_app
 
-from kubehull_agent import kube, probe
+from kubehull_agent import install, kube, probe
 from kubehull_agent.agent import Agent
 from kubehull_agent.metrics import Metrics
 
@@ -70,17 +71,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hulld-socket", type=Path, default=Path("/run/hulld/hulld.sock"))
     parser.add_argument("--hulld-pid-file", type=Path, default=Path("/run/hulld/hulld.pid"))
-    parser.add_argument("--probe-image", required=True, help="a small image whose `true` the probes run")
+    parser.add_argument("--probe-image", default="", help="a small image whose `true` the probes run")
+    parser.add_argument("--hulld-bundle", type=Path, help="install hulld from this bundle and keep it running")
+    parser.add_argument("--install-root", type=Path, default=Path("/opt/kubehull"))
+    parser.add_argument("--install-lock", type=Path, default=Path("/run/kubehull/install.lock"))
+    parser.add_argument("--hulld-log", type=Path, default=Path("/var/log/kubehull/hulld.log"))
+    parser.add_argument("--uninstall", action="store_true", help="stop and remove hulld (not while pods run)")
     parser.add_argument("--probe-log-dir", type=Path, default=Path("/var/log/kubehull/probes"))
     parser.add_argument("--reprobe-interval", type=float, default=300.0, help="seconds")
     parser.add_argument("--http-address", default="0.0.0.0:9104", help="/metrics, /healthz, /readyz")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.node_name:
-        print("kubehull-agent: no node name (--node-name or NODE_NAME)", file=sys.stderr)
-        return 2
     metrics = Metrics()
+    if args.hulld_bundle is not None or args.uninstall:
+        bundle = args.hulld_bundle or args.install_root / "hulld"
+        installer = install.Installer(bundle, args.install_root, args.install_lock)
+        supervisor = install.Supervisor(
+            installer.current / "bin" / "hulld",
+            args.hulld_config,
+            args.hulld_socket,
+            args.hulld_pid_file,
+            args.hulld_log,
+        )
+        try:
+            if args.uninstall:
+                install.uninstall(installer, supervisor)
+                print("hulld uninstalled")
+                return 0
+            if installer.ensure():
+                metrics.lifecycle.labels("installed").inc()
+            if not args.hulld_config.exists():
+                shutil.copyfile(args.hulld_base_config, args.hulld_config)
+            action = supervisor.ensure(install.bundle_version(args.hulld_bundle))
+        except install.InstallError as error:
+            print(f"kubehull-agent: {error}", file=sys.stderr)
+            return 1
+        metrics.lifecycle.labels(action).inc()
+        logger.info("hulld %s: %s", install.bundle_version(args.hulld_bundle), action)
+    if not args.node_name or not args.probe_image:
+        print("kubehull-agent: --node-name (or NODE_NAME) and --probe-image are required", file=sys.stderr)
+        return 2
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
         prober=probe.Prober(args.hulld_socket, args.probe_image, args.probe_log_dir),

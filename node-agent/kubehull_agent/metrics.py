@@ -33,6 +33,13 @@ class Metrics:
         self.hulld_info = Gauge(
             "kubehull_agent_hulld_info", "hulld's version (value 1).", ["version"], registry=self.registry
         )
+        self.lifecycle = Counter(
+            "kubehull_agent_hulld_lifecycle",
+            "What the agent did to have the right hulld running: installed (a version), "
+            "started, adopted (one already running) or upgraded.",
+            ["action"],
+            registry=self.registry,
+        )
         self.status_writes = Counter(
             "kubehull_agent_status_writes", "NodeRuntime status updates written.", ["result"], registry=self.registry
         )

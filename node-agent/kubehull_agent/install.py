@@ -1,0 +1,154 @@
+"""hulld on the host: installed from the agent's bundle, started and kept running outside the agent's pod.
+
+- ``Installer`` copies the bundle to ``<root>/hulld-<version>`` (under a host-wide lock, into a temporary
+  directory renamed into place) and points ``<root>/hulld`` at it: an interrupted install leaves nothing that
+  looks installed, and two agents never install at once.
+- ``Supervisor`` adopts a running hulld of the same version, starts one if none runs, and upgrades in place
+  when the versions differ: hulld stops, the new one starts and recovers every container (their conmon
+  monitors do not depend on hulld, so running containers are not disturbed). hulld runs as a detached host
+  process with its own pid file, so it survives the agent's pod. (Hosts with systemd get the same: a systemd
+  unit is not written yet.)
+- ``uninstall`` removes hulld only when asked, and never while it still runs pods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from cri_api.v1 import api_pb2 as cri
+from cri_api.v1 import api_pb2_grpc
+
+
+class InstallError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def bundle_version(bundle: Path) -> str:
+    return (bundle / "VERSION").read_text().strip()
+
+
+class Installer:
+    def __init__(self, bundle: Path, root: Path, lock: Path) -> None:
+        self.bundle = bundle
+        self.root = root
+        self.lock = lock
+
+    @property
+    def current(self) -> Path:
+        return self.root / "hulld"
+
+    def ensure(self) -> bool:
+        """Install the bundle's version unless it is there; True if it installed something."""
+        version = bundle_version(self.bundle)
+        target = self.root / f"hulld-{version}"
+        with host_lock(self.lock):
+            installed = False
+            if not (target / "VERSION").is_file():
+                staging = self.root / f".hulld-{version}.partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(self.bundle, staging, symlinks=True)
+                if target.exists():
+                    shutil.rmtree(target)
+                staging.rename(target)
+                installed = True
+            link = self.root / ".hulld.link"
+            link.unlink(missing_ok=True)
+            link.symlink_to(target.name)
+            link.replace(self.current)  # atomic switch
+        return installed
+
+
+class Supervisor:
+    def __init__(self, launcher: Path, config: Path, socket: Path, pid_file: Path, log_file: Path) -> None:
+        self.launcher = launcher
+        self.config = config
+        self.socket = socket
+        self.pid_file = pid_file
+        self.log_file = log_file
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid if b"hulld" in command else None
+
+    def running_version(self) -> str | None:
+        try:
+            stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{self.socket}"))
+            return str(stub.Version(cri.VersionRequest(), timeout=3).runtime_version)
+        except grpc.RpcError:
+            return None
+
+    def ensure(self, version: str) -> str:
+        """ "adopted", "started" or "upgraded": what it took to have hulld ``version`` running."""
+        pid = self.running_pid()
+        if pid is not None and self.running_version() == version:
+            return "adopted"
+        if pid is not None:
+            self.stop(pid)
+            self.start()
+            return "upgraded"
+        self.start()
+        return "started"
+
+    def stop(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            # A session of its own: hulld outlives the agent and its pod.
+            subprocess.Popen(
+                [str(self.launcher), "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        deadline = time.monotonic() + 30
+        while self.running_version() is None:
+            if time.monotonic() > deadline:
+                raise InstallError(f"hulld did not start; see {self.log_file}")
+            time.sleep(0.1)
+
+
+def uninstall(installer: Installer, supervisor: Supervisor) -> None:
+    """Stop hulld and remove every installed version; refused while hulld runs pods."""
+    pid = supervisor.running_pid()
+    if pid is not None:
+        stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{supervisor.socket}"))
+        pods = stub.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10).items
+        if pods:
+            raise InstallError(f"hulld still runs {len(pods)} pods on this node; drain it before uninstalling")
+        supervisor.stop(pid)
+    with host_lock(installer.lock):
+        installer.current.unlink(missing_ok=True)
+        for installed in installer.root.glob("hulld-*"):
+            shutil.rmtree(installed)

@@ -142,8 +142,12 @@ runtime_path = "/usr/sbin/runc"
         assert sorted(path.name for path in (host / "opt").iterdir() if not path.name.startswith(".")) == []
     finally:  # whatever failed, leave no pod and no hulld behind
         endpoint = f"unix://{host}/run/hulld.sock"
-        subprocess.run([str(toolchain.binary("crictl")), f"--runtime-endpoint={endpoint}", "rmp", "-a", "-f"],
-                       capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [str(toolchain.binary("crictl")), f"--runtime-endpoint={endpoint}", "rmp", "-a", "-f"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         pid = supervisor.running_pid()
         if pid is not None:
             supervisor.stop(pid)

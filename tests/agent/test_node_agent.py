@@ -104,6 +104,14 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
             ["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
+        for endpoint in ("readyz", "healthz"):
+            answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/{endpoint}", timeout=5)
+            assert answer.status == 200
     finally:
         agent.stop()
+    # SIGTERM stops the agent cleanly, and hulld goes on serving.
+    assert agent.popen.returncode == 0
+    assert "stopping; hulld keeps running" in agent.log_path.read_text()
+    assert hulld.process is not None
+    assert hulld.process.popen.poll() is None
+    assert "hulld" in hulld.crictl("version").stdout

@@ -36,7 +36,8 @@ def test_create_update_delete(cluster: Cluster) -> None:
         assert entry["runtimeType"] == "oci"
         assert entry["options"] == {"platform": "systrap"}
         assert (entry["profile"], entry["profileGeneration"]) == (profile, 1)
-    assert cluster.condition(profile, "Ready")["reason"] == "RolloutInProgress"
+    # The status follows the NodeRuntime writes (its own write may land a moment later).
+    wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "RolloutInProgress", what="rollout")
     assert not cluster.handler_labels(nodes[0])
 
     for node in nodes:

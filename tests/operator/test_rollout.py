@@ -116,7 +116,7 @@ def test_operator_crash_in_the_middle_of_a_rollout_converges(cluster: Cluster, o
         operator.start()
         paused.clear()
         deadline = time.monotonic() + 60
-        while cluster.profile(profile)["status"]["ready"] != "4/4":
+        while (cluster.profile(profile).get("status") or {}).get("ready") != "4/4":
             assert time.monotonic() < deadline, cluster.profile(profile)["status"]
             for node in nodes:
                 watched[node].append(cluster.handler_labels(node))

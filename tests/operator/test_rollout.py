@@ -33,24 +33,30 @@ class SimulatedAgents:
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            listed = self.cluster.custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]
-            unavailable = 0
-            for item in listed:
-                name = item["metadata"]["name"]
-                if name not in self.cluster.nodes:
-                    continue
-                spec = {entry["name"] for entry in item["spec"].get("handlers", [])}
-                status = item.get("status") or {}
-                current = status.get("observedGeneration") == item["metadata"]["generation"]
-                ready = {entry["name"] for entry in status.get("handlers", []) if entry["ready"]}
-                if self.handler in spec and not (current and self.handler in ready):
-                    unavailable += 1
-                if not current and name not in self.paused:
-                    since = self._lagging_since.setdefault(name, time.monotonic())
-                    if time.monotonic() - since >= self.delay:
-                        self.cluster.report(name, dict.fromkeys(spec, True))
-                        del self._lagging_since[name]
-            self.max_unavailable = max(self.max_unavailable, unavailable)
+            try:
+                self._round()
+            except Exception as error:  # an API hiccup must not silently end the simulation
+                print(f"simulated agents: {error!r}")
+
+    def _round(self) -> None:
+        listed = self.cluster.custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]
+        unavailable = 0
+        for item in listed:
+            name = item["metadata"]["name"]
+            if name not in self.cluster.nodes:
+                continue
+            spec = {entry["name"] for entry in item["spec"].get("handlers", [])}
+            status = item.get("status") or {}
+            current = status.get("observedGeneration") == item["metadata"]["generation"]
+            ready = {entry["name"] for entry in status.get("handlers", []) if entry["ready"]}
+            if self.handler in spec and not (current and self.handler in ready):
+                unavailable += 1
+            if not current and name not in self.paused:
+                since = self._lagging_since.setdefault(name, time.monotonic())
+                if time.monotonic() - since >= self.delay:
+                    self.cluster.report(name, dict.fromkeys(spec, True))
+                    del self._lagging_since[name]
+        self.max_unavailable = max(self.max_unavailable, unavailable)
 
     def stop(self) -> None:
         self._stop.set()

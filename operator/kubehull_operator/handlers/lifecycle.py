@@ -33,8 +33,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The controller records the events that matter itself; kopf's per-handler chatter would be API writes too.
     settings.posting.enabled = False
     settings.posting.level = logging.WARNING
-    # kopf keeps an idle worker per object this long, and a stopping operator waits for them.
-    settings.batching.idle_timeout = 1.0
     controller: Controller = memo["controller"]
     controller.start()
 

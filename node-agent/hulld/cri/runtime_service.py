@@ -74,6 +74,27 @@ def container_message(record: ContainerRecord) -> Any:
     )
 
 
+def container_status(record: ContainerRecord) -> Any:
+    return cri.ContainerStatus(
+        id=record.id,
+        metadata=cri.ContainerMetadata(**record.metadata),
+        state=CONTAINER_STATES[record.state],
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        exit_code=record.exit_code,
+        image=cri.ImageSpec(image=record.image),
+        image_ref=record.image_id,
+        image_id=record.image_id,
+        reason=record.reason,
+        message=record.message,
+        labels=record.labels,
+        annotations=record.annotations,
+        log_path=record.log_path,
+        mounts=[json_format.ParseDict(mount, cri.Mount(), ignore_unknown_fields=True) for mount in record.mounts],
+    )
+
+
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, config: Config, sandboxes: Sandboxes, containers: Containers) -> None:
         self.config = config
@@ -194,24 +215,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     def ContainerStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         record = self.containers.get(request.container_id)
-        status = cri.ContainerStatus(
-            id=record.id,
-            metadata=cri.ContainerMetadata(**record.metadata),
-            state=CONTAINER_STATES[record.state],
-            created_at=record.created_at,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            exit_code=record.exit_code,
-            image=cri.ImageSpec(image=record.image),
-            image_ref=record.image_id,
-            image_id=record.image_id,
-            reason=record.reason,
-            message=record.message,
-            labels=record.labels,
-            annotations=record.annotations,
-            log_path=record.log_path,
-            mounts=[json_format.ParseDict(mount, cri.Mount(), ignore_unknown_fields=True) for mount in record.mounts],
-        )
+        status = container_status(record)
         info = {"info": json.dumps({"pid": record.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
         return cri.ContainerStatusResponse(status=status, info=info)
 
@@ -274,17 +278,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                         state=SANDBOX_STATES[sandbox.state],
                         metadata=cri.PodSandboxMetadata(**sandbox.metadata),
                     )
-                status = cri.ContainerStatus(
-                    id=record.id,
-                    metadata=cri.ContainerMetadata(**record.metadata),
-                    state=CONTAINER_STATES[record.state],
-                    created_at=record.created_at,
-                    started_at=record.started_at,
-                    finished_at=record.finished_at,
-                    exit_code=record.exit_code,
-                    image=cri.ImageSpec(image=record.image),
-                    image_ref=record.image_id,
-                )
+                status = container_status(record)
                 yield cri.ContainerEventResponse(
                     container_id=record.id,
                     container_event_type=kinds[event.kind],

@@ -1,0 +1,169 @@
+"""The Helm chart: lint, render, server-side validation, and its admission policy for node agents."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from kubehull_api import crd
+from kubehull_harness import toolchain
+from kubehull_harness.apiserver import KubeAPIServer
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kubehull"
+
+
+def helm(*args: str) -> str:
+    result = subprocess.run(
+        [str(toolchain.binary("helm")), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def kubectl(server: KubeAPIServer, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(toolchain.binary("kubectl")), f"--kubeconfig={server.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    assert crd.drift(CHART / "crds") == [], "run: python -m kubehull_api write charts/kubehull/crds"
+
+
+def test_lint_strict() -> None:
+    helm("lint", "--strict", str(CHART))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "--set",
+            "operator.replicas=3",
+            "--set",
+            "agent.probeImage=reg/busybox:1",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "image.pullPolicy=Always",
+        ],
+    ],
+    ids=["defaults", "overrides"],
+)
+def test_rendered_manifests_pass_server_side_validation(kube_apiserver: KubeAPIServer, values: list[str]) -> None:
+    applied = kubectl(kube_apiserver, "apply", "-f", str(CHART / "crds"))
+    assert applied.returncode == 0, applied.stderr
+    rendered = helm("template", "kh", str(CHART), "--namespace", "default", "--kube-version", "1.36.5", *values)
+    checked = kubectl(kube_apiserver, "apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    assert checked.returncode == 0, checked.stderr
+    kinds = {document["kind"] for document in yaml.safe_load_all(rendered) if document}
+    assert {"Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "ClusterRole", "Service"} <= kinds
+
+
+def _agent_client(server: KubeAPIServer, namespace: str, account: str, node: dict[str, Any]) -> Any:
+    core: Any = k8s.CoreV1Api(server.api_client())
+    token = core.create_namespaced_service_account_token(
+        account,
+        namespace,
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [],
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "name": node["metadata"]["name"],
+                    "uid": node["metadata"]["uid"],
+                },
+            },
+        },
+    ).status.token
+    configuration = server.api_client().configuration
+    configuration.cert_file = None
+    configuration.key_file = None
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return k8s.CustomObjectsApi(k8s.ApiClient(configuration))
+
+
+def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer) -> None:
+    kubectl(kube_apiserver, "apply", "-f", str(CHART / "crds"))
+    rendered = helm(
+        "template",
+        "vap",
+        str(CHART),
+        "--namespace",
+        "default",
+        "--kube-version",
+        "1.36.5",
+        "--show-only",
+        "templates/agent.yaml",
+    )
+    policy_parts = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "DaemonSet"]
+    applied = kubectl(kube_apiserver, "apply", "-f", "-", stdin=yaml.safe_dump_all(policy_parts))
+    assert applied.returncode == 0, applied.stderr
+    admin = kube_apiserver.api_client()
+    core: Any = k8s.CoreV1Api(admin)
+    custom: Any = k8s.CustomObjectsApi(admin)
+    nodes = {}
+    for name in ("vap-node-a", "vap-node-b"):
+        nodes[name] = admin.sanitize_for_serialization(core.create_node({"metadata": {"name": name}}))
+        custom.create_cluster_custom_object(
+            "kubehull.io",
+            "v1alpha1",
+            "noderuntimes",
+            {
+                "apiVersion": "kubehull.io/v1alpha1",
+                "kind": "NodeRuntime",
+                "metadata": {"name": name},
+                "spec": {"handlers": []},
+            },
+        )
+    agent = _agent_client(kube_apiserver, "default", "vap-agent", nodes["vap-node-a"])
+    patch = {"status": {"observedGeneration": 1, "runtime": {"name": "hulld", "version": "0.1.0", "ready": True}}}
+
+    def write(node: str) -> None:
+        import time
+
+        deadline = time.monotonic() + 10  # the policy and the RBAC take a moment to be enforced
+        while True:
+            try:
+                agent.patch_cluster_custom_object_status(
+                    "kubehull.io", "v1alpha1", "noderuntimes", node, patch, _content_type="application/merge-patch+json"
+                )
+                return
+            except ApiException:
+                if node == "vap-node-b" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    write("vap-node-a")
+    with pytest.raises(ApiException) as denied:
+        write("vap-node-b")
+    assert denied.value.status == 403
+    assert "only the status of the NodeRuntime of its own node (vap-node-a), not vap-node-b" in str(denied.value.body)
+    with pytest.raises(ApiException) as spec_write:
+        agent.patch_cluster_custom_object(
+            "kubehull.io",
+            "v1alpha1",
+            "noderuntimes",
+            "vap-node-a",
+            {"spec": {"handlers": []}},
+            _content_type="application/merge-patch+json",
+        )
+    assert spec_write.value.status == 403

@@ -48,6 +48,32 @@ def test_lint_strict() -> None:
     helm("lint", "--strict", str(CHART))
 
 
+def test_values_schema_rejects_bad_values() -> None:
+    result = subprocess.run(
+        [
+            str(toolchain.binary("helm")),
+            "template",
+            "x",
+            str(CHART),
+            "--kube-version",
+            "1.36.5",
+            "--set",
+            "operator.replicas=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "/operator/replicas" in result.stderr
+
+
+def test_chart_examples_are_the_documented_ones() -> None:
+    for example in (CHART / "examples").glob("*.yaml"):
+        assert example.read_text() == (REPO / "docs" / "examples" / example.name).read_text()
+
+
 @pytest.mark.parametrize(
     "values",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,26 +164,29 @@ def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer
     agent = _agent_client(kube_apiserver, "default", "vap-agent", nodes["vap-node-a"])
     patch = {"status": {"observedGeneration": 1, "runtime": {"name": "hulld", "version": "0.1.0", "ready": True}}}
 
-    def write(node: str) -> None:
-        import time
+    def write(node: str) -> ApiException | None:
+        """The refusal, or None if the write went through."""
+        try:
+            agent.patch_cluster_custom_object_status(
+                "kubehull.io", "v1alpha1", "noderuntimes", node, patch, _content_type="application/merge-patch+json"
+            )
+        except ApiException as error:
+            return error
+        return None
 
-        deadline = time.monotonic() + 10  # the policy and the RBAC take a moment to be enforced
-        while True:
-            try:
-                agent.patch_cluster_custom_object_status(
-                    "kubehull.io", "v1alpha1", "noderuntimes", node, patch, _content_type="application/merge-patch+json"
-                )
-                return
-            except ApiException:
-                if node == "vap-node-b" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    write("vap-node-a")
-    with pytest.raises(ApiException) as denied:
-        write("vap-node-b")
-    assert denied.value.status == 403
-    assert "only the status of the NodeRuntime of its own node (vap-node-a), not vap-node-b" in str(denied.value.body)
+    # RBAC and the policy take effect within moments of their creation: wait for the denial with the policy's
+    # message, then the same token must be allowed on its own node.
+    message = "only the status of the NodeRuntime of its own node (vap-node-a), not vap-node-b"
+    deadline = time.monotonic() + 20
+    refusal = write("vap-node-b")
+    while refusal is None or message not in str(refusal.body):
+        assert time.monotonic() < deadline, refusal.body if refusal else "the agent wrote another node's status"
+        time.sleep(0.2)
+        refusal = write("vap-node-b")
+    assert refusal.status == 403
+    while (denied := write("vap-node-a")) is not None:  # allowed once RBAC has caught up too
+        assert time.monotonic() < deadline, denied.body
+        time.sleep(0.2)
     with pytest.raises(ApiException) as spec_write:
         agent.patch_cluster_custom_object(
             "kubehull.io",

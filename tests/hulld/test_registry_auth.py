@@ -25,11 +25,13 @@ def locked_registry(
     work = tmp_path_factory.mktemp(f"registry-{request.param}")
     start = registry_auth.start_basic if request.param == "basic" else registry_auth.start_token
     served = start(work / "registry", component_logs, USER, PASSWORD)
-    spec = images.TEST_IMAGES["busybox"]
-    source = images.build(spec, work / "layout", work)
-    pushed = images.push(source, spec, served.served, work, credentials=f"{USER}:{PASSWORD}")
-    yield served, pushed.reference
-    served.stop()
+    try:
+        spec = images.TEST_IMAGES["busybox"]
+        source = images.build(spec, work / "layout", work)
+        pushed = images.push(source, spec, served.served, work, credentials=f"{USER}:{PASSWORD}")
+        yield served, pushed.reference
+    finally:
+        served.stop()
 
 
 def pull(hulld: Hulld, reference: str, **auth: str) -> str:

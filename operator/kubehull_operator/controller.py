@@ -70,6 +70,16 @@ def _version(record: Any) -> str:
     return str(record.metadata.get("resourceVersion", ""))
 
 
+# Objects the controller writes and reads back through the overlay: kind → (snapshot field, parser of a write's
+# response). The overlay key is "<kind>/<name>".
+TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
+    "RuntimeProfile": ("profiles", RuntimeProfile.model_validate),
+    "Node": ("nodes", node_record),
+    "NodeRuntime": ("node_runtimes", node_runtime_record),
+    "RuntimeClass": ("runtime_classes", runtime_class_record),
+}
+
+
 class Overlay:
     """Objects as this operator last wrote them, until the watch catches up. None marks a deletion."""
 
@@ -147,19 +157,19 @@ class Controller:
         if indices is None:
             raise RuntimeError("snapshot before kopf listed the cluster")
 
-        def view(prefix: str, store: Store) -> dict[str, Any]:
+        def view(kind: str, store: Store) -> dict[str, Any]:
             records = {}
             for name, values in store.items():
-                record = self._overlay.view(f"{prefix}/{name}", next(iter(values)))
+                record = self._overlay.view(f"{kind}/{name}", next(iter(values)))
                 if record is not None:
                     records[name] = record
             return records
 
         return Snapshot(
-            profiles=view("profile", indices.profiles),
-            nodes=view("node", indices.nodes),
-            node_runtimes=view("noderuntime", indices.node_runtimes),
-            runtime_classes=view("runtimeclass", indices.runtime_classes),
+            profiles=view("RuntimeProfile", indices.profiles),
+            nodes=view("Node", indices.nodes),
+            node_runtimes=view("NodeRuntime", indices.node_runtimes),
+            runtime_classes=view("RuntimeClass", indices.runtime_classes),
         )
 
     async def reconcile_once(self) -> bool:
@@ -207,99 +217,47 @@ class Controller:
         self.metrics.reconciles.labels(kind, "ok").inc()
         return True
 
-    def _remember(
-        self, key: str, replaced: Any, parse: Callable[[Mapping[str, Any]], Any] | None, request: Callable[[], Any]
-    ) -> Callable[[], None]:
-        """``request``, then remember its result in the overlay (``parse`` None: it deleted the object)."""
+    def _tracked(
+        self, snapshot: Snapshot, kind: str, name: str, request: Callable[[], Any], *, deletes: bool = False
+    ) -> tuple[str, str, Callable[[], None]]:
+        """``request``, then remember its result in the overlay until the watch delivers it."""
+        field, parse = TRACKED[kind]
+        replaced = getattr(snapshot, field).get(name)
         replaced_version = None if replaced is None else _version(replaced)
 
         def run() -> None:
             response = request()
-            self._overlay.record(key, replaced_version, None if parse is None else parse(response))
+            self._overlay.record(f"{kind}/{name}", replaced_version, None if deletes else parse(response))
 
-        return run
+        return kind, name, run
 
     def _request(self, snapshot: Snapshot, action: Action) -> tuple[str, str, Callable[[], None]]:
         kube = self.kube
         match action:
             case CreateNodeRuntime(node=node, handlers=handlers):
-                return (
-                    "NodeRuntime",
-                    node.name,
-                    self._remember(
-                        f"noderuntime/{node.name}",
-                        None,
-                        node_runtime_record,
-                        lambda: kube.create_node_runtime(node, handlers),
-                    ),
+                return self._tracked(
+                    snapshot, "NodeRuntime", node.name, lambda: kube.create_node_runtime(node, handlers)
                 )
             case SetNodeRuntimeHandlers(name=name, handlers=handlers):
-                return (
-                    "NodeRuntime",
-                    name,
-                    self._remember(
-                        f"noderuntime/{name}",
-                        snapshot.node_runtimes.get(name),
-                        node_runtime_record,
-                        lambda: kube.set_node_runtime_handlers(name, handlers),
-                    ),
+                return self._tracked(
+                    snapshot, "NodeRuntime", name, lambda: kube.set_node_runtime_handlers(name, handlers)
                 )
             case DeleteNodeRuntime(name=name):
-                return (
-                    "NodeRuntime",
-                    name,
-                    self._remember(
-                        f"noderuntime/{name}",
-                        snapshot.node_runtimes.get(name),
-                        None,
-                        lambda: kube.delete_node_runtime(name),
-                    ),
+                return self._tracked(
+                    snapshot, "NodeRuntime", name, lambda: kube.delete_node_runtime(name), deletes=True
                 )
             case SetNodeLabels(node=name, labels=labels):
-                return (
-                    "Node",
-                    name,
-                    self._remember(
-                        f"node/{name}",
-                        snapshot.nodes.get(name),
-                        node_record,
-                        lambda: kube.set_node_labels(name, labels),
-                    ),
-                )
+                return self._tracked(snapshot, "Node", name, lambda: kube.set_node_labels(name, labels))
             case ApplyRuntimeClass(body=body, resource_version=version):
-                name = body["metadata"]["name"]
-                return (
-                    "RuntimeClass",
-                    name,
-                    self._remember(
-                        f"runtimeclass/{name}",
-                        snapshot.runtime_classes.get(name),
-                        runtime_class_record,
-                        lambda: kube.apply_runtime_class(body, version),
-                    ),
+                return self._tracked(
+                    snapshot, "RuntimeClass", body["metadata"]["name"], lambda: kube.apply_runtime_class(body, version)
                 )
             case DeleteRuntimeClass(name=name):
-                return (
-                    "RuntimeClass",
-                    name,
-                    self._remember(
-                        f"runtimeclass/{name}",
-                        snapshot.runtime_classes.get(name),
-                        None,
-                        lambda: kube.delete_runtime_class(name),
-                    ),
+                return self._tracked(
+                    snapshot, "RuntimeClass", name, lambda: kube.delete_runtime_class(name), deletes=True
                 )
             case SetProfileStatus(profile=name, status=status):
-                return (
-                    "RuntimeProfile",
-                    name,
-                    self._remember(
-                        f"profile/{name}",
-                        snapshot.profiles.get(name),
-                        RuntimeProfile.model_validate,
-                        lambda: kube.set_profile_status(name, status),
-                    ),
-                )
+                return self._tracked(snapshot, "RuntimeProfile", name, lambda: kube.set_profile_status(name, status))
             case RecordEvent(profile=profile, type=kind, reason=reason, message=message):
                 return "Event", profile.name, lambda: kube.record_event(profile, kind, reason, message)
         raise TypeError(f"unknown action {action!r}")

@@ -8,6 +8,7 @@ container at hand (a rule needing CAP_SYS_ADMIN applies only to containers that 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -71,13 +72,21 @@ def from_docker_format(profile: dict[str, Any], capabilities: Collection[str]) -
     return spec
 
 
-def load(path: Path, capabilities: Collection[str]) -> dict[str, Any]:
+@functools.lru_cache(maxsize=32)
+def _parsed(path: Path, modified: int) -> dict[str, Any]:
+    """The profile file as JSON, read once per version of the file (every container create asks for it)."""
     try:
-        profile = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise errors.FailedPrecondition(f"seccomp profile {path} not found") from error
+        profile: dict[str, Any] = json.loads(path.read_text())
     except ValueError as error:
         raise errors.InvalidArgument(f"seccomp profile {path} is not JSON: {error}") from error
+    return profile
+
+
+def load(path: Path, capabilities: Collection[str]) -> dict[str, Any]:
+    try:
+        profile = _parsed(path, path.stat().st_mtime_ns)
+    except FileNotFoundError as error:
+        raise errors.FailedPrecondition(f"seccomp profile {path} not found") from error
     if "syscalls" in profile and any("includes" in rule or "names" in rule for rule in profile["syscalls"]):
         return from_docker_format(profile, capabilities)
     return dict(profile)  # already in the OCI form

@@ -36,7 +36,8 @@ DEFAULT_CAPABILITIES = (
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
-ALL_CAPABILITIES = tuple(
+# In kernel order: the position is the capability's number.
+KNOWN_CAPABILITIES = tuple(
     f"CAP_{name}"
     for name in (
         "CHOWN",
@@ -82,6 +83,19 @@ ALL_CAPABILITIES = tuple(
         "CHECKPOINT_RESTORE",
     )
 )
+
+
+def _bounding_capabilities() -> tuple[str, ...]:
+    """The capabilities hulld itself may grant (its bounding set). "All capabilities" means these, as in
+    containerd: asking runc for one outside it (e.g. CAP_SYS_RESOURCE in a restricted VM) fails the container."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return tuple(name for number, name in enumerate(KNOWN_CAPABILITIES) if mask >> number & 1)
+    return KNOWN_CAPABILITIES
+
+
+ALL_CAPABILITIES = _bounding_capabilities()
 MASKED_PATHS = (
     "/proc/acpi",
     "/proc/asound",

@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def handler_of(request: object, sandboxes: Sandboxes, containers: Containers) -> str:
     """The runtime handler a CRI request concerns, for the metrics' ``handler`` label."""
-    if getattr(request, "runtime_handler", ""):
-        return str(getattr(request, "runtime_handler"))  # noqa: B009 - a protobuf field
+    if hasattr(request, "runtime_handler"):  # RunPodSandbox: none named is the default handler
+        return str(getattr(request, "runtime_handler")) or sandboxes.config.runtime.default_handler  # noqa: B009
     if getattr(request, "container_id", ""):
         found = containers.records.find(str(getattr(request, "container_id")))  # noqa: B009
         return found.handler if found else ""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import logging
 import os
 import signal
 import sys
 import threading
+import urllib.parse
 
 import kopf
 from prometheus_client import start_http_server
@@ -73,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             renew_period=args.renew_period,
             retry_period=min(2.0, args.renew_period),
         )
-        if not elector.acquire(stopping):
+        standby = _serve_standby_health(args.health_endpoint) if args.health_endpoint else None
+        acquired = elector.acquire(stopping)
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()  # kopf serves the same endpoint from here on
+        if not acquired:
             return 0
 
         def hold_lease() -> None:
@@ -101,6 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         if elector is not None and not lost.is_set():
             elector.release()
     return 1 if lost.is_set() else 0
+
+
+class _StandbyHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"standby: waiting for the leader lease\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _serve_standby_health(endpoint: str) -> http.server.HTTPServer:
+    """A standby is healthy: answer the liveness probe until kopf (which serves it when leading) starts."""
+    url = urllib.parse.urlsplit(endpoint)
+    server = http.server.HTTPServer((url.hostname or "0.0.0.0", url.port or 80), _StandbyHealth)  # noqa: S104
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,7 +1,55 @@
 """Node agent tests reuse the operator's and hulld's fixtures: a real API server with the operator, a real
-hulld with pod networking and the local registry."""
+hulld with pod networking and the local registry. ``AgentProcess`` runs `kubehull-agent` against them."""
 
-from tests.hulld.conftest import hulld_with_network
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from kubehull_harness import processes
+from kubehull_harness.apiserver import KubeAPIServer
+from tests.hulld.conftest import Hulld, hulld_with_network
 from tests.operator.conftest import cluster, kubehull_crds, operator
 
-__all__ = ["cluster", "hulld_with_network", "kubehull_crds", "operator"]
+__all__ = ["AgentProcess", "cluster", "hulld_with_network", "kubehull_crds", "operator"]
+
+
+class AgentProcess:
+    """One `kubehull-agent` host process serving ``node`` with a test's running hulld (no bundle: it installs
+    nothing); its base configuration is a copy of hulld's, its log goes to test-logs/."""
+
+    def __init__(
+        self, server: KubeAPIServer, node: str, hulld: Hulld, probe_image: str, work_dir: Path, log_dir: Path
+    ) -> None:
+        base = work_dir / "hulld-base.toml"
+        shutil.copyfile(hulld.config_path, base)
+        self.port = processes.free_port()
+        self.process = processes.ManagedProcess(
+            "kubehull-agent",
+            [
+                sys.executable,
+                "-m",
+                "kubehull_agent",
+                f"--node-name={node}",
+                f"--hulld-base-config={base}",
+                f"--hulld-config={hulld.config_path}",
+                f"--hulld-socket={hulld.socket}",
+                f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
+                f"--probe-image={probe_image}",
+                f"--probe-log-dir={work_dir / 'probes'}",
+                f"--http-address=127.0.0.1:{self.port}",
+            ],
+            log_dir,
+            env={**os.environ, "KUBECONFIG": str(server.kubeconfig)},
+        )
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            text: str = answer.read().decode()
+            return text
+
+    def stop(self) -> None:
+        self.process.stop()

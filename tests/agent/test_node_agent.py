@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from kubehull_harness import processes, toolchain
+from kubehull_harness import toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
+from tests.agent.conftest import AgentProcess
 from tests.hulld.conftest import Hulld
 from tests.operator.conftest import Cluster, wait_until
 
@@ -24,28 +22,8 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
 ) -> None:
     hulld = hulld_with_network
     node = cluster.create_node("node")
-    base = tmp_path / "hulld-base.toml"
-    shutil.copyfile(hulld.config_path, base)
-    kubeconfig = cluster.server.kubeconfig
-    port = processes.free_port()
-    agent = processes.ManagedProcess(
-        "kubehull-agent",
-        [
-            sys.executable,
-            "-m",
-            "kubehull_agent",
-            f"--node-name={node}",
-            f"--hulld-base-config={base}",
-            f"--hulld-config={hulld.config_path}",
-            f"--hulld-socket={hulld.socket}",
-            f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
-            f"--probe-image={oci_registry.images['busybox'].reference}",
-            f"--probe-log-dir={tmp_path / 'probes'}",
-            f"--http-address=127.0.0.1:{port}",
-        ],
-        component_logs,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-    )
+    probe_image = oci_registry.images["busybox"].reference
+    agent = AgentProcess(cluster.server, node, hulld, probe_image, tmp_path, component_logs)
     try:
         runc = cluster.create_profile(
             "runc",
@@ -96,7 +74,7 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         assert cluster.condition(runc, "Ready")["status"] == "True"
         assert str(toolchain.binary("runsc")) in hulld.config_path.read_text()  # hulld keeps the last good one
 
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        metrics = agent.metrics()
         assert 'kubehull_agent_handler_ready{handler="gvisor"} 0.0' in metrics
         assert 'kubehull_agent_handler_ready{handler="runc"} 1.0' in metrics
         assert "kubehull_agent_hulld_up 1.0" in metrics
@@ -105,13 +83,13 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         for endpoint in ("readyz", "healthz"):
-            answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/{endpoint}", timeout=5)
+            answer = urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/{endpoint}", timeout=5)
             assert answer.status == 200
     finally:
         agent.stop()
     # SIGTERM stops the agent cleanly, and hulld goes on serving.
-    assert agent.popen.returncode == 0
-    assert "stopping; hulld keeps running" in agent.log_path.read_text()
+    assert agent.process.popen.returncode == 0
+    assert "stopping; hulld keeps running" in agent.process.log_path.read_text()
     assert hulld.process is not None
     assert hulld.process.popen.poll() is None
     assert "hulld" in hulld.crictl("version").stdout

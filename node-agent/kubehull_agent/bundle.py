@@ -1,21 +1,27 @@
-"""The self-contained hulld bundle the agent installs on hosts that need not have Python.
+"""kubehull's self-contained runtime: the bundle the image carries and the agent installs on hosts.
 
-    python -m kubehull_agent.bundle DEST        # build it (the agent image ships one at /usr/share/kubehull)
+    python -m kubehull_agent.bundle DEST        # build it from the environment kubehull is installed in
 
-Layout (relocatable: the launcher finds everything relative to itself):
+The image runs the operator and the agent from it, and the agent copies it to the host to run hulld there, so
+hosts need no Python. Layout (relocatable: each launcher finds everything relative to itself):
 
     DEST/VERSION             hulld's version
-    DEST/python/             the CPython the agent runs on: interpreter, libpython, standard library
-    DEST/site-packages/      hulld and exactly the library versions installed beside the agent
-    DEST/bin/hulld           launcher: runs python/bin/python3 -m hulld with only the bundle on its path
+    DEST/python/             the CPython kubehull runs on: interpreter, libpython, standard library
+    DEST/site-packages/      kubehull and its dependencies, the very files installed beside it
+    DEST/bin/<command>       launchers: hulld, kubehull-agent, kubehull-operator
+
+The interpreter links against the C library of the machine that built the bundle; hosts need a glibc at least
+as new (docs/agent.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.metadata
+import py_compile
+import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -23,20 +29,9 @@ from pathlib import Path
 
 import hulld
 
-# hulld's own runtime dependencies (its imports), at the versions installed here.
-REQUIREMENTS = (
-    "container-runtime-interface-api",
-    "grpcio",
-    "protobuf",
-    "pydantic",
-    "pydantic-core",
-    "annotated-types",
-    "typing-extensions",
-    "typing-inspection",
-    "prometheus-client",
-    "urllib3",
-    "zstandard",
-)
+DISTRIBUTION = "kubehull"
+PACKAGES = ("kubehull_api", "kubehull_operator", "kubehull_agent", "hulld")
+COMMANDS = {"hulld": "hulld", "kubehull-agent": "kubehull_agent", "kubehull-operator": "kubehull_operator"}
 STDLIB_SKIPPED = (
     "site-packages",
     "test",
@@ -46,54 +41,87 @@ STDLIB_SKIPPED = (
     "ensurepip",
     "lib2to3",
     "__pycache__",
-    "config-3.11-x86_64-linux-gnu",
+    "config-3.*",
+    "_tkinter*",  # Tk, and X11 with it, in an image without a display
 )
 LAUNCHER = """#!/bin/sh
-# hulld from its bundle: the bundled interpreter, the bundled libraries, nothing from the host's Python.
+# {command} from kubehull's bundle: the bundled interpreter and libraries, nothing from the host's Python.
 here=$(dirname "$(readlink -f "$0")")/..
 export LD_LIBRARY_PATH="$here/python/lib" PYTHONPATH="$here/site-packages" PYTHONNOUSERSITE=1
-exec "$here/python/bin/python3" -s -m hulld "$@"
+exec "$here/python/bin/python3" -s -m {module} "$@"
 """
+
+
+def dependencies(name: str) -> list[importlib.metadata.Distribution]:
+    """``name`` and every distribution it requires, transitively, as installed here (extras left out)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    pending = [name]
+    while pending:
+        wanted = pending.pop()
+        key = re.sub(r"[-_.]+", "-", wanted).lower()
+        if key in found:
+            continue
+        try:
+            distribution = importlib.metadata.distribution(wanted)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a requirement whose marker excludes this interpreter
+        found[key] = distribution
+        for requirement in distribution.requires or ():
+            if "extra ==" not in requirement:
+                pending.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
+    return list(found.values())
+
+
+def _copy_distribution(distribution: importlib.metadata.Distribution, site_packages: Path) -> None:
+    root = Path(str(distribution.locate_file(""))).resolve()
+    for file in distribution.files or ():
+        source = Path(str(distribution.locate_file(file))).resolve()
+        if "__pycache__" in file.parts or not source.is_relative_to(root) or not source.is_file():
+            continue  # console scripts live outside site-packages; an editable install points at the tree
+        target = site_packages / source.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def _copy_packages(distribution: importlib.metadata.Distribution, site_packages: Path) -> None:
+    """kubehull's own packages from wherever they are imported from (an editable install is only a pointer)."""
+    for module in PACKAGES:
+        package = Path(__import__(module).__file__ or "").parent
+        shutil.copytree(package, site_packages / module, ignore=shutil.ignore_patterns("__pycache__"))
+    metadata = site_packages / f"{DISTRIBUTION}-{distribution.version}.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text(distribution.read_text("METADATA") or "")
 
 
 def build(destination: Path) -> None:
     if destination.exists():
         raise SystemExit(f"{destination} exists")
+    destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=destination.parent))
     prefix = Path(sys.base_prefix)
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for directory in ("bin", "lib"):
         (staging / "python" / directory).mkdir(parents=True)
     shutil.copy2(Path(sys.executable).resolve(), staging / "python" / "bin" / "python3")
     for library in (prefix / "lib").glob("libpython*.so*"):
         shutil.copy2(library, staging / "python" / "lib" / library.name)
-    shutil.copytree(
-        Path(sysconfig.get_paths()["stdlib"]),
-        staging / "python" / "lib" / version,
-        ignore=shutil.ignore_patterns(*STDLIB_SKIPPED),
-    )
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(staging / "site-packages"),
-            *pins,
-        ],
-        check=True,
-    )
-    shutil.copytree(
-        Path(hulld.__file__).parent, staging / "site-packages" / "hulld", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    shutil.copytree(stdlib, staging / "python" / "lib" / stdlib.name, ignore=shutil.ignore_patterns(*STDLIB_SKIPPED))
+    site_packages = staging / "site-packages"
+    site_packages.mkdir()
+    for distribution in dependencies(DISTRIBUTION):
+        if distribution.metadata["Name"] == DISTRIBUTION:
+            _copy_packages(distribution, site_packages)
+        else:
+            _copy_distribution(distribution, site_packages)
+    # Byte-compiled ahead: the operator's root filesystem is read-only, so nothing could cache them later.
+    compileall.compile_dir(site_packages, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     (staging / "bin").mkdir()
-    (staging / "bin" / "hulld").write_text(LAUNCHER)
-    (staging / "bin" / "hulld").chmod(0o755)
+    for command, module in COMMANDS.items():
+        launcher = staging / "bin" / command
+        launcher.write_text(LAUNCHER.format(command=command, module=module))
+        launcher.chmod(0o755)
     (staging / "VERSION").write_text(hulld.__version__ + "\n")
+    staging.chmod(0o755)
     staging.rename(destination)
 
 

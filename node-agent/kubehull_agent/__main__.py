@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import urllib.request
 import wsgiref.simple_server
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,13 +24,16 @@ from prometheus_client import make_wsgi_app
 
 from kubehull_agent import install, kube, probe
 from kubehull_agent.agent import Agent
+from kubehull_agent.host import Host
 from kubehull_agent.metrics import Metrics
 
 logger = logging.getLogger("kubehull_agent")
+DEFAULT_HULLD_METRICS = "127.0.0.1:9103"  # hulld's own default (hulld/config.py)
 
 
-def serve_http(address: str, metrics: Metrics, agent: Agent) -> None:
-    """/metrics, /healthz (the process answers) and /readyz (a status has been written)."""
+def serve_http(address: str, metrics: Metrics, agent: Agent, hulld_metrics: str) -> None:
+    """/metrics, /metrics/hulld (hulld's own, relayed), /healthz (the process answers) and /readyz (a status
+    has been written)."""
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], respond: Callable[..., Any]) -> Iterable[bytes]:
@@ -41,6 +45,8 @@ def serve_http(address: str, metrics: Metrics, agent: Agent) -> None:
             ok = agent.ready.is_set()
             respond("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"ok\n" if ok else b"no status written yet\n"]
+        if path == "/metrics/hulld":
+            return relay_hulld_metrics(hulld_metrics, respond)
         result: Iterable[bytes] = metrics_app(environ, respond)
         return result
 
@@ -52,6 +58,25 @@ def serve_http(address: str, metrics: Metrics, agent: Agent) -> None:
 
     server = wsgiref.simple_server.make_server(host, int(port), app, handler_class=Quiet)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+
+
+def relay_hulld_metrics(address: str, respond: Callable[..., Any]) -> Iterable[bytes]:
+    """hulld serves its metrics on the node only (its ``server.metrics_address``, loopback by default); the
+    agent, on the host network, hands them to Prometheus beside its own."""
+    if not address:
+        respond("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"hulld's metrics are off (server.metrics_address is empty)\n"]
+    host, _, port = address.rpartition(":")
+    url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}/metrics"  # noqa: S104
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read()
+            content_type = response.headers.get("Content-Type", "text/plain")
+    except OSError as error:
+        respond("502 Bad Gateway", [("Content-Type", "text/plain")])
+        return [f"hulld's metrics at {url}: {error}\n".encode()]
+    respond("200 OK", [("Content-Type", content_type)])
+    return [body]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hulld-pid-file", type=Path, default=Path("/run/hulld/hulld.pid"))
     parser.add_argument("--probe-image", default="", help="a small image whose `true` the probes run")
     parser.add_argument("--hulld-bundle", type=Path, help="install hulld from this bundle and keep it running")
+    parser.add_argument(
+        "--host-namespaces",
+        action="store_true",
+        help="the agent runs in a (privileged, hostPID) pod: start hulld in the host's namespaces and cgroups",
+    )
+    parser.add_argument(
+        "--host-pid",
+        type=int,
+        default=1,
+        help="with --host-namespaces: a host process whose namespaces and /proc/PID/root are the host's",
+    )
     parser.add_argument("--install-root", type=Path, default=Path("/opt/kubehull"))
     parser.add_argument("--install-lock", type=Path, default=Path("/run/kubehull/install.lock"))
     parser.add_argument("--hulld-log", type=Path, default=Path("/var/log/kubehull/hulld.log"))
@@ -84,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
+    host = Host(from_pod=args.host_namespaces, pid=args.host_pid)
     if args.hulld_bundle is not None or args.uninstall:
         bundle = args.hulld_bundle or args.install_root / "hulld"
         installer = install.Installer(bundle, args.install_root, args.install_lock)
@@ -93,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             args.hulld_socket,
             args.hulld_pid_file,
             args.hulld_log,
+            host,
         )
         try:
             if args.uninstall:
@@ -114,14 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
-        prober=probe.Prober(args.hulld_socket, args.probe_image, args.probe_log_dir),
+        prober=probe.Prober(args.hulld_socket, args.probe_image, args.probe_log_dir, host),
         metrics=metrics,
         base_config=args.hulld_base_config,
         hulld_config=args.hulld_config,
         hulld_pid_file=args.hulld_pid_file,
         reprobe_interval=args.reprobe_interval,
     )
-    serve_http(args.http_address, metrics, agent)
+    hulld_metrics = str(agent.base.get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
+    serve_http(args.http_address, metrics, agent, hulld_metrics)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

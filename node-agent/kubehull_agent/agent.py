@@ -67,7 +67,7 @@ class Agent:
         if node_runtime.generation == self.applied_generation and not due:
             return
         handlers = node_runtime.spec.handlers
-        excluded = {h.name: problem for h in handlers if (problem := probe.binary_problem(h)) is not None}
+        excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
         self._apply(
             render.render(self.base, handlers, excluded, self._running_handlers()),
             {h.name for h in handlers if h.name not in excluded},

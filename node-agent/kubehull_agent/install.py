@@ -6,8 +6,8 @@
 - ``Supervisor`` adopts a running hulld of the same version, starts one if none runs, and upgrades in place
   when the versions differ: hulld stops, the new one starts and recovers every container (their conmon
   monitors do not depend on hulld, so running containers are not disturbed). hulld runs as a detached host
-  process with its own pid file, so it survives the agent's pod. (Hosts with systemd get the same: a systemd
-  unit is not written yet.)
+  process with its own pid file, so it survives the agent's pod; from a pod it is started in the host's
+  namespaces and moved out of the pod's cgroups (host.py).
 - ``uninstall`` removes hulld only when asked, and never while it still runs pods.
 """
 
@@ -26,6 +26,8 @@ from pathlib import Path
 import grpc
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
+
+from kubehull_agent.host import Host
 
 
 class InstallError(RuntimeError):
@@ -79,8 +81,9 @@ class Installer:
 
 
 class Supervisor:
-    def __init__(self, launcher: Path, config: Path, socket: Path, pid_file: Path, log_file: Path) -> None:
+    def __init__(self, launcher: Path, config: Path, socket: Path, pid_file: Path, log_file: Path, host: Host) -> None:
         self.launcher = launcher
+        self.host = host
         self.config = config
         self.socket = socket
         self.pid_file = pid_file
@@ -122,16 +125,18 @@ class Supervisor:
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        command = self.host.command([str(self.launcher), "--config", str(self.config)])
         with self.log_file.open("ab") as log:
             # A session of its own: hulld outlives the agent and its pod.
-            subprocess.Popen(
-                [str(self.launcher), "--config", str(self.config)],
+            process = subprocess.Popen(
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
             )
+        self.host.adopt_process(process.pid)
         deadline = time.monotonic() + 30
         while self.running_version() is None:
             if time.monotonic() > deadline:

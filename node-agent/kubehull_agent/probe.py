@@ -18,6 +18,7 @@ import grpc
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
+from kubehull_agent.host import Host
 from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
@@ -32,32 +33,32 @@ class Result:
     binary_version: str = ""
 
 
-def binary_problem(handler: HandlerConfig) -> str | None:
-    path = Path(handler.path)
-    if not path.is_file():
-        return f"{handler.path} does not exist on this node"
-    if not path.stat().st_mode & 0o111:
-        return f"{handler.path} is not executable"
-    return None
-
-
-def binary_version(handler: HandlerConfig) -> str:
-    flag = "-v" if handler.runtime_type.value == "vm" else "--version"
-    try:
-        result = subprocess.run([handler.path, flag], capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return ""
-    lines = (result.stdout or result.stderr).strip().splitlines()
-    return lines[0][:200] if lines else ""
-
-
 class Prober:
-    def __init__(self, socket: Path, image: str, log_dir: Path) -> None:
+    def __init__(self, socket: Path, image: str, log_dir: Path, host: Host) -> None:
         channel = grpc.insecure_channel(f"unix://{socket}")
         self.runtime: Any = api_pb2_grpc.RuntimeServiceStub(channel)
         self.images: Any = api_pb2_grpc.ImageServiceStub(channel)
         self.image = image
         self.log_dir = log_dir
+        self.host = host
+
+    def binary_problem(self, handler: HandlerConfig) -> str | None:
+        path = self.host.path(handler.path)
+        if not path.is_file():
+            return f"{handler.path} does not exist on this node"
+        if not path.stat().st_mode & 0o111:
+            return f"{handler.path} is not executable"
+        return None
+
+    def binary_version(self, handler: HandlerConfig) -> str:
+        flag = "-v" if handler.runtime_type.value == "vm" else "--version"
+        command = self.host.command([handler.path, flag])
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+        except OSError:
+            return ""
+        lines = (result.stdout or result.stderr).strip().splitlines()
+        return lines[0][:200] if lines else ""
 
     def runtime_status(self) -> tuple[bool, str, set[str]]:
         """(ready, version, handler names) as hulld reports them."""
@@ -68,10 +69,10 @@ class Prober:
 
     def probe(self, handler: HandlerConfig) -> Result:
         started = time.monotonic()
-        problem = binary_problem(handler)
+        problem = self.binary_problem(handler)
         if problem is not None:
             return Result(False, "BinaryNotFound", problem, 0.0)
-        version = binary_version(handler)
+        version = self.binary_version(handler)
         name = f"kubehull-probe-{handler.name}-{uuid.uuid4().hex[:8]}"
         config = cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubehull_agent import bundle, install
+from kubehull_agent.host import Host
 from kubehull_harness import toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from tests.hulld.conftest import CNI_CONFLIST
@@ -64,6 +65,7 @@ runtime_path = "/usr/sbin/runc"
         host / "run" / "hulld.sock",
         host / "state" / "hulld.pid",
         host / "hulld.log",
+        Host(),
     )
     try:
         assert supervisor.ensure("0.1.0") == "started"

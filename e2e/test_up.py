@@ -1,4 +1,5 @@
-"""The README's "set up and run" entry point brings the local cluster up, answers, and tears it down."""
+"""The README's "set up and run" entry point: the local cluster with kubehull comes up, runs a pod under a
+kubehull-managed RuntimeClass, and is torn down leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -9,26 +10,36 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.slow]
+from kubehull_harness import cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
 E2E_DIR = Path(__file__).resolve().parent
 
 
-def test_up_check_starts_and_stops_everything(tmp_path: Path) -> None:
+def test_up_check_runs_a_pod_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    work_dir = tmp_path / "cluster"
     result = subprocess.run(
-        [sys.executable, "-m", "kubehull_harness", "up", "--check", "--work-dir", str(tmp_path / "cluster")],
+        [sys.executable, "-m", "kubehull_harness", "up", "--check", "--work-dir", str(work_dir)],
         env={**os.environ, "PYTHONPATH": str(E2E_DIR)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "kube-apiserver v1.36." in result.stdout
-    kubeconfig = tmp_path / "cluster" / "admin.kubeconfig"
-    assert f"export KUBECONFIG={kubeconfig}" in result.stdout
-    assert "/kubehull/busybox:1.35" in result.stdout
-    assert "example RuntimeProfiles applied; their RuntimeClasses exist" in result.stdout
-    # Torn down: nothing of this cluster is still running.
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert f"export KUBECONFIG={work_dir / 'admin.kubeconfig'}" in result.stdout
+    assert "kubehull installed in" in result.stdout
+    assert "pod hello ran under RuntimeClass runc: hello from hulld" in result.stdout
+    # Torn down: no process, mount, network namespace, cgroup or node file of this cluster is left.
+    pattern = f"{work_dir}|hulld --config {cluster.HULLD_CONFIG}"  # conmon's command line names the work dir
+    leftovers = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(work_dir) not in mounts
+    assert str(cluster.HULLD_STATE) not in mounts
+    assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    for path in (*cluster.NODE_PATHS, cluster.HULLD_STATE):
+        assert not path.exists(), path
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert cluster.BRIDGE not in links

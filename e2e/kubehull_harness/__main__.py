@@ -1,17 +1,15 @@
-"""`python -m kubehull_harness up`: bring up the local kubehull cluster by hand and keep it up until Ctrl-C.
+"""`python -m kubehull_harness up`: a local one-node Kubernetes cluster with kubehull installed, until Ctrl-C.
 
-Today the local cluster is the control plane the tests use (etcd + a secure, RBAC-enforcing kube-apiserver)
-with kubehull's CRDs and the kubehull operator running against it, and the OCI registry with the test images.
-It prints how to reach them, then waits; Ctrl-C or SIGTERM tears it all down. ``--check`` brings everything
-up, applies the example RuntimeProfiles, waits for their RuntimeClasses, and tears it down again.
+The cluster (cluster.py): etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and this machine as
+its node: hulld started as a node image would start it, the kubelet on hulld's socket, kube-proxy, CNI. Then
+kubehull the way users install it (deploy.py): its image built here and pushed to the cluster's registry, and
+`helm install` of charts/kubehull. It prints how to reach everything, then waits; Ctrl-C or SIGTERM tears it
+all down. ``--check`` also applies a runc RuntimeProfile, runs a pod with its RuntimeClass, and tears down.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import os
 import shutil
 import signal
 import sys
@@ -19,11 +17,23 @@ import threading
 import time
 from pathlib import Path
 
-from kubernetes import client as k8s
-
-from kubehull_harness import apiserver, etcd, images, processes, registry, toolchain
+from kubehull_harness import cluster, deploy, toolchain
 
 REPO = Path(__file__).resolve().parents[2]
+IMAGE_TAG = "0.1.0"
+CHECK_PROFILE = """apiVersion: kubehull.io/v1alpha1
+kind: RuntimeProfile
+metadata: {name: runc}
+spec: {handler: runc, runtime: {engine: runc, path: /usr/bin/runc}}
+"""
+CHECK_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: hello, namespace: default}
+spec:
+  runtimeClassName: runc
+  restartPolicy: Never
+  containers: [{name: hello, image: IMAGE, command: [echo, hello from hulld]}]
+"""
 
 
 def up(work_dir: Path, check_only: bool) -> int:
@@ -34,45 +44,22 @@ def up(work_dir: Path, check_only: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
-    with contextlib.ExitStack() as running:
-        store = etcd.start(work_dir, logs)
-        running.callback(store.stop)
-        server = apiserver.start(work_dir, logs, store.client_url)
-        running.callback(server.stop)
-        kubectl: list[processes.Arg] = [toolchain.binary("kubectl"), f"--kubeconfig={server.kubeconfig}"]
-        processes.run([*kubectl, "apply", "-f", REPO / "crds"])
-        processes.run([*kubectl, "wait", "--for=condition=Established", "crd/runtimeprofiles.kubehull.io"])
-        operator = processes.ManagedProcess(
-            "kubehull-operator",
-            [
-                sys.executable,
-                "-m",
-                "kubehull_operator",
-                "--lease-namespace=default",
-                "--metrics-port=0",
-                "--health-endpoint=",
-            ],
-            logs,
-            env={**os.environ, "KUBECONFIG": str(server.kubeconfig)},
-        )
-        running.callback(operator.stop)
-        served = registry.start(work_dir / "registry", logs)
-        running.callback(served.stop)
-        pushed = images.preload(served, work_dir / "images")
-        version = k8s.VersionApi(server.api_client()).get_code()
-        print(f"kubehull local cluster up in {time.monotonic() - started:.1f}s (logs: {logs})")
-        print(f"  kube-apiserver {version.git_version} at {server.url}")
-        print(f"  export KUBECONFIG={server.kubeconfig}")
+    with cluster.run(work_dir, logs) as local:
+        print(f"cluster up in {time.monotonic() - started:.1f}s: node {local.node_name} on hulld", flush=True)
+        image = deploy.build_and_push_image(local, IMAGE_TAG)
+        deploy.helm_install(local, image, f"agent.hostPid={local.host_pid}")
+        print(f"kubehull installed in {time.monotonic() - started:.1f}s (image {image}, logs: {logs})")
+        print(f"  export KUBECONFIG={local.kubeconfig}")
         print(f"  kubectl: {toolchain.binary('kubectl')}")
-        print(f"  registry: http://{served.host} with " + ", ".join(image.reference for image in pushed.values()))
-        print(f"  kubehull-operator running (log: {operator.log_path})")
-        print(f"  try: kubectl apply -f {REPO / 'docs/examples'}; kubectl get runtimeprofiles,runtimeclasses")
+        print(f"  kubectl get pods -n {deploy.NAMESPACE}; kubectl get runtimeprofiles,noderuntimes,runtimeclasses")
+        print(f"  RuntimeProfile examples: {REPO / 'docs/examples'} (gVisor's runsc: {toolchain.binary('runsc')})")
         if check_only:
-            processes.run([*kubectl, "apply", "-f", REPO / "docs/examples"])
-            for example in sorted((REPO / "docs/examples").glob("*.yaml")):
-                get = [*kubectl, "get", "runtimeclass", example.stem]
-                operator.wait_ready(functools.partial(processes.run, get), 60, f"serving RuntimeClass {example.stem}")
-            print("example RuntimeProfiles applied; their RuntimeClasses exist")
+            local.apply(CHECK_PROFILE)
+            local.kubectl("wait", "--for=condition=Ready", "runtimeprofile/runc", "--timeout=120s")
+            print("RuntimeProfile runc Ready:", local.kubectl("get", "runtimeprofile", "runc", "--no-headers").strip())
+            local.apply(CHECK_POD.replace("IMAGE", image))
+            local.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/hello", "--timeout=120s")
+            print("pod hello ran under RuntimeClass runc:", local.kubectl("logs", "hello").strip())
             return 0
         print("Ctrl-C to stop and clean up.", flush=True)
         stop.wait()
@@ -85,14 +72,14 @@ def main() -> int:
         prog="python -m kubehull_harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    up_parser = sub.add_parser("up", help="start the local cluster and keep it running until Ctrl-C")
+    up_parser = sub.add_parser("up", help="start the local cluster with kubehull and keep it running until Ctrl-C")
     up_parser.add_argument(
         "--work-dir",
         type=Path,
         default=toolchain.cache_dir() / "cluster",
         help="state and logs of the running cluster (wiped at start)",
     )
-    up_parser.add_argument("--check", action="store_true", help="bring it up, report, tear it down")
+    up_parser.add_argument("--check", action="store_true", help="bring it up, run a pod, tear it down")
     args = parser.parse_args()
     return up(args.work_dir, args.check)
 

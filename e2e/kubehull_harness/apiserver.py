@@ -20,6 +20,7 @@ from kubernetes import config as k8s_config
 from kubehull_harness import pki, processes, toolchain
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+SERVICE_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 
 
 @dataclasses.dataclass
@@ -69,13 +70,17 @@ def _ready(url: str, context: ssl.SSLContext) -> bool:
         return bool(response.status == 200)
 
 
-def start(work_dir: Path, log_dir: Path, etcd_url: str, timeout: float = 90) -> KubeAPIServer:
+def start(
+    work_dir: Path, log_dir: Path, etcd_url: str, timeout: float = 90, advertise_address: str = "127.0.0.1"
+) -> KubeAPIServer:
+    """``advertise_address``: where pods reach it (the ``kubernetes`` Service's endpoint); loopback for tests
+    without pods. Clients here always use 127.0.0.1."""
     pki_dir = work_dir / "pki"
     ca = pki.CertificateAuthority(pki_dir)
     serving = ca.issue(
         "apiserver",
         "kube-apiserver",
-        hosts=["127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+        hosts=list(dict.fromkeys([advertise_address, "127.0.0.1", "localhost", "10.96.0.1", *SERVICE_NAMES])),
         server=True,
     )
     admin = ca.issue("admin", "kubehull-admin", organizations=["system:masters"], client=True)
@@ -88,8 +93,8 @@ def start(work_dir: Path, log_dir: Path, etcd_url: str, timeout: float = 90) -> 
     argv: list[processes.Arg] = [
         toolchain.binary("kube-apiserver"),
         f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        "--bind-address=" + ("127.0.0.1" if advertise_address == "127.0.0.1" else "0.0.0.0"),  # noqa: S104
+        f"--advertise-address={advertise_address}",
         f"--secure-port={port}",
         f"--cert-dir={pki_dir}",
         f"--tls-cert-file={serving.cert}",
@@ -103,6 +108,7 @@ def start(work_dir: Path, log_dir: Path, etcd_url: str, timeout: float = 90) -> 
         f"--kubelet-client-certificate={kubelet_client.cert}",
         f"--kubelet-client-key={kubelet_client.key}",
         "--allow-privileged=true",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--v=1",
     ]
     process = processes.ManagedProcess("kube-apiserver", argv, log_dir)

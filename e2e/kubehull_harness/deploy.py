@@ -1,0 +1,69 @@
+"""kubehull into the local cluster the way a user installs it: its image, then `helm install` of the chart.
+
+The image is built here without pulling anything (node-agent/image/build.py assembles it from this machine's
+files) and pushed to the cluster's registry, from which the kubelet pulls it through hulld.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from kubehull_harness import images, processes, toolchain
+from kubehull_harness.cluster import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_REPOSITORY = "kubehull/kubehull"
+NAMESPACE = "kubehull-system"
+RELEASE = "kubehull"
+
+
+def build_and_push_image(local: LocalCluster, tag: str) -> str:
+    """Build the image into an OCI layout under the cluster's work dir, push it; returns its reference."""
+    work_dir = local.work_dir / "image"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(
+        [sys.executable, REPO / "node-agent" / "image" / "build.py", work_dir / "layout", "--tag", tag],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    source = built.stdout.strip().splitlines()[-1]
+    spec = images.ImageSpec(repository=IMAGE_REPOSITORY, tag=tag, cmd=())
+    return images.push(source, spec, local.registry, work_dir).reference
+
+
+def helm_install(local: LocalCluster, image_reference: str, *extra_values: str, timeout: float = 300) -> None:
+    """`helm install --wait` with the image from the local registry; the operator and agent pods are Running."""
+    repository, tag = image_reference.rsplit(":", 1)
+    processes.run(
+        [
+            toolchain.binary("helm"),
+            f"--kubeconfig={local.kubeconfig}",
+            "install",
+            RELEASE,
+            REPO / "charts" / "kubehull",
+            f"--namespace={NAMESPACE}",
+            "--create-namespace",
+            f"--set=image.repository={repository}",
+            f"--set=image.tag={tag}",
+            *(f"--set={value}" for value in extra_values),
+            "--wait",
+            f"--timeout={int(timeout)}s",
+        ],
+        timeout=timeout + 30,
+    )
+
+
+def pod_ips(local: LocalCluster, component: str) -> list[str]:
+    """The pod IPs of the chart's ``operator`` or ``agent`` pods."""
+    output = local.kubectl(
+        "get",
+        "pods",
+        f"--namespace={NAMESPACE}",
+        f"--selector=app.kubernetes.io/component={component}",
+        "--output=jsonpath={.items[*].status.podIP}",
+    )
+    return output.split()

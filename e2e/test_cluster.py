@@ -1,0 +1,303 @@
+"""End to end on a real one-node cluster: the kubelet runs every pod through hulld, kubehull is installed with
+its chart from an image built here, and RuntimeProfiles decide which runtime a pod gets.
+
+The steps share one cluster and run in order (each builds on the one before), as a user would go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubehull_harness import cluster, deploy, prometheus, toolchain
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARDS = REPO / "charts" / "kubehull" / "dashboards"
+IMAGE_TAG = "0.1.0"
+
+
+@dataclasses.dataclass
+class Environment:
+    local: cluster.LocalCluster
+    image: str
+    prometheus: prometheus.Prometheus
+    timings: dict[str, float]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as error:  # retried until the deadline; the last one is reported
+            last = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, component_logs: Path) -> Iterator[Environment]:
+    work_dir = tmp_path_factory.mktemp("cluster")
+    started = time.monotonic()
+    with cluster.run(work_dir, component_logs) as local:
+        timings = {"cluster up (node Ready)": time.monotonic() - started}
+        mark = time.monotonic()
+        image = deploy.build_and_push_image(local, IMAGE_TAG)
+        timings["image built and pushed"] = time.monotonic() - mark
+        mark = time.monotonic()
+        deploy.helm_install(local, image, f"agent.hostPid={local.host_pid}")
+        timings["chart installed (pods Ready)"] = time.monotonic() - mark
+        scraper = prometheus.start(
+            work_dir / "prometheus",
+            component_logs,
+            [
+                prometheus.Job("kubehull-operator", [f"{ip}:8080" for ip in deploy.pod_ips(local, "operator")]),
+                prometheus.Job("kubehull-agent", [f"{local.node_ip}:9104"]),  # the host network
+                prometheus.Job("hulld", [f"{local.node_ip}:9104"], path="/metrics/hulld"),  # relayed by the agent
+            ],
+            labels={"node": local.node_name},
+        )
+        try:
+            yield Environment(local=local, image=image, prometheus=scraper, timings=timings)
+        finally:
+            scraper.stop()
+            print("timings:", json.dumps({key: round(value, 1) for key, value in timings.items()}))
+
+
+def apply(local: cluster.LocalCluster, *documents: dict[str, Any]) -> None:
+    manifest = local.work_dir / "apply.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    local.kubectl("apply", "-f", manifest)
+
+
+def profile(name: str, engine: str, path: Path | str, options: dict[str, str] | None = None) -> dict[str, Any]:
+    runtime: dict[str, Any] = {"engine": engine, "path": str(path)}
+    if options:
+        runtime["options"] = options
+    return {
+        "apiVersion": "kubehull.io/v1alpha1",
+        "kind": "RuntimeProfile",
+        "metadata": {"name": name},
+        "spec": {"handler": name, "runtime": runtime},
+    }
+
+
+def pod(name: str, image: str, runtime_class: str, command: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "runtimeClassName": runtime_class,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": image, "command": ["sh", "-c", command]}],
+        },
+    }
+
+
+def get(local: cluster.LocalCluster, *args: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(local.kubectl("get", *args, "-o", "json"))
+    return found
+
+
+def profile_ready(local: cluster.LocalCluster, name: str) -> bool:
+    status = get(local, "runtimeprofile", name).get("status") or {}
+    conditions = {condition["type"]: condition["status"] for condition in status.get("conditions", [])}
+    return conditions.get("Ready") == "True" and status.get("ready") == "1/1"
+
+
+def node_labels(local: cluster.LocalCluster) -> dict[str, str]:
+    labels: dict[str, str] = get(local, "node", local.node_name)["metadata"]["labels"]
+    return labels
+
+
+def pod_phase(local: cluster.LocalCluster, name: str) -> str:
+    return str(get(local, "pod", name, "-n", "default")["status"].get("phase"))
+
+
+def pod_running(local: cluster.LocalCluster, name: str) -> bool:
+    return pod_phase(local, name) == "Running"
+
+
+def log_of(local: cluster.LocalCluster, name: str) -> str:
+    return local.kubectl("logs", "-n", "default", name)
+
+
+def started_log(local: cluster.LocalCluster, name: str) -> str:
+    log = log_of(local, name)
+    return log if "started" in log else ""
+
+
+SHOW_KERNEL = "uname -r; dmesg 2>&1 | head -n 3; echo started; sleep 100000"
+
+
+def test_profiles_become_ready_and_label_the_node(env: Environment) -> None:
+    local = env.local
+    started = time.monotonic()
+    apply(
+        local,
+        profile("runc", "runc", "/usr/bin/runc"),
+        profile("gvisor", "gvisor", toolchain.binary("runsc"), {"platform": "systrap"}),
+        profile("spare", "runc", "/usr/bin/runc"),
+    )
+    for name in ("runc", "gvisor", "spare"):
+        wait_for(f"RuntimeProfile {name} Ready 1/1", functools.partial(profile_ready, local, name), timeout=180)
+    env.timings["profiles Ready 1/1"] = time.monotonic() - started
+    labels = node_labels(local)
+    for handler in ("runc", "gvisor", "spare"):
+        assert labels.get(f"handler.kubehull.io/{handler}") == "true", labels
+    runtime_class = get(local, "runtimeclass", "gvisor")
+    assert runtime_class["handler"] == "gvisor"
+
+
+def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
+    local = env.local
+    started = time.monotonic()
+    apply(local, pod("on-gvisor", env.image, "gvisor", SHOW_KERNEL), pod("on-runc", env.image, "runc", SHOW_KERNEL))
+    for name in ("on-gvisor", "on-runc"):
+        wait_for(f"pod {name} Running", functools.partial(pod_running, local, name), timeout=180)
+    env.timings["pods Running"] = time.monotonic() - started
+    host_kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    gvisor_log = wait_for("the gVisor pod's log", lambda: started_log(local, "on-gvisor"))
+    runc_log = wait_for("the runc pod's log", lambda: started_log(local, "on-runc"))
+    assert "gVisor" in gvisor_log, gvisor_log  # gVisor's own kernel log: "Starting gVisor..."
+    assert host_kernel not in gvisor_log.splitlines()[0], gvisor_log
+    assert runc_log.splitlines()[0] == host_kernel, runc_log
+    assert "gVisor" not in runc_log
+
+
+def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(env: Environment) -> None:
+    local = env.local
+    apply(local, profile("broken", "runc", "/opt/kubehull-missing/runc"))
+    wait_for("RuntimeClass broken", lambda: get(local, "runtimeclass", "broken"))
+
+    def broken_reported() -> bool:
+        status = get(local, "runtimeprofile", "broken").get("status") or {}
+        return bool(status.get("failures"))
+
+    wait_for("the broken handler's failure in its status", broken_reported)
+    failure = get(local, "runtimeprofile", "broken")["status"]["failures"][0]
+    assert failure["node"] == local.node_name
+    assert "/opt/kubehull-missing/runc" in failure["message"], failure
+    apply(local, pod("on-broken", env.image, "broken", "sleep 100000"))
+
+    def unschedulable() -> str:
+        conditions = get(local, "pod", "on-broken", "-n", "default")["status"].get("conditions", [])
+        scheduled: dict[str, str] = next((c for c in conditions if c["type"] == "PodScheduled"), {})
+        return str(scheduled.get("message", "")) if scheduled.get("reason") == "Unschedulable" else ""
+
+    message = wait_for("the scheduler's reason", unschedulable)
+    assert "node affinity/selector" in message, message
+    assert pod_phase(local, "on-broken") == "Pending"
+
+    before = {name: get(local, "pod", name, "-n", "default")["status"] for name in ("on-gvisor", "on-runc")}
+    local.kubectl("delete", "runtimeprofile", "spare", "broken", "--wait=true")
+    wait_for("RuntimeClass spare deleted", lambda: "spare" not in local.kubectl("get", "runtimeclass", "-o", "name"))
+    assert "broken" not in local.kubectl("get", "runtimeclass", "-o", "name")
+    wait_for("label spare removed", lambda: "handler.kubehull.io/spare" not in node_labels(local))
+    for name, status in before.items():
+        now = get(local, "pod", name, "-n", "default")["status"]
+        assert now["phase"] == "Running"
+        assert now["containerStatuses"][0]["containerID"] == status["containerStatuses"][0]["containerID"]
+        assert now["containerStatuses"][0]["restartCount"] == 0
+    local.kubectl("delete", "pod", "-n", "default", "on-broken", "--wait=false")
+
+
+def test_hulld_killed_and_restarted_keeps_pods_and_serves_new_ones(env: Environment) -> None:
+    local = env.local
+    before = {name: get(local, "pod", name, "-n", "default")["status"] for name in ("on-gvisor", "on-runc")}
+    local.hulld.kill()
+    local.hulld.start()
+    wait_for("the node Ready again", local.node_ready)
+    apply(local, pod("after-restart", env.image, "runc", "echo alive; sleep 100000"))
+    wait_for("a new pod Running", functools.partial(pod_running, local, "after-restart"), timeout=120)
+    wait_for("its log", lambda: "alive" in log_of(local, "after-restart"))
+    time.sleep(5)  # long enough for the kubelet to have noticed a container that died with hulld
+    for name, status in before.items():
+        now = get(local, "pod", name, "-n", "default")["status"]
+        assert now["phase"] == "Running", now
+        assert now["containerStatuses"][0]["containerID"] == status["containerStatuses"][0]["containerID"]
+        assert now["containerStatuses"][0]["restartCount"] == 0
+
+
+DASHBOARD_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "30s",
+    "$__range": "10m",
+    "${__range}": "10m",
+}
+# Panels over failures that did not happen in this run have nothing to show; every other query must.
+EMPTY_WHEN_NOTHING_FAILED = re.compile(r"error|fail")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    queries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard.get("panels", []):
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    queries.append((f"{dashboard['title']} / {panel.get('title')}", target["expr"]))
+    return queries
+
+
+def instantiate(expression: str) -> str:
+    for variable, value in DASHBOARD_VARIABLES.items():
+        expression = expression.replace(variable, value)
+    # Template variables select everything ("All").
+    return re.sub(r'=~?\s*"\$\{?\w+\}?"', '=~".*"', expression)
+
+
+def test_prometheus_scrapes_everything_and_dashboards_show_data(env: Environment) -> None:
+    scraper = env.prometheus
+
+    def all_up() -> bool:
+        targets = scraper.targets()
+        return len(targets) >= 4 and all(target["health"] == "up" for target in targets)
+
+    wait_for("every target scraped", all_up, timeout=60)
+    jobs = {target["labels"]["job"] for target in scraper.targets()}
+    assert jobs == {"kubehull-operator", "kubehull-agent", "hulld"}
+    time.sleep(10)  # a few scrapes, so rates have two points
+    empty = []
+    queries = dashboard_queries()
+    assert len(queries) > 20
+    for title, expression in queries:
+        result = scraper.query(instantiate(expression))
+        if not result and not EMPTY_WHEN_NOTHING_FAILED.search(f"{title.lower()} {expression}"):
+            empty.append(f"{title}: {expression}")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+    running = scraper.query('sum by (handler) (hulld_containers{state="running"})')
+    by_handler = {sample["metric"]["handler"]: float(sample["value"][1]) for sample in running}
+    assert by_handler.get("gvisor", 0) >= 1, by_handler
+    assert by_handler.get("runc", 0) >= 1, by_handler
+
+
+def test_every_pod_ran_on_hulld(env: Environment) -> None:
+    local = env.local
+    node = get(local, "node", local.node_name)
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("hulld://")
+    pods = get(local, "pods", "--all-namespaces")["items"]
+    chart_pods = [item for item in pods if item["metadata"]["namespace"] == deploy.NAMESPACE]
+    assert {item["metadata"]["labels"]["app.kubernetes.io/component"] for item in chart_pods} == {"operator", "agent"}
+    for item in pods:
+        for status in item["status"].get("containerStatuses", []):
+            if status.get("containerID"):
+                assert status["containerID"].startswith("hulld://"), (item["metadata"]["name"], status)
+    agent_logs = local.kubectl("logs", "-n", deploy.NAMESPACE, "-l", "app.kubernetes.io/component=agent", "--tail=-1")
+    assert "adopted" in agent_logs, agent_logs  # the agent adopted the node's hulld; it started no second one
+    print("timings:", json.dumps({key: round(value, 1) for key, value in env.timings.items()}))

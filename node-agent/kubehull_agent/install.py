@@ -5,9 +5,10 @@
   looks installed, and two agents never install at once.
 - ``Supervisor`` adopts a running hulld of the same version, starts one if none runs, and upgrades in place
   when the versions differ: hulld stops, the new one starts and recovers every container (their conmon
-  monitors do not depend on hulld, so running containers are not disturbed). hulld runs as a detached host
-  process with its own pid file, so it survives the agent's pod; from a pod it is started in the host's
-  namespaces and moved out of the pod's cgroups (host.py).
+  monitors do not depend on hulld, so running containers are not disturbed). Where the host runs systemd,
+  hulld is its unit ``hulld.service`` (restarted if it dies, started at boot); elsewhere a detached host
+  process with its own pid file. Either way it survives the agent's pod; from a pod it is started in the
+  host's namespaces and moved out of the pod's cgroups (host.py).
 - ``uninstall`` removes hulld only when asked, and never while it still runs pods.
 """
 
@@ -80,6 +81,30 @@ class Installer:
         return installed
 
 
+UNIT_NAME = "hulld.service"
+UNIT_PATH = Path("/etc/systemd/system") / UNIT_NAME
+UNIT = """# Written by kubehull-agent; removed by `kubehull-agent --uninstall`.
+[Unit]
+Description=hulld, kubehull's CRI runtime
+After=local-fs.target network-online.target
+
+[Service]
+ExecStart={launcher} --config {config}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=always
+RestartSec=2
+# Each container's monitor is hulld's child but must outlive it (upgrades, restarts): stop hulld alone.
+KillMode=process
+Delegate=yes
+OOMScoreAdjust=-999
+LimitNOFILE=1048576
+TasksMax=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 class Supervisor:
     def __init__(self, launcher: Path, config: Path, socket: Path, pid_file: Path, log_file: Path, host: Host) -> None:
         self.launcher = launcher
@@ -88,6 +113,8 @@ class Supervisor:
         self.socket = socket
         self.pid_file = pid_file
         self.log_file = log_file
+        # sd_booted(3): the host runs systemd as its service manager.
+        self.systemd = host.path("/run/systemd/system").is_dir()
 
     def running_pid(self) -> int | None:
         try:
@@ -117,13 +144,49 @@ class Supervisor:
         return "started"
 
     def stop(self, pid: int) -> None:
+        if self.systemd and self.host.path(UNIT_PATH).exists():  # or systemd would start it again
+            self._systemctl("stop", UNIT_NAME)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # a hulld started outside the unit (e.g. by the node image)
         deadline = time.monotonic() + 20
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def start(self) -> None:
+        if self.systemd:
+            self._start_unit()
+        else:
+            self._start_detached()
+        deadline = time.monotonic() + 30
+        while self.running_version() is None:
+            if time.monotonic() > deadline:
+                where = f"journalctl -u {UNIT_NAME}" if self.systemd else str(self.log_file)
+                raise InstallError(f"hulld did not start; see {where}")
+            time.sleep(0.1)
+
+    def remove_unit(self) -> None:
+        if self.systemd and self.host.path(UNIT_PATH).exists():
+            self._systemctl("disable", "--now", UNIT_NAME)
+            self.host.path(UNIT_PATH).unlink()
+            self._systemctl("daemon-reload")
+
+    def _systemctl(self, *args: str) -> None:
+        result = subprocess.run(
+            self.host.command(["systemctl", *args]), capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise InstallError(f"systemctl {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
+
+    def _start_unit(self) -> None:
+        unit = self.host.path(UNIT_PATH)
+        staging = unit.with_name(f".{UNIT_NAME}.new")
+        staging.write_text(UNIT.format(launcher=self.launcher, config=self.config))
+        staging.replace(unit)
+        self._systemctl("daemon-reload")
+        self._systemctl("enable", UNIT_NAME)
+        self._systemctl("restart", UNIT_NAME)
+
+    def _start_detached(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         command = self.host.command([str(self.launcher), "--config", str(self.config)])
         with self.log_file.open("ab") as log:
@@ -137,11 +200,6 @@ class Supervisor:
                 close_fds=True,
             )
         self.host.adopt_process(process.pid)
-        deadline = time.monotonic() + 30
-        while self.running_version() is None:
-            if time.monotonic() > deadline:
-                raise InstallError(f"hulld did not start; see {self.log_file}")
-            time.sleep(0.1)
 
 
 def uninstall(installer: Installer, supervisor: Supervisor) -> None:
@@ -153,6 +211,7 @@ def uninstall(installer: Installer, supervisor: Supervisor) -> None:
         if pods:
             raise InstallError(f"hulld still runs {len(pods)} pods on this node; drain it before uninstalling")
         supervisor.stop(pid)
+    supervisor.remove_unit()
     with host_lock(installer.lock):
         installer.current.unlink(missing_ok=True)
         for installed in installer.root.glob("hulld-*"):

@@ -1,5 +1,6 @@
 """Node agent tests reuse the operator's and hulld's fixtures: a real API server with the operator, a real
-hulld with pod networking and the local registry. ``AgentProcess`` runs `kubehull-agent` against them."""
+hulld with pod networking and the local registry. ``AgentProcess`` runs `kubehull-agent` against them;
+``built_bundle`` is kubehull's bundle, built once, and ``bundle_of_version`` a copy claiming another version."""
 
 from __future__ import annotations
 
@@ -9,12 +10,36 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from kubehull_agent import bundle
 from kubehull_harness import processes
 from kubehull_harness.apiserver import KubeAPIServer
 from tests.hulld.conftest import Hulld, hulld_with_network
 from tests.operator.conftest import cluster, kubehull_crds, operator
 
-__all__ = ["AgentProcess", "cluster", "hulld_with_network", "kubehull_crds", "operator"]
+__all__ = ["AgentProcess", "built_bundle", "cluster", "hulld_with_network", "kubehull_crds", "operator"]
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    destination = tmp_path_factory.mktemp("bundle") / "kubehull"
+    bundle.build(destination)
+    return destination
+
+
+def bundle_of_version(built: Path, destination: Path, version: str) -> Path:
+    """A copy of ``built`` whose hulld reports ``version``: what an upgrade installs."""
+    shutil.copytree(built, destination, symlinks=True)
+    (destination / "VERSION").write_text(f"{version}\n")
+    module = destination / "site-packages" / "hulld" / "__init__.py"
+    module.write_text(
+        module.read_text().replace(
+            f'__version__ = "{(built / "VERSION").read_text().strip()}"', f'__version__ = "{version}"'
+        )
+    )
+    shutil.rmtree(module.parent / "__pycache__")  # the bundle's byte code is never checked against sources
+    return destination
 
 
 class AgentProcess:

@@ -4,27 +4,20 @@ refuse a second instance, uninstall only when no pod runs."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubehull_agent import bundle, install
+from kubehull_agent import install
 from kubehull_agent.host import Host
 from kubehull_harness import toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
+from tests.agent.conftest import bundle_of_version
 from tests.hulld.conftest import CNI_CONFLIST
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    destination = tmp_path_factory.mktemp("bundle") / "hulld-bundle"
-    bundle.build(destination)
-    return destination
 
 
 @pytest.fixture
@@ -123,11 +116,7 @@ runtime_path = "/usr/sbin/runc"
         container = crictl("create", pod, str(container_file), str(pod_file))
         crictl("start", container)
 
-        newer = host / "bundle-0.1.1"
-        shutil.copytree(built_bundle, newer, symlinks=True)
-        (newer / "VERSION").write_text("0.1.1\n")
-        module = newer / "site-packages" / "hulld" / "__init__.py"
-        module.write_text(module.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.1.1"'))
+        newer = bundle_of_version(built_bundle, host / "bundle-0.1.1", "0.1.1")
         upgrader = install.Installer(newer, host / "opt", host / "install.lock")
         assert upgrader.ensure() is True
         assert supervisor.ensure("0.1.1") == "upgraded"

@@ -134,7 +134,7 @@ class Supervisor:
     def ensure(self, version: str) -> str:
         """ "adopted", "started" or "upgraded": what it took to have hulld ``version`` running."""
         pid = self.running_pid()
-        if pid is not None and self.running_version() == version:
+        if pid is not None and self._answering_version(pid) == version:
             return "adopted"
         if pid is not None:
             self.stop(pid)
@@ -142,6 +142,16 @@ class Supervisor:
             return "upgraded"
         self.start()
         return "started"
+
+    def _answering_version(self, pid: int, timeout: float = 30) -> str | None:
+        """The version of the running hulld ``pid``, once it answers: one that is still starting (recovering
+        its containers) must not be mistaken for another version and restarted."""
+        deadline = time.monotonic() + timeout
+        while (version := self.running_version()) is None and Path(f"/proc/{pid}").exists():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return version
 
     def stop(self, pid: int) -> None:
         if self.systemd and self.host.path(UNIT_PATH).exists():  # or systemd would start it again
@@ -183,8 +193,8 @@ class Supervisor:
         staging.write_text(UNIT.format(launcher=self.launcher, config=self.config))
         staging.replace(unit)
         self._systemctl("daemon-reload")
-        self._systemctl("enable", UNIT_NAME)
-        self._systemctl("restart", UNIT_NAME)
+        # `start`, not `restart`: a hulld systemd is bringing back right now is left alone.
+        self._systemctl("enable", "--now", UNIT_NAME)
 
     def _start_detached(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

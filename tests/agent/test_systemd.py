@@ -24,6 +24,8 @@ from tests.agent.conftest import bundle_of_version
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
+
 # Capabilities systemd needs as PID 1 of the test host (CAP_SYS_RESOURCE is not ours to give on these VMs).
 CAPABILITIES = [name for name in KNOWN_CAPABILITIES if name != "CAP_SYS_RESOURCE"]
 
@@ -84,6 +86,12 @@ class SystemdHost:
         spec["mounts"] = [mount for mount in spec["mounts"] if mount["destination"] != "/sys/fs/cgroup"] + [
             {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]},
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["rw", "nosuid"]},
+            # The overlay does not show everything of this machine's root (e.g. its /tmp): the interpreter
+            # and the checkout (with its virtualenv) the installer steps run from come in read-only.
+            *(
+                {"destination": str(path), "type": "bind", "source": str(path), "options": ["rbind", "ro"]}
+                for path in dict.fromkeys((Path(sys.base_prefix), REPO))
+            ),
         ]
         for mount in spec["mounts"]:
             if mount["destination"] == "/sys":

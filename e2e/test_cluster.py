@@ -96,7 +96,7 @@ def profile(name: str, engine: str, path: Path | str, options: dict[str, str] | 
     }
 
 
-def pod(name: str, image: str, runtime_class: str, command: str) -> dict[str, Any]:
+def pod(name: str, image: str, runtime_class: str, command: str, pull: str = "IfNotPresent") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -104,7 +104,7 @@ def pod(name: str, image: str, runtime_class: str, command: str) -> dict[str, An
         "spec": {
             "runtimeClassName": runtime_class,
             "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": image, "command": ["sh", "-c", command]}],
+            "containers": [{"name": "main", "image": image, "imagePullPolicy": pull, "command": ["sh", "-c", command]}],
         },
     }
 
@@ -223,7 +223,8 @@ def test_hulld_killed_and_restarted_keeps_pods_and_serves_new_ones(env: Environm
     local.hulld.kill()
     local.hulld.start()
     wait_for("the node Ready again", local.node_ready)
-    apply(local, pod("after-restart", env.image, "runc", "echo alive; sleep 100000"))
+    # Pulled again (Always): the restarted hulld serves the image service too (and its pull metrics start anew).
+    apply(local, pod("after-restart", env.image, "runc", "echo alive; sleep 100000", pull="Always"))
     wait_for("a new pod Running", functools.partial(pod_running, local, "after-restart"), timeout=120)
     wait_for("its log", lambda: "alive" in log_of(local, "after-restart"))
     time.sleep(5)  # long enough for the kubelet to have noticed a container that died with hulld

@@ -13,7 +13,6 @@ environment kubehull is installed in (``.venv/bin/python``). docs/image.md expla
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -28,40 +27,21 @@ BUNDLE = Path("usr/lib/kubehull")
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: one static binary, no libraries
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NON_ROOT = 65532  # the operator's user (charts/kubehull: runAsUser)
-# Loaded by glibc at run time rather than linked, so ldd cannot name it: thread cancellation needs it.
 DLOPENED = ("libgcc_s.so.1",)
 LIBRARY_DIRS = (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"))
 
 
-def _elf_files(root: Path) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            with path.open("rb") as handle:
-                if handle.read(4) == b"\x7fELF":
-                    found.append(path)
-    return found
-
-
-def shared_libraries(binaries: list[Path], bundled: Path) -> set[Path]:
-    """The absolute paths of every library the binaries load from the system (not from the bundle itself)."""
-    libraries: set[Path] = set()
-    for binary in binaries:
-        output = subprocess.run(
-            ["ldd", str(binary)], capture_output=True, text=True, check=False, env={"LD_LIBRARY_PATH": str(bundled)}
-        ).stdout
-        for match in re.finditer(r"(?:=>\s*)?(/\S+)\s+\(0x", output):
-            library = Path(match.group(1))
-            if not library.is_relative_to(bundled):
-                libraries.add(library)
-    for name in DLOPENED:
-        libraries.update(directory / name for directory in LIBRARY_DIRS if (directory / name).exists())
-    return libraries
-
-
 def assemble(rootfs: Path) -> None:
     bundle.build(rootfs / BUNDLE)
-    for library in sorted(shared_libraries(_elf_files(rootfs / BUNDLE), rootfs / BUNDLE / "python" / "lib")):
+    bundled = rootfs / BUNDLE / "python" / "lib"  # every library but the C library's own (bundle.GLIBC)
+    system = {
+        lib
+        for lib in bundle.linked_libraries(bundle.elf_files(rootfs / BUNDLE), bundled)
+        if not lib.is_relative_to(bundled)
+    }
+    # Loaded by glibc at run time rather than linked, so ldd cannot name it: thread cancellation needs it.
+    system.update(directory / name for directory in LIBRARY_DIRS for name in DLOPENED if (directory / name).exists())
+    for library in sorted(system):
         target = rootfs / library.relative_to("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library.resolve(), target)

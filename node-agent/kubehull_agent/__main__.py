@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socketserver
 import sys
 import threading
 import urllib.request
@@ -24,11 +25,17 @@ from prometheus_client import make_wsgi_app
 
 from kubehull_agent import install, kube, probe
 from kubehull_agent.agent import Agent
-from kubehull_agent.host import Host
+from kubehull_agent.host import Host, HostError
 from kubehull_agent.metrics import Metrics
 
 logger = logging.getLogger("kubehull_agent")
 DEFAULT_HULLD_METRICS = "127.0.0.1:9103"  # hulld's own default (hulld/config.py)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    """A slow answer (hulld's relayed metrics) must not hold up the kubelet's health probes."""
+
+    daemon_threads = True
 
 
 def serve_http(address: str, metrics: Metrics, agent: Agent, hulld_metrics: str) -> None:
@@ -56,7 +63,9 @@ def serve_http(address: str, metrics: Metrics, agent: Agent, hulld_metrics: str)
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = wsgiref.simple_server.make_server(host, int(port), app, handler_class=Quiet)
+    server = wsgiref.simple_server.make_server(
+        host, int(port), app, server_class=_ThreadingWSGIServer, handler_class=Quiet
+    )
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
 
 
@@ -77,6 +86,19 @@ def relay_hulld_metrics(address: str, respond: Callable[..., Any]) -> Iterable[b
         return [f"hulld's metrics at {url}: {error}\n".encode()]
     respond("200 OK", [("Content-Type", content_type)])
     return [body]
+
+
+def _installation(args: argparse.Namespace, bundle: Path, host: Host) -> tuple[install.Installer, install.Supervisor]:
+    installer = install.Installer(bundle, args.install_root, args.install_lock)
+    supervisor = install.Supervisor(
+        installer.current / "bin" / "hulld",
+        args.hulld_config,
+        args.hulld_socket,
+        args.hulld_pid_file,
+        args.hulld_log,
+        host,
+    )
+    return installer, supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,32 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
     host = Host(from_pod=args.host_namespaces, pid=args.host_pid)
-    if args.hulld_bundle is not None or args.uninstall:
-        bundle = args.hulld_bundle or args.install_root / "hulld"
-        installer = install.Installer(bundle, args.install_root, args.install_lock)
-        supervisor = install.Supervisor(
-            installer.current / "bin" / "hulld",
-            args.hulld_config,
-            args.hulld_socket,
-            args.hulld_pid_file,
-            args.hulld_log,
-            host,
-        )
+    if args.uninstall:
         try:
-            if args.uninstall:
-                install.uninstall(installer, supervisor)
-                print("hulld uninstalled")
-                return 0
-            if installer.ensure():
-                metrics.lifecycle.labels("installed").inc()
-            if not args.hulld_config.exists():
-                shutil.copyfile(args.hulld_base_config, args.hulld_config)
-            action = supervisor.ensure(install.bundle_version(args.hulld_bundle))
-        except install.InstallError as error:
+            install.uninstall(*_installation(args, args.install_root / "hulld", host))
+        except (install.InstallError, HostError) as error:
             print(f"kubehull-agent: {error}", file=sys.stderr)
             return 1
-        metrics.lifecycle.labels(action).inc()
-        logger.info("hulld %s: %s", install.bundle_version(args.hulld_bundle), action)
+        print("hulld uninstalled")
+        return 0
     if not args.node_name or not args.probe_image:
         print("kubehull-agent: --node-name (or NODE_NAME) and --probe-image are required", file=sys.stderr)
         return 2
@@ -160,7 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         reprobe_interval=args.reprobe_interval,
     )
     hulld_metrics = str(agent.base.get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
-    serve_http(args.http_address, metrics, agent, hulld_metrics)
+    serve_http(args.http_address, metrics, agent, hulld_metrics)  # healthy (alive) while hulld is set up
+    if args.hulld_bundle is not None:
+        installer, supervisor = _installation(args, args.hulld_bundle, host)
+        version = install.bundle_version(args.hulld_bundle)
+        try:
+            if installer.ensure():
+                metrics.lifecycle.labels("installed").inc()
+            if not args.hulld_config.exists():
+                shutil.copyfile(args.hulld_base_config, args.hulld_config)
+            action = supervisor.ensure(version)
+        except (install.InstallError, HostError) as error:
+            print(f"kubehull-agent: {error}", file=sys.stderr)
+            return 1
+        metrics.lifecycle.labels(action).inc()
+        logger.info("hulld %s: %s", version, action)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

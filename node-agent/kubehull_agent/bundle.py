@@ -10,8 +10,9 @@ hosts need no Python. Layout (relocatable: each launcher finds everything relati
     DEST/site-packages/      kubehull and its dependencies, the very files installed beside it
     DEST/bin/<command>       launchers: hulld, kubehull-agent, kubehull-operator
 
-The interpreter links against the C library of the machine that built the bundle; hosts need a glibc at least
-as new (docs/agent.md).
+The shared libraries the interpreter and the extension modules link against come along in python/lib
+(OpenSSL, libffi, zlib, ...), all but the C library itself: hosts need a glibc at least as new as the
+building machine's (docs/image.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import importlib.metadata
 import py_compile
 import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -43,6 +45,20 @@ STDLIB_SKIPPED = (
     "__pycache__",
     "config-3.*",
     "_tkinter*",  # Tk, and X11 with it, in an image without a display
+)
+# The C library's own parts: the host provides these (they must match its dynamic loader).
+GLIBC = (
+    "ld-linux",
+    "libc.so",
+    "libm.so",
+    "libmvec.so",
+    "libpthread.so",
+    "libdl.so",
+    "librt.so",
+    "libresolv.so",
+    "libutil.so",
+    "libanl.so",
+    "libnss_",
 )
 LAUNCHER = """#!/bin/sh
 # {command} from kubehull's bundle: the bundled interpreter and libraries, nothing from the host's Python.
@@ -93,11 +109,48 @@ def _copy_packages(distribution: importlib.metadata.Distribution, site_packages:
     (metadata / "METADATA").write_text(distribution.read_text("METADATA") or "")
 
 
+def elf_files(root: Path) -> list[Path]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                if handle.read(4) == b"\x7fELF":
+                    found.append(path)
+    return found
+
+
+def linked_libraries(binaries: list[Path], library_path: Path) -> set[Path]:
+    """Every shared library the binaries load (as ``ldd`` finds them with ``library_path`` first)."""
+    libraries: set[Path] = set()
+    for binary in binaries:
+        output = subprocess.run(
+            ["ldd", str(binary)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"LD_LIBRARY_PATH": str(library_path)},
+        ).stdout
+        if "not found" in output:
+            raise SystemExit(f"{binary} needs a library this machine lacks:\n{output}")
+        libraries.update(Path(match) for match in re.findall(r"(/\S+)\s+\(0x", output))
+    return libraries
+
+
 def build(destination: Path) -> None:
     if destination.exists():
         raise SystemExit(f"{destination} exists")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=destination.parent))
+    try:
+        _assemble(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.chmod(0o755)
+    staging.rename(destination)
+
+
+def _assemble(staging: Path) -> None:
     prefix = Path(sys.base_prefix)
     for directory in ("bin", "lib"):
         (staging / "python" / directory).mkdir(parents=True)
@@ -113,16 +166,19 @@ def build(destination: Path) -> None:
             _copy_packages(distribution, site_packages)
         else:
             _copy_distribution(distribution, site_packages)
+    bundled = staging / "python" / "lib"
+    for library in linked_libraries(elf_files(staging), bundled):
+        if not library.is_relative_to(bundled) and not library.name.startswith(GLIBC):
+            shutil.copy2(library.resolve(), bundled / library.name)
     # Byte-compiled ahead: the operator's root filesystem is read-only, so nothing could cache them later.
-    compileall.compile_dir(site_packages, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    for tree in (site_packages, staging / "python" / "lib" / stdlib.name):
+        compileall.compile_dir(tree, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     (staging / "bin").mkdir()
     for command, module in COMMANDS.items():
         launcher = staging / "bin" / command
         launcher.write_text(LAUNCHER.format(command=command, module=module))
         launcher.chmod(0o755)
     (staging / "VERSION").write_text(hulld.__version__ + "\n")
-    staging.chmod(0o755)
-    staging.rename(destination)
 
 
 def main() -> int:

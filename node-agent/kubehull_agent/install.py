@@ -86,6 +86,7 @@ UNIT_PATH = Path("/etc/systemd/system") / UNIT_NAME
 UNIT = """# Written by kubehull-agent; removed by `kubehull-agent --uninstall`.
 [Unit]
 Description=hulld, kubehull's CRI runtime
+Wants=network-online.target
 After=local-fs.target network-online.target
 
 [Service]
@@ -105,31 +106,48 @@ WantedBy=multi-user.target
 """
 
 
+# How long a running hulld may take to answer (it recovers every container first), and to stop.
+STARTUP_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
+
+
 class Supervisor:
-    def __init__(self, launcher: Path, config: Path, socket: Path, pid_file: Path, log_file: Path, host: Host) -> None:
+    def __init__(
+        self,
+        launcher: Path,
+        config: Path,
+        socket: Path,
+        pid_file: Path,
+        log_file: Path,
+        host: Host,
+        *,
+        systemd: bool | None = None,
+    ) -> None:
+        """``systemd``: run hulld as a systemd unit; by default when the host runs systemd (sd_booted(3))."""
         self.launcher = launcher
         self.host = host
         self.config = config
         self.socket = socket
         self.pid_file = pid_file
         self.log_file = log_file
-        # sd_booted(3): the host runs systemd as its service manager.
-        self.systemd = host.path("/run/systemd/system").is_dir()
+        self.systemd = host.path("/run/systemd/system").is_dir() if systemd is None else systemd
 
     def running_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text())
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (FileNotFoundError, ValueError, ProcessLookupError):
             return None
-        return pid if b"hulld" in command else None
+        # hulld runs as `python -m hulld` (its launcher execs that): not any process that mentions hulld.
+        return pid if b"hulld" in arguments else None
 
     def running_version(self) -> str | None:
-        try:
-            stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{self.socket}"))
-            return str(stub.Version(cri.VersionRequest(), timeout=3).runtime_version)
-        except grpc.RpcError:
-            return None
+        with grpc.insecure_channel(f"unix://{self.socket}") as channel:
+            try:
+                response = api_pb2_grpc.RuntimeServiceStub(channel).Version(cri.VersionRequest(), timeout=3)
+            except grpc.RpcError:
+                return None
+        return str(response.runtime_version)
 
     def ensure(self, version: str) -> str:
         """ "adopted", "started" or "upgraded": what it took to have hulld ``version`` running."""
@@ -138,40 +156,47 @@ class Supervisor:
             return "adopted"
         if pid is not None:
             self.stop(pid)
-            self.start()
+            self.start(version)
             return "upgraded"
-        self.start()
+        self.start(version)
         return "started"
 
-    def _answering_version(self, pid: int, timeout: float = 30) -> str | None:
+    def _answering_version(self, pid: int) -> str | None:
         """The version of the running hulld ``pid``, once it answers: one that is still starting (recovering
         its containers) must not be mistaken for another version and restarted."""
-        deadline = time.monotonic() + timeout
-        while (version := self.running_version()) is None and Path(f"/proc/{pid}").exists():
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while (version := self.running_version()) is None and _alive(pid):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         return version
 
     def stop(self, pid: int) -> None:
+        """Stop hulld ``pid`` for good: SIGTERM, SIGKILL if it lingers (never two hulld: the next one would
+        refuse to start beside it and leave the node without a runtime)."""
         if self.systemd and self.host.path(UNIT_PATH).exists():  # or systemd would start it again
             self._systemctl("stop", UNIT_NAME)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)  # a hulld started outside the unit (e.g. by the node image)
-        deadline = time.monotonic() + 20
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        for signum, grace in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)  # a hulld started outside the unit (e.g. by the node image)
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _alive(pid):
+                return
+        raise InstallError(f"hulld (pid {pid}) did not stop")
 
-    def start(self) -> None:
+    def start(self, version: str) -> None:
+        """Start hulld and wait until it answers as ``version``."""
         if self.systemd:
             self._start_unit()
         else:
             self._start_detached()
-        deadline = time.monotonic() + 30
-        while self.running_version() is None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while (answering := self.running_version()) != version:
             if time.monotonic() > deadline:
                 where = f"journalctl -u {UNIT_NAME}" if self.systemd else str(self.log_file)
-                raise InstallError(f"hulld did not start; see {where}")
+                raise InstallError(f"hulld {version} did not start (answering: {answering}); see {where}")
             time.sleep(0.1)
 
     def remove_unit(self) -> None:
@@ -212,14 +237,30 @@ class Supervisor:
         self.host.adopt_process(process.pid)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: an exited child of ours (a hulld this agent started) is reaped, not
+    counted."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
 def uninstall(installer: Installer, supervisor: Supervisor) -> None:
-    """Stop hulld and remove every installed version; refused while hulld runs pods."""
+    """Stop hulld and remove every installed version; refused while hulld runs pods (or cannot tell)."""
     pid = supervisor.running_pid()
+    if pid is not None or supervisor.running_version() is not None:
+        with grpc.insecure_channel(f"unix://{supervisor.socket}") as channel:
+            try:
+                pods = api_pb2_grpc.RuntimeServiceStub(channel).ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10)
+            except grpc.RpcError as error:
+                raise InstallError(f"cannot list hulld's pods, so not uninstalling: {error.details()}") from error
+        if pods.items:
+            raise InstallError(f"hulld still runs {len(pods.items)} pods on this node; drain it before uninstalling")
     if pid is not None:
-        stub = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{supervisor.socket}"))
-        pods = stub.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10).items
-        if pods:
-            raise InstallError(f"hulld still runs {len(pods)} pods on this node; drain it before uninstalling")
         supervisor.stop(pid)
     supervisor.remove_unit()
     with host_lock(installer.lock):

@@ -8,6 +8,7 @@ exited 0. Everything the probe makes is removed afterwards, whatever happened.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import time
 import uuid
@@ -140,3 +141,5 @@ class Prober:
                     self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
                 except grpc.RpcError:
                     pass
+            # hulld leaves a pod's log directory to its owner (the kubelet removes its own).
+            shutil.rmtree(self.host.path(self.log_dir / name), ignore_errors=True)

@@ -59,6 +59,7 @@ runtime_path = "/usr/sbin/runc"
         host / "state" / "hulld.pid",
         host / "hulld.log",
         Host(),
+        systemd=False,  # the detached process (tests/agent/test_systemd.py covers the unit)
     )
     try:
         assert supervisor.ensure("0.1.0") == "started"

@@ -44,6 +44,8 @@ supervisor = install.Supervisor(
 if action == "uninstall":
     install.uninstall(installer, supervisor)
     print(json.dumps({"systemd": supervisor.systemd}))
+elif action == "status":
+    print(json.dumps({"pid": supervisor.running_pid(), "version": supervisor.running_version()}))
 else:
     installer.ensure()
     done = supervisor.ensure(install.bundle_version(bundle))
@@ -60,6 +62,14 @@ class SystemdHost:
         self.name = f"kubehull-systemd-{work_dir.name}"[:60]
         for directory in ("upper", "work", "rootfs", "bundle"):
             (work_dir / directory).mkdir()
+        try:
+            self._boot()
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _boot(self) -> None:
+        work_dir = self.work_dir
         subprocess.run(
             [
                 "mount",
@@ -203,7 +213,7 @@ runtime_path = "{Path("/usr/sbin/runc").resolve()}"
         "systemd to restart hulld",
         lambda: (pid := int(host.unit("MainPID")["MainPID"])) not in (0, first["pid"]) and pid,
     )
-    wait_until("the restarted hulld serving", lambda: host.step(current)["action"] == "adopted")
+    wait_until("the restarted hulld serving", lambda: host.step(current, "status")["version"] == "0.1.0")
     again = host.step(current)
     assert again["action"] == "adopted"
     assert again["pid"] == restarted

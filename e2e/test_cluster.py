@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -300,5 +301,9 @@ def test_every_pod_ran_on_hulld(env: Environment) -> None:
             if status.get("containerID"):
                 assert status["containerID"].startswith("hulld://"), (item["metadata"]["name"], status)
     agent_logs = local.kubectl("logs", "-n", deploy.NAMESPACE, "-l", "app.kubernetes.io/component=agent", "--tail=-1")
-    assert "adopted" in agent_logs, agent_logs  # the agent adopted the node's hulld; it started no second one
+    assert "adopted" in agent_logs, agent_logs  # the agent adopted the node's hulld ...
+    assert local.hulld.process is not None
+    assert local.hulld.pid() == local.hulld.process.popen.pid  # ... the harness's, still the only one
+    running = subprocess.run(["pgrep", "-f", "hulld --config"], capture_output=True, text=True, check=False)
+    assert len(running.stdout.split()) == 1, running.stdout
     print("timings:", json.dumps({key: round(value, 1) for key, value in env.timings.items()}))

@@ -31,7 +31,8 @@ def test_up_check_runs_a_pod_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert f"export KUBECONFIG={work_dir / 'admin.kubeconfig'}" in result.stdout
     assert "kubehull installed in" in result.stdout
     assert "pod hello ran under RuntimeClass runc: hello from hulld" in result.stdout
-    # Torn down: no process, mount, network namespace, cgroup or node file of this cluster is left.
+    # Torn down: no process, mount (network namespaces are pinned by mounts under /run/hulld), kubepods
+    # cgroup (v1, as on this machine), node file or bridge of this cluster is left.
     pattern = f"{work_dir}|hulld --config {cluster.HULLD_CONFIG}"  # conmon's command line names the work dir
     leftovers = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""

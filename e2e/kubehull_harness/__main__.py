@@ -37,7 +37,8 @@ spec:
 
 
 def up(work_dir: Path, check_only: bool) -> int:
-    if work_dir.exists():
+    if work_dir.exists():  # a previous run's, perhaps killed: its mounts first
+        cluster.unmount_under(work_dir)
         shutil.rmtree(work_dir)
     logs = work_dir / "logs"
     stop = threading.Event()

@@ -46,7 +46,13 @@ HULLD_CONFIG = Path("/etc/hulld/config.toml")
 HULLD_STATE = Path("/run/hulld")
 HULLD_SOCKET = HULLD_STATE / "hulld.sock"
 HULLD_PID_FILE = HULLD_STATE / "hulld.pid"
-NODE_PATHS = (HULLD_BASE_CONFIG.parent, HULLD_CONFIG.parent, Path("/opt/kubehull"), Path("/var/log/kubehull"))
+NODE_PATHS = (
+    HULLD_BASE_CONFIG.parent,
+    HULLD_CONFIG.parent,
+    Path("/opt/kubehull"),
+    Path("/var/log/kubehull"),
+    Path("/run/kubehull"),  # the agent's install lock
+)
 
 
 def node_address() -> str:
@@ -61,7 +67,6 @@ class Hulld:
 
     command: list[str]
     log_dir: Path
-    metrics_port: int
     process: processes.ManagedProcess | None = None
 
     def start(self) -> None:
@@ -86,11 +91,19 @@ class Hulld:
             self.process.popen.wait(timeout=10)
 
     def remove_all_pods(self) -> None:
+        """Every pod through hulld (containers, mounts, network namespaces); one that fails does not keep the
+        others."""
+        failures = []
         with grpc.insecure_channel(f"unix://{HULLD_SOCKET}") as channel:
             runtime = api_pb2_grpc.RuntimeServiceStub(channel)
             for sandbox in runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30).items:
-                runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
-                runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                try:
+                    runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                except grpc.RpcError as error:
+                    failures.append(f"{sandbox.metadata.name}: {error}")
+        if failures:
+            raise processes.ProcessError("pods hulld could not remove:\n" + "\n".join(failures))
 
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
@@ -226,7 +239,7 @@ def _remove_kubelet_cgroups() -> None:
                     directory.rmdir()
 
 
-def _unmount_under(root: Path) -> None:
+def unmount_under(root: Path) -> None:
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for mount in sorted(mounts, key=len, reverse=True):
         if mount == str(root) or mount.startswith(f"{root}/"):
@@ -291,7 +304,7 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
         shutil.copyfile(HULLD_BASE_CONFIG, HULLD_CONFIG)
         (work_dir / "cni").mkdir(parents=True, exist_ok=True)
         (work_dir / "cni" / "10-kubehull.conflist").write_text(_cni_config(work_dir))
-        hulld = Hulld([sys.executable, "-m", "hulld", "--config", str(HULLD_CONFIG)], logs, hulld_metrics)
+        hulld = Hulld([sys.executable, "-m", "hulld", "--config", str(HULLD_CONFIG)], logs)
         hulld.start()
         teardown.callback(hulld.stop)
         teardown.callback(hulld.remove_all_pods)
@@ -355,8 +368,8 @@ def _remove_proxy_rules() -> None:
 
 
 def _cleanup_node(work_dir: Path) -> None:
-    _unmount_under(work_dir)
-    _unmount_under(HULLD_STATE)
+    unmount_under(work_dir)
+    unmount_under(HULLD_STATE)
     _remove_kubelet_cgroups()
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     for path in (*NODE_PATHS, HULLD_STATE):

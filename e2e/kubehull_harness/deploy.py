@@ -6,7 +6,6 @@ files) and pushed to the cluster's registry, from which the kubelet pulls it thr
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,12 +22,8 @@ def build_and_push_image(local: LocalCluster, tag: str) -> str:
     """Build the image into an OCI layout under the cluster's work dir, push it; returns its reference."""
     work_dir = local.work_dir / "image"
     work_dir.mkdir(parents=True, exist_ok=True)
-    built = subprocess.run(
-        [sys.executable, REPO / "node-agent" / "image" / "build.py", work_dir / "layout", "--tag", tag],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    built = processes.run(
+        [sys.executable, REPO / "node-agent" / "image" / "build.py", work_dir / "layout", "--tag", tag], timeout=600
     )
     source = built.stdout.strip().splitlines()[-1]
     spec = images.ImageSpec(repository=IMAGE_REPOSITORY, tag=tag, cmd=())

@@ -23,6 +23,9 @@ from kubehull_agent.host import Host
 from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
+# hulld lists pods and containers with this label only to clients that ask (hulld/cri/runtime_service.py):
+# the kubelet on the node would otherwise kill the probe as a pod it does not know.
+PRIVATE = {"hulld.kubehull.io/private": "probe"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Prober:
         config = cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),
             hostname=name,
+            labels=PRIVATE,
             log_directory=str(self.log_dir / name),
             linux=cri.LinuxPodSandboxConfig(),
         )
@@ -95,6 +99,7 @@ class Prober:
                         metadata=cri.ContainerMetadata(name="probe"),
                         image=cri.ImageSpec(image=self.image),
                         command=["true"],
+                        labels=PRIVATE,
                         log_path="probe.log",
                     ),
                 ),

@@ -25,19 +25,22 @@ def write(path: Path, data: dict[str, object]) -> str:
     return str(path)
 
 
-def pod_config(tmp_path: Path, name: str) -> str:
+def pod_config(tmp_path: Path, name: str, labels: dict[str, str] | None = None) -> str:
     return write(
         tmp_path / f"{name}-pod.json",
         {
             "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "attempt": 1},
             "hostname": f"{name}-host",
             "log_directory": str(tmp_path / "logs" / name),
+            "labels": labels or {},
             "linux": {},
         },
     )
 
 
-def container_config(tmp_path: Path, name: str, image: str, command: list[str]) -> str:
+def container_config(
+    tmp_path: Path, name: str, image: str, command: list[str], labels: dict[str, str] | None = None
+) -> str:
     return write(
         tmp_path / f"{name}-ctr.json",
         {
@@ -45,6 +48,7 @@ def container_config(tmp_path: Path, name: str, image: str, command: list[str]) 
             "image": {"image": image},
             "command": command,
             "log_path": f"{name}.log",
+            "labels": labels or {},
             "linux": {},
         },
     )
@@ -260,3 +264,29 @@ def test_security_context_is_applied(hulld_with_network: Hulld, oci_registry: OC
     plain_status = run(plain, "cat", "/proc/self/status")
     assert "Seccomp:\t0" in plain_status  # no profile named: Unconfined, as the CRI says
     assert run(plain, "id", "-u").strip() == "0"
+
+
+def test_private_pods_are_listed_only_to_who_asks(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path
+) -> None:
+    """The node agent's probes carry hulld's private label: the kubelet, listing everything, never sees them
+    (it would kill and collect them as pods it does not know); whoever selects the label does."""
+    hulld = hulld_with_network
+    image = oci_registry.images["busybox"].reference
+    hulld.crictl("pull", image)
+    private = {"hulld.kubehull.io/private": "probe"}
+    pod_file = pod_config(tmp_path, "private", private)
+    pod = hulld.crictl("runp", pod_file).stdout.strip()
+    ctr_file = container_config(tmp_path, "p", image, ["sleep", "60"], private)
+    container = hulld.crictl("create", pod, ctr_file, pod_file).stdout.strip()
+    hulld.crictl("start", container)
+    public = hulld.crictl("runp", pod_config(tmp_path, "public")).stdout.strip()
+
+    assert hulld.crictl("pods", "-q").stdout.split() == [public]
+    assert hulld.crictl("ps", "-a", "-q").stdout.split() == []
+    assert hulld.crictl("pods", "-q", "--label", "hulld.kubehull.io/private=probe").stdout.split() == [pod]
+    assert hulld.crictl("ps", "-q", "--label", "hulld.kubehull.io/private=probe").stdout.split() == [container]
+    assert json.loads(hulld.crictl("inspect", container).stdout)["status"]["state"] == "CONTAINER_RUNNING"
+    stats = hulld.runtime().ListContainerStats(cri.ListContainerStatsRequest())
+    assert [stat.attributes.id for stat in stats.stats] == []
+    hulld.crictl("rmp", "-f", pod, public)

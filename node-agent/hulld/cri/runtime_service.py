@@ -44,7 +44,15 @@ def as_dict(message: Any) -> dict[str, Any]:
     return data
 
 
+# Pods and containers labelled so are hulld's own clients' (the node agent's handler probes), not the kubelet's:
+# like a containerd namespace, they are listed (and their events sent) only to a client that selects the label.
+# The kubelet lists everything and would kill and collect them as pods it does not know.
+PRIVATE_LABEL = "hulld.kubehull.io/private"
+
+
 def _labels_match(labels: dict[str, str], selector: Any) -> bool:
+    if PRIVATE_LABEL in labels and PRIVATE_LABEL not in selector:
+        return False
     return all(labels.get(key) == value for key, value in selector.items())
 
 
@@ -270,6 +278,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 except queue.Empty:
                     continue
                 record = event.record
+                if PRIVATE_LABEL in record.labels:
+                    continue
                 sandbox = self.sandboxes.records.find(record.sandbox_id)
                 pod = cri.PodSandboxStatus(id=record.sandbox_id, state=cri.SANDBOX_NOTREADY)
                 if sandbox is not None:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -289,6 +288,22 @@ def test_prometheus_scrapes_everything_and_dashboards_show_data(env: Environment
     assert by_handler.get("runc", 0) >= 1, by_handler
 
 
+def hulld_processes() -> dict[int, str]:
+    """Every live hulld on this machine (any PID namespace): pid → command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if b"-m" in arguments and b"hulld" in arguments and state != "Z":
+            found[int(entry.name)] = b" ".join(arguments).decode(errors="replace")
+    return found
+
+
 def test_every_pod_ran_on_hulld(env: Environment) -> None:
     local = env.local
     node = get(local, "node", local.node_name)
@@ -304,6 +319,6 @@ def test_every_pod_ran_on_hulld(env: Environment) -> None:
     assert "adopted" in agent_logs, agent_logs  # the agent adopted the node's hulld ...
     assert local.hulld.process is not None
     assert local.hulld.pid() == local.hulld.process.popen.pid  # ... the harness's, still the only one
-    running = subprocess.run(["pgrep", "-f", "hulld --config"], capture_output=True, text=True, check=False)
-    assert len(running.stdout.split()) == 1, running.stdout
+    running = hulld_processes()
+    assert list(running) == [local.hulld.pid()], running
     print("timings:", json.dumps({key: round(value, 1) for key, value in env.timings.items()}))

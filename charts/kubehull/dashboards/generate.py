@@ -45,6 +45,14 @@ def query(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.D
     return built
 
 
+def p50_p99(buckets: str, legend: str = "") -> list[prometheus.Dataquery]:
+    """The median and 99th percentile of ``buckets`` (a rate of ``_bucket`` series summed by ``le``)."""
+    prefix = f"{legend} " if legend else ""
+    return [
+        query(f"histogram_quantile({q}, {buckets})", f"{prefix}{name}") for q, name in (("0.5", "p50"), ("0.99", "p99"))
+    ]
+
+
 def panel(
     builder: Panel, title: str, description: str, queries: list[prometheus.Dataquery], *, w: int, h: int = 8
 ) -> Panel:
@@ -298,10 +306,7 @@ def nodes() -> models.Dashboard:
                 "Handler probe duration (p50, p99)",
                 "How long the agent's probe (a pod and a `true` container under the handler) takes "
                 "(kubehull_agent_probe_duration_seconds).",
-                [
-                    query(f"histogram_quantile(0.5, {probe})", "{{handler}} p50"),
-                    query(f"histogram_quantile(0.99, {probe})", "{{handler}} p99"),
-                ],
+                p50_p99(probe, "{{handler}}"),
                 unit="s",
             )
         )
@@ -348,10 +353,7 @@ def nodes() -> models.Dashboard:
                 "CRI latency per handler (p50, p99)",
                 "Latency of the CRI calls that concern a pod or container, per runtime handler "
                 "(hulld_cri_operation_duration_seconds). Image and runtime-wide calls have no handler.",
-                [
-                    query(f"histogram_quantile(0.5, {latency})", "{{handler}} p50"),
-                    query(f"histogram_quantile(0.99, {latency})", "{{handler}} p99"),
-                ],
+                p50_p99(latency, "{{handler}}"),
                 unit="s",
             )
         )
@@ -427,10 +429,7 @@ def nodes() -> models.Dashboard:
             graph(
                 "Image pull duration (p50, p99)",
                 "Duration of successful pulls (hulld_image_pull_duration_seconds).",
-                [
-                    query(f"histogram_quantile(0.5, {pull})", "p50"),
-                    query(f"histogram_quantile(0.99, {pull})", "p99"),
-                ],
+                p50_p99(pull),
                 unit="s",
                 w=6,
             )
@@ -656,10 +655,7 @@ def operator() -> models.Dashboard:
             graph(
                 "Reconcile pass latency (p50, p99)",
                 "Duration of one pass: snapshot, plan, writes (kubehull_operator_reconcile_duration_seconds).",
-                [
-                    query(f"histogram_quantile(0.5, {passes})", "p50"),
-                    query(f"histogram_quantile(0.99, {passes})", "p99"),
-                ],
+                p50_p99(passes),
                 unit="s",
                 w=8,
             )

@@ -32,13 +32,7 @@ LIBRARY_DIRS = (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu")
 
 
 def assemble(rootfs: Path) -> None:
-    bundle.build(rootfs / BUNDLE)
-    bundled = rootfs / BUNDLE / "python" / "lib"  # every library but the C library's own (bundle.GLIBC)
-    system = {
-        lib
-        for lib in bundle.linked_libraries(bundle.elf_files(rootfs / BUNDLE), bundled)
-        if not lib.is_relative_to(bundled)
-    }
+    system = bundle.build(rootfs / BUNDLE)  # the bundle carries every library but the C library's own
     # Loaded by glibc at run time rather than linked, so ldd cannot name it: thread cancellation needs it.
     system.update(directory / name for directory in LIBRARY_DIRS for name in DLOPENED if (directory / name).exists())
     for library in sorted(system):

@@ -136,21 +136,23 @@ def linked_libraries(binaries: list[Path], library_path: Path) -> set[Path]:
     return libraries
 
 
-def build(destination: Path) -> None:
+def build(destination: Path) -> set[Path]:
+    """Build the bundle at ``destination``; returns the host libraries it still needs (the C library's own)."""
     if destination.exists():
         raise SystemExit(f"{destination} exists")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=destination.parent))
     try:
-        _assemble(staging)
+        from_host = _assemble(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     staging.chmod(0o755)
     staging.rename(destination)
+    return from_host
 
 
-def _assemble(staging: Path) -> None:
+def _assemble(staging: Path) -> set[Path]:
     prefix = Path(sys.base_prefix)
     for directory in ("bin", "lib"):
         (staging / "python" / directory).mkdir(parents=True)
@@ -167,8 +169,13 @@ def _assemble(staging: Path) -> None:
         else:
             _copy_distribution(distribution, site_packages)
     bundled = staging / "python" / "lib"
+    from_host = set()
     for library in linked_libraries(elf_files(staging), bundled):
-        if not library.is_relative_to(bundled) and not library.name.startswith(GLIBC):
+        if library.is_relative_to(bundled):
+            continue
+        if library.name.startswith(GLIBC):
+            from_host.add(library)
+        else:
             shutil.copy2(library.resolve(), bundled / library.name)
     # Byte-compiled ahead: the operator's root filesystem is read-only, so nothing could cache them later.
     for tree in (site_packages, staging / "python" / "lib" / stdlib.name):
@@ -179,6 +186,7 @@ def _assemble(staging: Path) -> None:
         launcher.write_text(LAUNCHER.format(command=command, module=module))
         launcher.chmod(0o755)
     (staging / "VERSION").write_text(hulld.__version__ + "\n")
+    return from_host
 
 
 def main() -> int:

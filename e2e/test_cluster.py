@@ -11,7 +11,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from kubehull_harness import cluster, deploy, prometheus, toolchain
+from kubehull_harness.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
@@ -33,20 +34,6 @@ class Environment:
     image: str
     prometheus: prometheus.Prometheus
     timings: dict[str, float]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as error:  # retried until the deadline; the last one is reported
-            last = error
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +142,7 @@ def test_profiles_become_ready_and_label_the_node(env: Environment) -> None:
         profile("spare", "runc", "/usr/bin/runc"),
     )
     for name in ("runc", "gvisor", "spare"):
-        wait_for(f"RuntimeProfile {name} Ready 1/1", functools.partial(profile_ready, local, name), timeout=180)
+        wait_until(functools.partial(profile_ready, local, name), 180, f"RuntimeProfile {name} Ready 1/1", interval=1)
     env.timings["profiles Ready 1/1"] = time.monotonic() - started
     labels = node_labels(local)
     for handler in ("runc", "gvisor", "spare"):
@@ -169,11 +156,11 @@ def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
     started = time.monotonic()
     apply(local, pod("on-gvisor", env.image, "gvisor", SHOW_KERNEL), pod("on-runc", env.image, "runc", SHOW_KERNEL))
     for name in ("on-gvisor", "on-runc"):
-        wait_for(f"pod {name} Running", functools.partial(pod_running, local, name), timeout=180)
+        wait_until(functools.partial(pod_running, local, name), 180, f"pod {name} Running", interval=1)
     env.timings["pods Running"] = time.monotonic() - started
     host_kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
-    gvisor_log = wait_for("the gVisor pod's log", lambda: started_log(local, "on-gvisor"))
-    runc_log = wait_for("the runc pod's log", lambda: started_log(local, "on-runc"))
+    gvisor_log = wait_until(lambda: started_log(local, "on-gvisor"), 120, "the gVisor pod's log", interval=1)
+    runc_log = wait_until(lambda: started_log(local, "on-runc"), 120, "the runc pod's log", interval=1)
     assert "gVisor" in gvisor_log, gvisor_log  # gVisor's own kernel log: "Starting gVisor..."
     assert host_kernel not in gvisor_log.splitlines()[0], gvisor_log
     assert runc_log.splitlines()[0] == host_kernel, runc_log
@@ -183,13 +170,13 @@ def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
 def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(env: Environment) -> None:
     local = env.local
     apply(local, profile("broken", "runc", "/opt/kubehull-missing/runc"))
-    wait_for("RuntimeClass broken", lambda: get(local, "runtimeclass", "broken"))
+    wait_until(lambda: get(local, "runtimeclass", "broken"), 120, "RuntimeClass broken", interval=1)
 
     def broken_reported() -> bool:
         status = get(local, "runtimeprofile", "broken").get("status") or {}
         return bool(status.get("failures"))
 
-    wait_for("the broken handler's failure in its status", broken_reported)
+    wait_until(broken_reported, 120, "the broken handler's failure in its status", interval=1)
     failure = get(local, "runtimeprofile", "broken")["status"]["failures"][0]
     assert failure["node"] == local.node_name
     assert "/opt/kubehull-missing/runc" in failure["message"], failure
@@ -200,15 +187,20 @@ def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(en
         scheduled: dict[str, str] = next((c for c in conditions if c["type"] == "PodScheduled"), {})
         return str(scheduled.get("message", "")) if scheduled.get("reason") == "Unschedulable" else ""
 
-    message = wait_for("the scheduler's reason", unschedulable)
+    message = wait_until(unschedulable, 120, "the scheduler's reason", interval=1)
     assert "node affinity/selector" in message, message
     assert pod_phase(local, "on-broken") == "Pending"
 
     before = {name: get(local, "pod", name, "-n", "default")["status"] for name in ("on-gvisor", "on-runc")}
     local.kubectl("delete", "runtimeprofile", "spare", "broken", "--wait=true")
-    wait_for("RuntimeClass spare deleted", lambda: "spare" not in local.kubectl("get", "runtimeclass", "-o", "name"))
+    wait_until(
+        lambda: "spare" not in local.kubectl("get", "runtimeclass", "-o", "name"),
+        120,
+        "RuntimeClass spare deleted",
+        interval=1,
+    )
     assert "broken" not in local.kubectl("get", "runtimeclass", "-o", "name")
-    wait_for("label spare removed", lambda: "handler.kubehull.io/spare" not in node_labels(local))
+    wait_until(lambda: "handler.kubehull.io/spare" not in node_labels(local), 120, "label spare removed", interval=1)
     for name, status in before.items():
         now = get(local, "pod", name, "-n", "default")["status"]
         assert now["phase"] == "Running"
@@ -222,11 +214,11 @@ def test_hulld_killed_and_restarted_keeps_pods_and_serves_new_ones(env: Environm
     before = {name: get(local, "pod", name, "-n", "default")["status"] for name in ("on-gvisor", "on-runc")}
     local.hulld.kill()
     local.hulld.start()
-    wait_for("the node Ready again", local.node_ready)
+    wait_until(local.node_ready, 120, "the node Ready again", interval=1)
     # Pulled again (Always): the restarted hulld serves the image service too (and its pull metrics start anew).
     apply(local, pod("after-restart", env.image, "runc", "echo alive; sleep 100000", pull="Always"))
-    wait_for("a new pod Running", functools.partial(pod_running, local, "after-restart"), timeout=120)
-    wait_for("its log", lambda: "alive" in log_of(local, "after-restart"))
+    wait_until(functools.partial(pod_running, local, "after-restart"), 120, "a new pod Running", interval=1)
+    wait_until(lambda: "alive" in log_of(local, "after-restart"), 120, "its log", interval=1)
     time.sleep(5)  # long enough for the kubelet to have noticed a container that died with hulld
     for name, status in before.items():
         now = get(local, "pod", name, "-n", "default")["status"]
@@ -270,7 +262,7 @@ def test_prometheus_scrapes_everything_and_dashboards_show_data(env: Environment
         targets = scraper.targets()
         return len(targets) >= 4 and all(target["health"] == "up" for target in targets)
 
-    wait_for("every target scraped", all_up, timeout=60)
+    wait_until(all_up, 60, "every target scraped", interval=1)
     jobs = {target["labels"]["job"] for target in scraper.targets()}
     assert jobs == {"kubehull-operator", "kubehull-agent", "hulld"}
     time.sleep(10)  # a few scrapes, so rates have two points

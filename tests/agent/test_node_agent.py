@@ -10,9 +10,10 @@ import pytest
 
 from kubehull_harness import toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
+from kubehull_harness.waiting import wait_until
 from tests.agent.conftest import AgentProcess
 from tests.hulld.conftest import Hulld
-from tests.operator.conftest import Cluster, wait_until
+from tests.operator.conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 

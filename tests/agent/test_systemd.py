@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hulld.spec.container import KNOWN_CAPABILITIES
+from kubehull_harness.waiting import wait_until
 from tests.agent.conftest import bundle_of_version
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -172,16 +173,6 @@ def systemd_host(tmp_path: Path) -> Iterator[SystemdHost]:
         host.destroy()
 
 
-def wait_until(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_hulld_runs_as_a_systemd_unit(systemd_host: SystemdHost, built_bundle: Path, tmp_path: Path) -> None:
     host = systemd_host
     host.run("mkdir", "-p", "/etc/hulld", "/etc/cni/net.d")
@@ -210,10 +201,11 @@ runtime_path = "{Path("/usr/sbin/runc").resolve()}"
     # hulld dies: systemd starts it again, without the agent.
     host.run("kill", "-9", str(first["pid"]))
     restarted = wait_until(
-        "systemd to restart hulld",
         lambda: (pid := int(host.unit("MainPID")["MainPID"])) not in (0, first["pid"]) and pid,
+        30,
+        "systemd to restart hulld",
     )
-    wait_until("the restarted hulld serving", lambda: host.step(current, "status")["version"] == "0.1.0")
+    wait_until(lambda: host.step(current, "status")["version"] == "0.1.0", 30, "the restarted hulld serving")
     again = host.step(current)
     assert again["action"] == "adopted"
     assert again["pid"] == restarted

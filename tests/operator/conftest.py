@@ -13,7 +13,6 @@ import itertools
 import os
 import signal
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,30 +24,11 @@ from kubernetes.client.exceptions import ApiException
 
 from kubehull_harness import processes, toolchain
 from kubehull_harness.apiserver import KubeAPIServer
+from kubehull_harness.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "kubehull.io", "v1alpha1"
 T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy, and return that.
-
-    Errors that mean "not there yet" (missing key, 404, connection refused, failed assertion) count as falsy.
-    """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except (AssertionError, ApiException, KeyError, TypeError, OSError) as error:
-            last = error
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

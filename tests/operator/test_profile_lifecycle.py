@@ -6,7 +6,8 @@ import functools
 
 import pytest
 
-from tests.operator.conftest import Cluster, OperatorProcess, wait_until
+from kubehull_harness.waiting import wait_until
+from tests.operator.conftest import Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kubehull_harness.apiserver import KubeAPIServer
-from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess, wait_until
+from kubehull_harness.waiting import wait_until
+from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

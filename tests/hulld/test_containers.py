@@ -13,8 +13,9 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from kubehull_harness.pytest_plugin import OCIRegistry
+from kubehull_harness.waiting import wait_until
 from tests.hulld.conftest import Hulld
-from tests.hulld.test_lifecycle import container_config, pod_config, wait_for, write
+from tests.hulld.test_lifecycle import container_config, pod_config, write
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
@@ -50,7 +51,9 @@ def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp
         ["sh", "-c", "x=a; while true; do x=$x$x; done"],
         linux={"resources": {"memory_limit_in_bytes": 32 * 1024 * 1024}},
     )
-    wait_for(lambda: json.loads(hulld.crictl("inspect", hog).stdout)["status"]["state"] == "CONTAINER_EXITED", 60)
+    wait_until(
+        lambda: json.loads(hulld.crictl("inspect", hog).stdout)["status"]["state"] == "CONTAINER_EXITED", 60, "the OOM"
+    )
     status = json.loads(hulld.crictl("inspect", hog).stdout)["status"]
     assert status["reason"] == "OOMKilled"
     assert status["exitCode"] == 137

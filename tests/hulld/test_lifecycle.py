@@ -13,6 +13,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 
 from kubehull_harness.pytest_plugin import OCIRegistry
+from kubehull_harness.waiting import wait_until
 from tests.hulld.conftest import Hulld
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -54,13 +55,6 @@ def container_config(
     )
 
 
-def wait_for(check: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("handler", ["runc", "runsc"])
 def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str) -> None:
     hulld = hulld_with_network
@@ -80,7 +74,7 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     hulld.crictl("start", container)
     listed = json.loads(hulld.crictl("ps", "-o", "json").stdout)["containers"]
     assert [(c["id"], c["state"]) for c in listed] == [(container, "CONTAINER_RUNNING")]
-    wait_for(lambda: "hello from" in hulld.crictl("logs", container).stdout)
+    wait_until(lambda: "hello from" in hulld.crictl("logs", container).stdout, what="the container's log")
     assert hulld.crictl("logs", container).stdout.strip() == f"hello from life-{handler}-host"
     log_lines = (tmp_path / "logs" / f"life-{handler}" / "main.log").read_text().splitlines()
     stamp, stream, tag, message = log_lines[0].split(" ", 3)
@@ -209,9 +203,9 @@ def test_container_events_stream(hulld_with_network: Hulld, oci_registry: OCIReg
     ).stdout.strip()
     hulld.crictl("start", container)
     # Nobody asks about the container: its exit is noticed and announced all the same.
-    wait_for(lambda: (container, cri.CONTAINER_STOPPED_EVENT) in seen)
+    wait_until(lambda: (container, cri.CONTAINER_STOPPED_EVENT) in seen, what="the stopped event")
     hulld.crictl("rm", container)
-    wait_for(lambda: (container, cri.CONTAINER_DELETED_EVENT) in seen)
+    wait_until(lambda: (container, cri.CONTAINER_DELETED_EVENT) in seen, what="the deleted event")
     stream.cancel()
     mine = [kind for identifier, kind in seen if identifier == container]
     assert mine == [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from hulld import __version__, config, recovery
+from hulld import __version__, config, errors, recovery
 from hulld.containers import Containers
 from hulld.cri import server
 from hulld.cri.edge import Edge
@@ -26,6 +26,7 @@ from hulld.cri.runtime_service import RuntimeServicer
 from hulld.images.service import ImageService
 from hulld.images.store import ImageStore
 from hulld.metrics import Metrics
+from hulld.node import confined
 from hulld.sandboxes import Sandboxes
 
 logger = logging.getLogger("hulld")
@@ -44,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hulld: invalid configuration: {error}", file=sys.stderr)
         return 2
 
-    current.storage.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        confined.check_supported()
+    except errors.HulldError as error:
+        print(f"hulld: {error}", file=sys.stderr)
+        return 2
+    # Root only: image layers and container root filesystems hold set-id binaries and device nodes of images.
+    for directory in (current.storage.root, current.storage.state):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
     # Never two hulld on one state directory: the second would fight the first over every container.
     lock = (current.storage.state / "hulld.lock").open("w")
     try:
@@ -64,13 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     images.in_use = containers.uses_image
     containers.on_change = lambda: count(metrics, sandboxes, containers)
     count(metrics, sandboxes, containers)
-    runtime = RuntimeServicer(current, sandboxes, containers)
     edge = Edge(metrics, handler_of=lambda request: handler_of(request, sandboxes, containers))
-    grpc_server = server.serve(current.server.socket, edge, runtime, ImageServicer(images))
+    image_servicer = ImageServicer(images)
+    servicers = {
+        private: RuntimeServicer(current, sandboxes, containers, private=private, recovered=edge.ready)
+        for private in (False, True)
+    }
+    grpc_servers = [
+        server.serve(current.server.socket, edge, servicers[False], image_servicer, workers=32),
+        server.serve(current.server.private_socket, edge, servicers[True], image_servicer, workers=4),
+    ]
     recovery.recover(sandboxes, containers)  # Version and Status are served meanwhile; the rest waits
     count(metrics, sandboxes, containers)
     edge.ready.set()
-    logger.info("hulld %s serving CRI on %s", __version__, current.server.socket)
+    logger.info(
+        "hulld %s serving CRI on %s (private: %s)", __version__, current.server.socket, current.server.private_socket
+    )
 
     stop = threading.Event()
     reload = threading.Event()
@@ -98,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             images.reconfigure(current)
             sandboxes.reconfigure(current)
             containers.reconfigure(current)
-            runtime.reconfigure(current)
+            for servicer in servicers.values():
+                servicer.reconfigure(current)
             logger.info("configuration reloaded: handlers %s", ", ".join(sorted(current.handlers)))
             continue
         break
     logger.info("stopping")
-    grpc_server.stop(grace=5).wait()
+    for stopped in [grpc_server.stop(grace=5) for grpc_server in grpc_servers]:
+        stopped.wait()
     return 0
 
 

@@ -30,13 +30,19 @@ def _absolute(path: Path, field: str) -> Path:
 
 class ServerConfig(Section):
     socket: Path = Path("/run/hulld/hulld.sock")
-    """The CRI socket. It and its directory are created root-only (0600 / 0700)."""
+    """The kubelet's CRI socket. It and its directory are created root-only (0600 / 0700)."""
+    private_socket: Path = Path("/run/hulld/private.sock")
+    """A second CRI socket, root-only too, for the node agent's handler probes. Pods made through one socket
+    do not exist for the other (listings, lookups by ID, events), like containerd's namespaces."""
     metrics_address: str = "127.0.0.1:9103"
     """host:port for Prometheus metrics; empty turns them off."""
 
     @model_validator(mode="after")
     def _paths(self) -> ServerConfig:
         _absolute(self.socket, "server.socket")
+        _absolute(self.private_socket, "server.private_socket")
+        if self.socket == self.private_socket:
+            raise ValueError("server.private_socket must differ from server.socket")
         return self
 
 
@@ -45,12 +51,27 @@ class StorageConfig(Section):
     """Persistent state: images, layers, sandbox and container records."""
     state: Path = Path("/run/hulld")
     """Volatile state (gone at reboot): pinned namespaces, monitor sockets."""
+    pod_log_root: Path = Path("/var/log/pods")
+    """Every pod's log directory must be inside it (the kubelet's is /var/log/pods)."""
 
     @model_validator(mode="after")
     def _paths(self) -> StorageConfig:
         _absolute(self.root, "storage.root")
         _absolute(self.state, "storage.state")
+        _absolute(self.pod_log_root, "storage.pod_log_root")
         return self
+
+
+class ImagesConfig(Section):
+    """What one image may cost hulld: bounds against hostile registries and images."""
+
+    max_manifest_bytes: int = Field(default=4 << 20, gt=0)
+    """A manifest or index (the distribution spec's recommended limit is 4 MiB)."""
+    max_config_bytes: int = Field(default=8 << 20, gt=0)
+    max_layers: int = Field(default=128, gt=0)
+    max_layer_bytes: int = Field(default=16 << 30, gt=0)
+    """A layer's compressed size, and separately its uncompressed tar stream."""
+    max_layer_entries: int = Field(default=1_000_000, gt=0)
 
 
 class NetworkConfig(Section):
@@ -75,6 +96,13 @@ class RegistryConfig(Section):
     """Hosts tried, in order, before the registry itself."""
 
 
+OptionName = Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9]*$", max_length=63)]
+OptionValue = Annotated[str, Field(pattern=r"^[^\x00\n\r]*$", max_length=1024)]
+AnnotationPattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$", max_length=253)]
+RESERVED_OPTIONS = ("root",)
+"""Runtime flags hulld sets itself: an option may not override them."""
+
+
 class HandlerConfig(Section):
     runtime_type: Literal["oci", "vm"] = "oci"
     runtime_path: Path
@@ -82,9 +110,15 @@ class HandlerConfig(Section):
     runtime_root: Path | None = None
     """The runtime's --root state directory; default <storage.state>/runtimes/<handler>."""
     config_path: Path | None = None
-    options: dict[str, str] = Field(default_factory=dict)
+    """The engine's own configuration file, for vm handlers (Kata's configuration.toml); OCI runtimes take
+    none, so an oci handler with one is refused rather than silently ignored."""
+    options: dict[OptionName, OptionValue] = Field(default_factory=dict)
+    """The runtime's global flags (oci): ``platform = "systrap"`` is ``--platform=systrap``."""
     privileged_without_host_devices: bool = False
-    allowed_annotations: tuple[str, ...] = ()
+    """Privileged containers of this handler get no host devices (as containerd's option of that name)."""
+    allowed_annotations: tuple[AnnotationPattern, ...] = ()
+    """Pod and container annotations passed into the OCI spec: exact names, or prefixes ending in ``*``.
+    None by default; ``io.kubernetes.cri.*`` never (hulld sets those itself)."""
 
     @model_validator(mode="after")
     def _paths(self) -> HandlerConfig:
@@ -93,6 +127,11 @@ class HandlerConfig(Section):
             _absolute(self.runtime_root, "runtime_root")
         if self.config_path is not None:
             _absolute(self.config_path, "config_path")
+            if self.runtime_type == "oci":
+                raise ValueError("config_path has no meaning for an oci handler (OCI runtimes take no config file)")
+        for reserved in RESERVED_OPTIONS:
+            if reserved in self.options:
+                raise ValueError(f"options.{reserved} is set by hulld itself (runtime_root) and cannot be an option")
         return self
 
 
@@ -108,6 +147,7 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     registries: tuple[RegistryConfig, ...] = ()
     handlers: dict[HandlerName, HandlerConfig] = Field(
         default_factory=lambda: {"runc": HandlerConfig(runtime_path=Path("/usr/bin/runc"))}

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hulld import errors
+from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts
@@ -184,10 +184,9 @@ class Containers:
         if image is None:
             raise errors.NotFound(f"image {image_name!r} is not present; pull it first")
         handler = self.handler(sandbox.handler)
+        validation.container(config)
+        log_file = validation.log_file(sandbox.log_directory, config.get("logPath", ""))
         metadata = config.get("metadata") or {}
-        log_path = ""
-        if sandbox.log_directory and config.get("logPath"):
-            log_path = str(Path(sandbox.log_directory) / config["logPath"])
         record = ContainerRecord(
             id=secrets.token_hex(32),
             name=container_name(metadata, sandbox.name),
@@ -199,8 +198,9 @@ class Containers:
             image_id=image.id,
             handler=sandbox.handler,
             created_at=time.time_ns(),
-            log_path=log_path,
+            log_path=str(log_file or ""),
             mounts=config.get("mounts") or [],
+            private=sandbox.private,
         )
         record = self.records.add(record)  # claims the name
         directory = self.files / record.id
@@ -220,6 +220,7 @@ class Containers:
                     config=config,
                     sandbox=sandbox,
                     sandbox_dir=self.sandboxes.directory(sandbox),
+                    handler=self.config.handlers[sandbox.handler],
                     image_config=image.config,
                     rootfs=rootfs,
                     identity=identity,
@@ -229,8 +230,6 @@ class Containers:
             paths = self.paths(record)
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
-            if paths.log is not None:
-                paths.log.parent.mkdir(parents=True, exist_ok=True)
             pid = handler.create(record.id, record.name, paths)
         except BaseException:
             self._discard(record)

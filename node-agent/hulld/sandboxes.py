@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hulld import errors
+from hulld import errors, validation
 from hulld.config import Config
 from hulld.node import cni, namespaces
 from hulld.store.records import SandboxRecord
@@ -54,9 +54,11 @@ class Sandboxes:
 
     # --- RunPodSandbox ----------------------------------------------------------------------------------------
 
-    def run(self, request: dict[str, Any], handler_name: str) -> SandboxRecord:
-        """``request`` is the PodSandboxConfig as a dict (see cri.runtime_service)."""
+    def run(self, request: dict[str, Any], handler_name: str, *, private: bool) -> SandboxRecord:
+        """``request`` is the PodSandboxConfig as a dict (see cri.runtime_service); ``private``: made through
+        the private socket."""
         handler = self.handler(handler_name)
+        validation.pod(request, pod_log_root=self.config.storage.pod_log_root)
         metadata = request.get("metadata", {})
         linux = request.get("linux", {})
         options = linux.get("securityContext", {}).get("namespaceOptions", {})
@@ -87,6 +89,7 @@ class Sandboxes:
             host_ipc=options.get("ipc") == "NODE",
             host_pid=options.get("pid") == "NODE",
             namespaces={},
+            private=private,
         )
         if options.get("pid") == "POD":
             raise errors.Unimplemented("pods sharing one PID namespace (shareProcessNamespace) are not supported yet")

@@ -2,12 +2,18 @@
 
 Requests reach the domain as protobuf's JSON mapping (dicts); answers are built here. Streaming (Exec,
 Attach, PortForward) and a few optional RPCs answer UNIMPLEMENTED with the reason (docs/hulld.md).
+
+One servicer serves one socket: the kubelet's, or the private one of the node agent. Each sees only the pods
+made through it (``private`` on the records): in listings, stats and events, and by ID, where another
+socket's pod is NOT_FOUND (and stopping or removing it a no-op, as for any unknown ID).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import threading
 import time
 from typing import Any
 
@@ -44,15 +50,7 @@ def as_dict(message: Any) -> dict[str, Any]:
     return data
 
 
-# Pods and containers labelled so are hulld's own clients' (the node agent's handler probes), not the kubelet's:
-# like a containerd namespace, they are listed (and their events sent) only to a client that selects the label.
-# The kubelet lists everything and would kill and collect them as pods it does not know.
-PRIVATE_LABEL = "hulld.kubehull.io/private"
-
-
 def _labels_match(labels: dict[str, str], selector: Any) -> bool:
-    if PRIVATE_LABEL in labels and PRIVATE_LABEL not in selector:
-        return False
     return all(labels.get(key) == value for key, value in selector.items())
 
 
@@ -104,14 +102,49 @@ def container_status(record: ContainerRecord) -> Any:
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, config: Config, sandboxes: Sandboxes, containers: Containers) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sandboxes: Sandboxes,
+        containers: Containers,
+        *,
+        private: bool,
+        recovered: threading.Event,
+    ) -> None:
         self.config = config
         self.sandboxes = sandboxes
         self.containers = containers
+        self.private = private
+        """Serving the private socket: only private pods exist here; else only the others."""
+        self.recovered = recovered
         self.pod_cidr = ""
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
+
+    # --- this socket's own pods -------------------------------------------------------------------------------
+
+    def _mine(self, record: SandboxRecord | ContainerRecord) -> bool:
+        return record.private == self.private
+
+    def _sandbox(self, sandbox_id: str) -> SandboxRecord:
+        return self.sandboxes.records.get(sandbox_id, self._mine)
+
+    def _container(self, container_id: str) -> ContainerRecord:
+        return self.containers.get(self.containers.records.get(container_id, self._mine).id)
+
+    def _runtime_problem(self) -> tuple[str, str] | None:
+        """(reason, message) for why hulld cannot run pods now, or None."""
+        if not self.recovered.is_set():
+            return "Recovering", "hulld is recovering its state after a start"
+        default = self.config.runtime.default_handler
+        path = self.config.handlers[default].runtime_path
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return "DefaultHandlerMissing", f"the default handler {default}'s runtime {path} is not an executable"
+        for directory in (self.config.storage.root, self.config.storage.state):
+            if not os.access(directory, os.W_OK):
+                return "StateNotWritable", f"{directory} is not writable"
+        return None
 
     # --- runtime ----------------------------------------------------------------------------------------------
 
@@ -122,8 +155,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
         network_problem = cni.readiness_problem(self.config.network)
+        runtime_problem = self._runtime_problem()
+        reason, message = runtime_problem or ("", "")
         conditions = [
-            cri.RuntimeCondition(type="RuntimeReady", status=True),
+            cri.RuntimeCondition(type="RuntimeReady", status=runtime_problem is None, reason=reason, message=message),
             cri.RuntimeCondition(
                 type="NetworkReady",
                 status=network_problem is None,
@@ -149,11 +184,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     def RunPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.containers.handler(self.sandboxes.handler(request.runtime_handler))  # refuses unusable handlers
-        record = self.sandboxes.run(as_dict(request.config), request.runtime_handler)
+        record = self.sandboxes.run(as_dict(request.config), request.runtime_handler, private=self.private)
         return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
 
     def StopPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
-        record = self.sandboxes.records.find(request.pod_sandbox_id)
+        record = self.sandboxes.records.find(request.pod_sandbox_id, self._mine)
         if record is not None:
             for container in self.containers.in_sandbox(record.id):
                 self.containers.stop(container.id, 0)
@@ -161,7 +196,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.StopPodSandboxResponse()
 
     def RemovePodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
-        record = self.sandboxes.records.find(request.pod_sandbox_id)
+        record = self.sandboxes.records.find(request.pod_sandbox_id, self._mine)
         if record is not None:
             for container in self.containers.in_sandbox(record.id):
                 self.containers.remove(container.id)
@@ -169,7 +204,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.RemovePodSandboxResponse()
 
     def PodSandboxStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        record = self.sandboxes.get(request.pod_sandbox_id)
+        record = self._sandbox(request.pod_sandbox_id)
         mode = {True: cri.NODE, False: cri.POD}
         status = cri.PodSandboxStatus(
             id=record.id,
@@ -206,23 +241,27 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     # --- containers -------------------------------------------------------------------------------------------
 
     def CreateContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        record = self.containers.create(request.pod_sandbox_id, as_dict(request.config))
+        record = self.containers.create(self._sandbox(request.pod_sandbox_id).id, as_dict(request.config))
         return cri.CreateContainerResponse(container_id=record.id)
 
     def StartContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.start(request.container_id)
+        self.containers.start(self._container(request.container_id).id)
         return cri.StartContainerResponse()
 
     def StopContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.stop(request.container_id, float(request.timeout))
+        record = self.containers.records.find(request.container_id, self._mine)
+        if record is not None:  # CRI: stopping an unknown container succeeds
+            self.containers.stop(record.id, float(request.timeout))
         return cri.StopContainerResponse()
 
     def RemoveContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.remove(request.container_id)
+        record = self.containers.records.find(request.container_id, self._mine)
+        if record is not None:  # CRI: removing an unknown container succeeds
+            self.containers.remove(record.id)
         return cri.RemoveContainerResponse()
 
     def ContainerStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        record = self.containers.get(request.container_id)
+        record = self._container(request.container_id)
         status = container_status(record)
         info = {"info": json.dumps({"pid": record.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
         return cri.ContainerStatusResponse(status=status, info=info)
@@ -232,7 +271,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return [
             record
             for record in self.containers.all()
-            if (not wanted.id or record.id.startswith(wanted.id))
+            if self._mine(record)
+            and (not wanted.id or record.id.startswith(wanted.id))
             and (not wanted.pod_sandbox_id or record.sandbox_id.startswith(wanted.pod_sandbox_id))
             and (not by_state or not wanted.HasField("state") or CONTAINER_STATES[record.state] == wanted.state.state)
             and _labels_match(record.labels, wanted.label_selector)
@@ -243,7 +283,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return [
             record
             for record in self.sandboxes.all()
-            if (not wanted.id or record.id.startswith(wanted.id))
+            if self._mine(record)
+            and (not wanted.id or record.id.startswith(wanted.id))
             and (not by_state or not wanted.HasField("state") or SANDBOX_STATES[record.state] == wanted.state.state)
             and _labels_match(record.labels, wanted.label_selector)
         ]
@@ -253,15 +294,16 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return cri.ListContainersResponse(containers=[container_message(record) for record in records])
 
     def ExecSync(self, request: Any, context: Any) -> Any:  # noqa: N802
-        result = self.containers.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        record = self._container(request.container_id)
+        result = self.containers.exec_sync(record.id, list(request.cmd), float(request.timeout))
         return cri.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     def ReopenContainerLog(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.reopen_log(request.container_id)
+        self.containers.reopen_log(self._container(request.container_id).id)
         return cri.ReopenContainerLogResponse()
 
     def UpdateContainerResources(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.update_resources(request.container_id, as_dict(request.linux))
+        self.containers.update_resources(self._container(request.container_id).id, as_dict(request.linux))
         return cri.UpdateContainerResourcesResponse()
 
     def GetContainerEvents(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -278,7 +320,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 except queue.Empty:
                     continue
                 record = event.record
-                if PRIVATE_LABEL in record.labels:
+                if not self._mine(record):
                     continue
                 sandbox = self.sandboxes.records.find(record.sandbox_id)
                 pod = cri.PodSandboxStatus(id=record.sandbox_id, state=cri.SANDBOX_NOTREADY)
@@ -327,7 +369,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return stats
 
     def ContainerStats(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return cri.ContainerStatsResponse(stats=self._stats(self.containers.get(request.container_id)))
+        return cri.ContainerStatsResponse(stats=self._stats(self._container(request.container_id)))
 
     def ListContainerStats(self, request: Any, context: Any) -> Any:  # noqa: N802
         records = self._containers(request.filter, by_state=False)
@@ -354,7 +396,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         return stats
 
     def PodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(self.sandboxes.get(request.pod_sandbox_id)))
+        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(self._sandbox(request.pod_sandbox_id)))
 
     def ListPodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
         records = self._sandboxes(request.filter, by_state=False)

@@ -1,4 +1,4 @@
-"""The gRPC server on hulld's unix socket: root-only socket in a root-only directory."""
+"""A gRPC server on one of hulld's unix sockets: root-only socket in a root-only directory."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from hulld.cri.runtime_service import RuntimeServicer
 MAX_MESSAGE = 16 * 1024 * 1024  # the kubelet's own limit
 
 
-def serve(socket: Path, edge: Edge, runtime: RuntimeServicer, images: ImageServicer) -> grpc.Server:
+def serve(socket: Path, edge: Edge, runtime: RuntimeServicer, images: ImageServicer, *, workers: int) -> grpc.Server:
     socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(socket.parent, 0o700)
     socket.unlink(missing_ok=True)
     server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cri"),
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri"),
         interceptors=[edge],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
     )

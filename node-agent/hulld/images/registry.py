@@ -166,11 +166,18 @@ class Session:
 
     # --- what callers use -------------------------------------------------------------------------------------
 
-    def manifest(self, reference: str) -> Manifest:
-        """The manifest (or index) at a tag or digest, its bytes checked against the digest."""
+    def manifest(self, reference: str, limit: int) -> Manifest:
+        """The manifest (or index) at a tag or digest, its bytes checked against the digest; one larger than
+        ``limit`` bytes is refused before it is read whole."""
         response = self._request(f"manifests/{reference}", {"Accept": ACCEPT})
-        body = response.read(decode_content=True)
-        response.release_conn()
+        try:
+            body = response.read(limit + 1, decode_content=True)
+        finally:
+            response.release_conn()
+        if len(body) > limit:
+            raise errors.FailedPrecondition(
+                f"{self.reference}: manifest larger than {limit} bytes (images.max_manifest_bytes)"
+            )
         digest = sha256(body)
         expected = reference if reference.startswith("sha256:") else response.headers.get("Docker-Content-Digest")
         if expected and expected != digest:

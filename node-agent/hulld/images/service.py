@@ -81,26 +81,36 @@ class ImageService:
         return record
 
     def _pull(self, ref: reference.Reference, credentials: registry.Credentials) -> ImageRecord:
+        limits = self.config.images
         session = registry.Session(self.config, ref, credentials, self.pools)
-        top = session.manifest(ref.digest or ref.tag or "latest")
+        top = session.manifest(ref.digest or ref.tag or "latest", limits.max_manifest_bytes)
         manifest = top
         if top.media_type in registry.INDEX_TYPES:
-            manifest = session.manifest(self._choose(ref, top.data))
-        self._keep(manifest.digest, manifest.body)
+            manifest = session.manifest(self._choose(ref, top.data), limits.max_manifest_bytes)
         data = manifest.data
         config_digest = data["config"]["digest"]
-        self._download(session, config_digest, int(data["config"]["size"]))
+        layers = data.get("layers", [])
+        if len(layers) > limits.max_layers:
+            raise errors.FailedPrecondition(
+                f"{ref}: the image has {len(layers)} layers, more than {limits.max_layers} (images.max_layers)"
+            )
+        self._keep(manifest.digest, manifest.body)
+        self._download(
+            session, config_digest, _bounded(data["config"], limits.max_config_bytes, "images.max_config_bytes", ref)
+        )
         image_config = json.loads(self.store.blob_path(config_digest).read_bytes())
         diff_ids = image_config.get("rootfs", {}).get("diff_ids", [])
-        layers = data.get("layers", [])
         if len(diff_ids) != len(layers):
             raise errors.FailedPrecondition(f"{ref}: manifest has {len(layers)} layers, config {len(diff_ids)}")
+        unpack_limits = unpack.Limits(max_bytes=limits.max_layer_bytes, max_entries=limits.max_layer_entries)
         for layer, diff_id in zip(layers, diff_ids, strict=True):
-            self._download(session, layer["digest"], int(layer["size"]))
+            self._download(
+                session, layer["digest"], _bounded(layer, limits.max_layer_bytes, "images.max_layer_bytes", ref)
+            )
             if not self.store.has_layer(diff_id):
                 scratch = self.store.ingest_dir()
                 try:
-                    unpack.unpack(self.store.blob_path(layer["digest"]), scratch / "layer", diff_id)
+                    unpack.unpack(self.store.blob_path(layer["digest"]), scratch / "layer", diff_id, unpack_limits)
                     self.store.commit_layer(scratch / "layer", diff_id)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
@@ -159,3 +169,11 @@ class ImageService:
             raise errors.FailedPrecondition(f"image {image} ({record.id}) is used by a container; remove that first")
         self.store.remove(record)
         self.metrics.images.set(len(self.store.list()))
+
+
+def _bounded(descriptor: dict[str, Any], limit: int, setting: str, ref: reference.Reference) -> int:
+    """The size a manifest declares for a blob, refused before the download if it is over its limit."""
+    size = int(descriptor["size"])
+    if not 0 <= size <= limit:
+        raise errors.FailedPrecondition(f"{ref}: blob {descriptor['digest']} of {size} bytes is over {setting}")
+    return size

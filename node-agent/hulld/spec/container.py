@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from hulld import errors
+from hulld.config import HandlerConfig
+from hulld.node import devices
 from hulld.spec import seccomp
 from hulld.spec.users import Identity
 from hulld.store.records import SandboxRecord
+from hulld.validation import absolute_path
 
 DEFAULT_CAPABILITIES = (
     "CAP_CHOWN",
@@ -116,6 +118,8 @@ PROPAGATION = {
     "PROPAGATION_BIDIRECTIONAL": "rshared",
 }
 SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
+RESERVED_ANNOTATIONS = "io.kubernetes.cri."
+"""hulld's own annotations to the runtime: a request never sets them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Inputs:
     """The CRI ContainerConfig, as protobuf's JSON mapping (camelCase keys, enum names)."""
     sandbox: SandboxRecord
     sandbox_dir: Path
+    handler: HandlerConfig
     image_config: dict[str, Any]
     """The image config's ``config`` object: Entrypoint, Cmd, Env, WorkingDir, User..."""
     rootfs: Path
@@ -169,12 +174,6 @@ def _capabilities(security: dict[str, Any]) -> list[str]:
     for dropped in names([v for v in requested.get("dropCapabilities", []) if v.upper() != "ALL"]):
         wanted.pop(dropped, None)
     return list(wanted)
-
-
-def _validated_host_path(path: str, what: str) -> str:
-    if not path.startswith("/") or "\x00" in path or ".." in Path(path).parts:
-        raise errors.InvalidArgument(f"{what} {path!r} must be an absolute path without '..'")
-    return path
 
 
 def _mounts(inputs: Inputs) -> list[dict[str, Any]]:
@@ -223,9 +222,8 @@ def _mounts(inputs: Inputs) -> list[dict[str, Any]]:
                     "options": ["rbind", "rprivate", "rw"],
                 }
             )
-    for mount in requested:
-        host = _validated_host_path(mount.get("hostPath", ""), "mount hostPath")
-        container = _validated_host_path(mount.get("containerPath", ""), "mount containerPath")
+    for mount in requested:  # paths and propagation checked by hulld.validation
+        host, container = mount["hostPath"], mount["containerPath"]
         if not os.path.exists(host):
             raise errors.NotFound(f"mount source {host} does not exist")
         options = ["rbind", PROPAGATION[mount.get("propagation", "PROPAGATION_PRIVATE")]]
@@ -234,33 +232,37 @@ def _mounts(inputs: Inputs) -> list[dict[str, Any]]:
     return mounts
 
 
-def _devices(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    devices, allowed = [], []
-    for device in config.get("devices") or []:
-        host = _validated_host_path(device.get("hostPath", ""), "device hostPath")
-        try:
-            info = os.stat(host)
-        except FileNotFoundError as error:
-            raise errors.NotFound(f"device {host} does not exist") from error
-        kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
-        if not kind:
-            raise errors.InvalidArgument(f"{host} is not a device")
-        major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
-        devices.append(
+def _devices(config: dict[str, Any], handler: HandlerConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The device nodes and the device cgroup rules: the requested devices, and for a privileged container
+    every host device with every device allowed, unless its handler says privileged_without_host_devices."""
+    privileged = bool(config.get("linux", {}).get("securityContext", {}).get("privileged"))
+    with_host_devices = privileged and not handler.privileged_without_host_devices
+    nodes = devices.host_devices() if with_host_devices else []
+    rules = [{"allow": with_host_devices, "access": "rwm"}]
+    for requested in config.get("devices") or []:  # paths and permissions checked by hulld.validation
+        node = devices.device(requested["hostPath"], requested.get("containerPath", ""))
+        nodes = [existing for existing in nodes if existing["path"] != node["path"]] + [node]
+        rules.append(
             {
-                "path": device.get("containerPath") or host,
-                "type": kind,
-                "major": major,
-                "minor": minor,
-                "fileMode": stat.S_IMODE(info.st_mode),
-                "uid": 0,
-                "gid": 0,
+                "allow": True,
+                "type": node["type"],
+                "major": node["major"],
+                "minor": node["minor"],
+                "access": requested.get("permissions") or "rwm",
             }
         )
-        allowed.append(
-            {"allow": True, "type": kind, "major": major, "minor": minor, "access": device.get("permissions") or "rwm"}
-        )
-    return devices, allowed
+    return nodes, rules
+
+
+def runtime_annotations(patterns: tuple[str, ...], *sources: dict[str, str]) -> dict[str, str]:
+    """The annotations of ``sources`` (pod, then container) that the handler lets through to the runtime."""
+
+    def allowed(name: str) -> bool:
+        if name.startswith(RESERVED_ANNOTATIONS):
+            return False
+        return any(name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])) for pattern in patterns)
+
+    return {name: value for source in sources for name, value in source.items() if allowed(name)}
 
 
 def resources(linux_resources: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +291,14 @@ def cgroups_path(sandbox: SandboxRecord, container_id: str) -> str:
     return f"/{parent.strip('/')}/{container_id}"
 
 
+def _working_dir(config: dict[str, Any], image: dict[str, Any]) -> str:
+    """The request's (checked by hulld.validation), else the image's, which must be absolute too."""
+    image_dir = str(image.get("WorkingDir") or "/")
+    if not image_dir.startswith("/") or "\x00" in image_dir:
+        raise errors.FailedPrecondition(f"the image's WorkingDir {image_dir!r} is not an absolute path")
+    return str(config.get("workingDir") or image_dir)
+
+
 def build(inputs: Inputs) -> dict[str, Any]:
     config, sandbox = inputs.config, inputs.sandbox
     linux = config.get("linux") or {}
@@ -310,7 +320,7 @@ def build(inputs: Inputs) -> dict[str, Any]:
         },
         "args": args,
         "env": environment(config, inputs.image_config),
-        "cwd": config.get("workingDir") or inputs.image_config.get("WorkingDir") or "/",
+        "cwd": _working_dir(config, inputs.image_config),
         "capabilities": {kind: capabilities for kind in ("bounding", "effective", "permitted")},
         "noNewPrivileges": bool(security.get("noNewPrivs")),
         "oomScoreAdj": max(requested_adj, inputs.oom_score_adj_floor),
@@ -321,9 +331,9 @@ def build(inputs: Inputs) -> dict[str, Any]:
     for kind, oci in (("net", "network"), ("ipc", "ipc"), ("uts", "uts")):
         if kind in sandbox.namespaces:
             namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
-    devices, allowed = _devices(config)
+    device_nodes, device_rules = _devices(config, inputs.handler)
     spec_resources = resources(linux.get("resources") or {})
-    spec_resources["devices"] = [{"allow": privileged, "access": "rwm"}, *allowed]
+    spec_resources["devices"] = device_rules
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": process,
@@ -331,12 +341,14 @@ def build(inputs: Inputs) -> dict[str, Any]:
         "mounts": _mounts(inputs),
         # No io.kubernetes.cri.container-type/sandbox-id annotations: with no sandbox container, runsc would
         # look for a sandbox that does not exist. Each container is its own runtime sandbox.
-        "annotations": dict(config.get("annotations") or {}),
+        "annotations": runtime_annotations(
+            inputs.handler.allowed_annotations, sandbox.annotations, config.get("annotations") or {}
+        ),
         "linux": {
             "namespaces": namespaces,
             "resources": spec_resources,
             "cgroupsPath": cgroups_path(sandbox, inputs.container_id),
-            "devices": devices,
+            "devices": device_nodes,
             "sysctl": dict(sandbox.sysctls),
         },
     }
@@ -352,6 +364,6 @@ def build(inputs: Inputs) -> dict[str, Any]:
         if kind == "RuntimeDefault":
             spec["linux"]["seccomp"] = seccomp.load(seccomp.RUNTIME_DEFAULT, capabilities)
         elif kind == "Localhost" and profile is not None:
-            path = _validated_host_path(profile.get("localhostRef", ""), "seccomp localhostRef")
+            path = absolute_path(profile.get("localhostRef", ""), "linux.security_context.seccomp.localhost_ref")
             spec["linux"]["seccomp"] = seccomp.load(Path(path), capabilities)
     return spec

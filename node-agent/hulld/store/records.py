@@ -52,6 +52,8 @@ class SandboxRecord(Record):
     host_pid: bool
     namespaces: dict[str, str]
     """Pinned namespace files by kind (net, ipc, uts); absent kinds are the host's."""
+    private: bool = False
+    """Made through the private socket (the node agent's): the other socket never sees it, nor its containers."""
     # --- status ---
     state: str = "READY"
     ip: str = ""
@@ -73,6 +75,8 @@ class ContainerRecord(Record):
     created_at: int
     log_path: str
     mounts: list[dict[str, Any]]
+    private: bool = False
+    """Its sandbox's ``private``."""
     # --- status ---
     state: str = "CREATED"
     pid: int = 0

@@ -48,12 +48,17 @@ class Table(Generic[R]):
             self._records[record.id] = record
             return record
 
-    def get(self, identifier: str) -> R:
-        """By full ID or a unique ID prefix."""
+    def get(self, identifier: str, keep: Callable[[R], bool] = lambda record: True) -> R:
+        """By full ID or a unique ID prefix, among the records ``keep`` selects (a client's own)."""
         with self._lock:
-            if identifier in self._records:
-                return self._records[identifier]
-            matches = [record for key, record in self._records.items() if identifier and key.startswith(identifier)]
+            exact = self._records.get(identifier)
+            if exact is not None and keep(exact):
+                return exact
+            matches = [
+                record
+                for key, record in self._records.items()
+                if identifier and key.startswith(identifier) and keep(record)
+            ]
             if len(matches) == 1:
                 return matches[0]
         kind = self.kind.__name__.removesuffix("Record").lower()
@@ -61,9 +66,9 @@ class Table(Generic[R]):
             raise errors.InvalidArgument(f"{kind} ID prefix {identifier!r} is ambiguous")
         raise errors.NotFound(f"{kind} {identifier!r} not found")
 
-    def find(self, identifier: str) -> R | None:
+    def find(self, identifier: str, keep: Callable[[R], bool] = lambda record: True) -> R | None:
         try:
-            return self.get(identifier)
+            return self.get(identifier, keep)
         except errors.NotFound:
             return None
 

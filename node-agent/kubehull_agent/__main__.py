@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the file hulld reads; the agent writes it",
     )
     parser.add_argument("--hulld-socket", type=Path, default=Path("/run/hulld/hulld.sock"))
+    parser.add_argument(
+        "--hulld-private-socket",
+        type=Path,
+        default=Path("/run/hulld/private.sock"),
+        help="hulld's private socket (its server.private_socket): probes there are invisible to the kubelet",
+    )
     parser.add_argument("--hulld-pid-file", type=Path, default=Path("/run/hulld/hulld.pid"))
     parser.add_argument("--probe-image", default="", help="a small image whose `true` the probes run")
     parser.add_argument("--hulld-bundle", type=Path, help="install hulld from this bundle and keep it running")
@@ -135,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install-lock", type=Path, default=Path("/run/kubehull/install.lock"))
     parser.add_argument("--hulld-log", type=Path, default=Path("/var/log/kubehull/hulld.log"))
     parser.add_argument("--uninstall", action="store_true", help="stop and remove hulld (not while pods run)")
-    parser.add_argument("--probe-log-dir", type=Path, default=Path("/var/log/kubehull/probes"))
     parser.add_argument("--reprobe-interval", type=float, default=300.0, help="seconds")
     parser.add_argument("--http-address", default="0.0.0.0:9104", help="/metrics, /healthz, /readyz")
     parser.add_argument("--log-level", default="INFO")
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
-        prober=probe.Prober(args.hulld_socket, args.probe_image, args.probe_log_dir, host),
+        prober=probe.Prober(args.hulld_private_socket, args.probe_image, host),
         metrics=metrics,
         base_config=args.hulld_base_config,
         hulld_config=args.hulld_config,

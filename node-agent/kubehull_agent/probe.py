@@ -2,13 +2,13 @@
 
 The probe is a pod and a container from a small image (the agent's --probe-image, pulled from the registry
 the node is configured with) whose command exits 0; the handler is ready only if that container ran and
-exited 0. Everything the probe makes is removed afterwards, whatever happened.
+exited 0. Probes go through hulld's private socket, so the kubelet never sees them (it would kill them as
+pods it does not know). Everything the probe makes is removed afterwards, whatever happened.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import time
 import uuid
@@ -23,9 +23,6 @@ from kubehull_agent.host import Host
 from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
-# hulld lists pods and containers with this label only to clients that ask (hulld/cri/runtime_service.py):
-# the kubelet on the node would otherwise kill the probe as a pod it does not know.
-PRIVATE = {"hulld.kubehull.io/private": "probe"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +35,11 @@ class Result:
 
 
 class Prober:
-    def __init__(self, socket: Path, image: str, log_dir: Path, host: Host) -> None:
-        channel = grpc.insecure_channel(f"unix://{socket}")
+    def __init__(self, private_socket: Path, image: str, host: Host) -> None:
+        channel = grpc.insecure_channel(f"unix://{private_socket}")
         self.runtime: Any = api_pb2_grpc.RuntimeServiceStub(channel)
         self.images: Any = api_pb2_grpc.ImageServiceStub(channel)
         self.image = image
-        self.log_dir = log_dir
         self.host = host
 
     def binary_problem(self, handler: HandlerConfig) -> str | None:
@@ -81,8 +77,6 @@ class Prober:
         config = cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),
             hostname=name,
-            labels=PRIVATE,
-            log_directory=str(self.log_dir / name),
             linux=cri.LinuxPodSandboxConfig(),
         )
         pod = ""
@@ -99,8 +93,6 @@ class Prober:
                         metadata=cri.ContainerMetadata(name="probe"),
                         image=cri.ImageSpec(image=self.image),
                         command=["true"],
-                        labels=PRIVATE,
-                        log_path="probe.log",
                     ),
                 ),
                 timeout=120,
@@ -146,5 +138,3 @@ class Prober:
                     self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
                 except grpc.RpcError:
                     pass
-            # hulld leaves a pod's log directory to its owner (the kubelet removes its own).
-            shutil.rmtree(self.host.path(self.log_dir / name), ignore_errors=True)

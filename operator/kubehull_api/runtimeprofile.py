@@ -34,6 +34,8 @@ PLURAL = "runtimeprofiles"
 # Absolute, no whitespace; CEL below also refuses ".." segments.
 SAFE_PATH = r"^/\S*$"
 NO_DOTDOT = {"rule": r"!self.matches('(^|/)\\.\\.(/|$)')", "message": "must not contain '..' path segments"}
+ANNOTATION_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$"
+"""An annotation name, or a prefix of names ending in '*' (hulld's allowed_annotations)."""
 MAX_FAILURES = 10
 """status.failures holds at most this many entries."""
 
@@ -55,6 +57,12 @@ class RuntimeSpec(KubeModel):
                 "message": "engine custom has no default binary: path is required",
                 "fieldPath": ".path",
             },
+            {
+                "rule": "!has(self.configPath) || self.engine == 'kata' || "
+                "(has(self.runtimeType) && self.runtimeType == 'vm')",
+                "message": "configPath is for vm (containerd shim v2) handlers: OCI runtimes take no config file",
+                "fieldPath": ".configPath",
+            },
             *option_rules(),
         )
     )
@@ -69,14 +77,24 @@ class RuntimeSpec(KubeModel):
     config_path: HostPath | None = None
     """Absolute path of an engine configuration file (e.g. Kata's configuration.toml)."""
     options: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=1024)]] = Field(
-        default_factory=dict, max_length=32
+        default_factory=dict,
+        max_length=32,
+        json_schema_extra=cel(
+            {
+                "rule": "self.all(k, size(k) <= 63 && k.matches('^[a-zA-Z][a-zA-Z0-9]*$') && k != 'root')",
+                "message": "option names are camelCase words (they become the runtime's --flags); root is hulld's",
+            }
+        ),
     )
     """Engine-specific settings. runc, crun: systemdCgroup (true|false). gvisor: platform (systrap|ptrace|kvm),
     network (sandbox|host|none), debug (true|false), debugLog (a path). kata: none. custom: anything."""
     privileged_without_host_devices: bool = False
     """Privileged pods of this handler do not get the host's devices (as containerd's option of that name)."""
-    allowed_annotations: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=32)
-    """Pod annotations (or prefixes ending in *) that are passed to the runtime."""
+    allowed_annotations: list[Annotated[str, Field(max_length=253, pattern=ANNOTATION_PATTERN)]] = Field(
+        default_factory=list, max_length=32
+    )
+    """Pod and container annotations (exact names, or prefixes ending in *) that are passed to the runtime;
+    none by default. io.kubernetes.cri.* never pass (hulld sets those itself)."""
 
     def resolved_runtime_type(self) -> RuntimeType:
         return self.runtime_type or ENGINES[self.engine].runtime_type

@@ -43,6 +43,30 @@ BAD_SPECS = [
     ("path-whitespace", {"runtime": {"path": "/usr/bin/run sc"}}, "spec.runtime.path", "should match"),
     ("config-path-relative", {"runtime": {"configPath": "kata.toml"}}, "spec.runtime.configPath", "should match"),
     (
+        "config-path-on-oci-handler",
+        {"runtime": {"configPath": "/etc/runsc.toml"}},
+        "spec.runtime.configPath",
+        "configPath is for vm",
+    ),
+    (
+        "option-overriding-hulld-root",
+        {"runtime": {"engine": "custom", "path": "/usr/bin/myrt", "options": {"root": "/"}}},
+        "spec.runtime.options",
+        "root is hulld's",
+    ),
+    (
+        "option-name-smuggling-a-flag",
+        {"runtime": {"engine": "custom", "path": "/usr/bin/myrt", "options": {"log=/etc/passwd --debug": "x"}}},
+        "spec.runtime.options",
+        "option names are camelCase words",
+    ),
+    (
+        "annotation-pattern-with-inner-star",
+        {"runtime": {"allowedAnnotations": ["io.example/*/x"]}},
+        "spec.runtime.allowedAnnotations[0]",
+        "should match",
+    ),
+    (
         "gvisor-unknown-option",
         {"runtime": {"options": {"turbo": "yes"}}},
         "spec.runtime.options",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -33,9 +33,17 @@ class ServerConfig(Section):
     """The kubelet's CRI socket. It and its directory are created root-only (0600 / 0700)."""
     private_socket: Path = Path("/run/hulld/private.sock")
     """A second CRI socket, root-only too, for the node agent's handler probes. Pods made through one socket
-    do not exist for the other (listings, lookups by ID, events), like containerd's namespaces."""
+    do not exist for the other (listings, lookups by ID, events), like containerd's namespaces. Default:
+    ``private.sock`` beside ``socket``."""
     metrics_address: str = "127.0.0.1:9103"
     """host:port for Prometheus metrics; empty turns them off."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _private_socket_beside_the_socket(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "socket" in data and "private_socket" not in data:
+            return {**data, "private_socket": str(Path(str(data["socket"])).parent / "private.sock")}
+        return data
 
     @model_validator(mode="after")
     def _paths(self) -> ServerConfig:

@@ -283,39 +283,48 @@ def _hard_link(layer: _Layer, member: tarfile.TarInfo, name: str, parent_fd: int
 
 
 def unpack(blob_path: Path, target: Path, diff_id: str, limits: Limits = Limits()) -> int:
-    """Extract the layer at ``blob_path`` into the new directory ``target``; returns its unpacked size."""
+    """Extract the layer at ``blob_path`` into the new directory ``target``; returns its unpacked size.
+
+    Whatever the layer holds, the answer is its size or ``FailedPrecondition`` naming what is wrong: a
+    hostile tar (a bad device number, an owner out of range, corrupt compression) is the image's fault."""
     target.mkdir(mode=0o755)
-    size = entries = 0
     with blob_path.open("rb") as blob, _decompressed(blob) as stream:
         reader = HashingReader(stream, limits.max_bytes)
         layer = _Layer(target)
         try:
-            with tarfile.open(
-                fileobj=io.BufferedReader(reader, COPY_CHUNK), mode="r|", tarinfo=_BoundedTarInfo
-            ) as archive:
-                for member in archive:
-                    entries += 1
-                    if entries > limits.max_entries:
-                        raise errors.FailedPrecondition(
-                            f"the layer has more than {limits.max_entries} entries (images.max_layer_entries)"
-                        )
-                    name = _clean(member.name)
-                    if not name:
-                        _set_root_attributes(layer, member)
-                        continue
-                    if _whiteout(layer, name):
-                        continue
-                    _extract(layer, archive, member, name)
-                    size += member.size
+            size = _unpack_stream(reader, layer, limits)
             while reader.read(COPY_CHUNK):  # tar padding after the last entry still counts for the digest
                 pass
             layer.apply_deferred_times()
         except tarfile.TarError as error:
             raise errors.FailedPrecondition(f"the layer is not a valid tar: {error}") from error
+        except (OSError, EOFError, zstandard.ZstdError) as error:
+            raise errors.FailedPrecondition(f"the layer cannot be read: {error}") from error
         finally:
             layer.close()
     if reader.digest() != diff_id:
         raise errors.FailedPrecondition(f"layer content {reader.digest()} does not match its diff_id {diff_id}")
+    return size
+
+
+def _unpack_stream(reader: HashingReader, layer: _Layer, limits: Limits) -> int:
+    size = entries = 0
+    with tarfile.open(fileobj=io.BufferedReader(reader, COPY_CHUNK), mode="r|", tarinfo=_BoundedTarInfo) as archive:
+        for member in archive:
+            entries += 1
+            if entries > limits.max_entries:
+                raise errors.FailedPrecondition(
+                    f"the layer has more than {limits.max_entries} entries (images.max_layer_entries)"
+                )
+            name = _clean(member.name)
+            try:
+                if not name:
+                    _set_root_attributes(layer, member)
+                elif not _whiteout(layer, name):
+                    _extract(layer, archive, member, name)
+                    size += member.size
+            except (OSError, ValueError, OverflowError) as error:
+                raise errors.FailedPrecondition(f"layer entry {name!r} cannot be unpacked: {error}") from error
     return size
 
 

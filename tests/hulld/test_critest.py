@@ -8,6 +8,7 @@ image can have. It is the only one excluded, by name, and reported.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -28,6 +29,9 @@ def test_critest_conformance(
     hulld_with_network: Hulld, oci_registry: OCIRegistry, handler: str, component_logs: Path
 ) -> None:
     endpoint = f"unix://{hulld_with_network.socket}"
+    # critest makes its pods' log directories with os.MkdirTemp: they must be inside hulld's pod log root.
+    hulld_with_network.pod_log_root.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "TMPDIR": str(hulld_with_network.pod_log_root)}
     skip = "|".join(["Streaming", *(re.escape(name) for name in UNREACHABLE)])
     result = subprocess.run(
         [
@@ -45,6 +49,7 @@ def test_critest_conformance(
         text=True,
         timeout=1200,
         check=False,
+        env=environment,
     )
     output = result.stdout + result.stderr
     (component_logs / f"critest-{handler}.log").write_text(output)

@@ -109,9 +109,9 @@ def make_directories_beneath(root: Path, relative: str) -> None:
     time without following any symlink: a symlink or a non-directory on the way raises ``EscapeError``."""
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in [part for part in relative.split("/") if part]:
-            if part in (".", ".."):
-                raise EscapeError(f"{relative!r} has a {part!r} component")
+        for part in [part for part in relative.split("/") if part not in ("", ".")]:
+            if part == "..":
+                raise EscapeError(f"{relative!r} has a '..' component")
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fd)
             try:

@@ -130,12 +130,10 @@ class _Layer:
             os.close(fd)
         self._directories = {}
 
-    def _forget_directories(self) -> None:
-        """After a replacement, a cached descriptor may name a directory no longer in the tree."""
-        for name, fd in list(self._directories.items()):
-            if name:
-                os.close(fd)
-                del self._directories[name]
+    def _forget_directories(self, removed: str) -> None:
+        """After ``removed`` (a directory) is deleted, its cached descriptors and its children's name nothing."""
+        for name in [name for name in self._directories if name == removed or name.startswith(f"{removed}/")]:
+            os.close(self._directories.pop(name))
 
     def directory(self, relative: str, *, entry: str) -> int:
         """A descriptor of the directory ``relative``, made (0755, like tar) where missing; never a link."""
@@ -161,19 +159,21 @@ class _Layer:
         parent, _, base = name.rpartition("/")
         return self.directory(parent, entry=name), base
 
-    def clear(self, parent_fd: int, base: str, *, keep_directory: bool) -> None:
-        """Make room for a new entry: remove what is there (a directory only unless the new entry is one)."""
+    def clear(self, name: str, *, keep_directory: bool) -> tuple[int, str]:
+        """Make room for the entry ``name``: remove what is there (a directory only unless the new entry is
+        one). Returns (descriptor of its parent directory, its last component)."""
+        parent_fd, base = self.split(name)
         try:
             existing = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return parent_fd, base
         if stat.S_ISDIR(existing.st_mode):
-            if keep_directory:
-                return
-            shutil.rmtree(base, dir_fd=parent_fd)
-            self._forget_directories()
+            if not keep_directory:
+                shutil.rmtree(base, dir_fd=parent_fd)
+                self._forget_directories(name)
         else:
             os.unlink(base, dir_fd=parent_fd)
+        return parent_fd, base
 
     def defer_times(self, name: str, times: tuple[int, int]) -> None:
         self._deferred_times[name] = times
@@ -214,17 +214,15 @@ def _whiteout(layer: _Layer, name: str) -> bool:
         os.setxattr(layer.directory(directory, entry=name), "trusted.overlay.opaque", b"y")
         return True
     if base.startswith(WHITEOUT) and len(base) > len(WHITEOUT):
-        parent_fd, hidden = layer.split(f"{directory}/{base[len(WHITEOUT) :]}".lstrip("/"))
-        layer.clear(parent_fd, hidden, keep_directory=False)
+        parent_fd, hidden = layer.clear(f"{directory}/{base[len(WHITEOUT) :]}".lstrip("/"), keep_directory=False)
         os.mknod(hidden, 0o600 | stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
         return True
     return False
 
 
 def _extract(layer: _Layer, archive: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
-    parent_fd, base = layer.split(name)
+    parent_fd, base = layer.clear(name, keep_directory=member.isdir())
     times = (int(member.mtime * 1e9),) * 2
-    layer.clear(parent_fd, base, keep_directory=member.isdir())
     if member.isdir():
         with contextlib.suppress(FileExistsError):
             os.mkdir(base, 0o700, dir_fd=parent_fd)

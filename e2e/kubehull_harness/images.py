@@ -3,8 +3,9 @@
 No base image can be pulled here, so every image the tests run is made from scratch: a root filesystem holding
 the static busybox binary and a link for each of its applets, a small /etc, and an image config (cmd, env,
 ports). The layer is written with Python's tarfile (umoci's own `insert` leaves the last entry unpadded, which
-strict readers reject) and added with `umoci raw add-layer`. The images are real OCI images; the registry
-serves them like any other.
+strict readers reject) and added with `umoci raw add-layer`, as are the hand-made layer tars of the security
+tests (``raw_layers``, with or without the busybox layer). The images are real OCI images; the registry serves
+them like any other.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class ImageSpec:
     exposed_ports: tuple[str, ...] = ()
     layers: tuple[LayerSpec, ...] = ()
     user: str = ""
+    raw_layers: tuple[Path, ...] = ()
+    """Layer tars added as they are, above ``layers`` (hand-made ones, e.g. hostile layers for security tests)."""
+    busybox: bool = True
+    """False: no busybox layer at the bottom (nor ``files``, which go into it); the image is its other layers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +161,14 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         processes.run(["umoci", "init", "--layout", layout])
     image = f"{layout}:{tag}"
     processes.run(["umoci", "new", "--image", image])
-    rootfs = work_dir / f"{tag}-rootfs"
-    if rootfs.exists():
+    if spec.busybox:
+        rootfs = work_dir / f"{tag}-rootfs"
+        if rootfs.exists():
+            shutil.rmtree(rootfs)
+        rootfs.mkdir(parents=True)
+        _busybox_rootfs(rootfs, spec.files)
+        _add_layer(image, work_dir / f"{tag}-layer.tar", rootfs)
         shutil.rmtree(rootfs)
-    rootfs.mkdir(parents=True)
-    _busybox_rootfs(rootfs, spec.files)
-    _add_layer(image, work_dir / f"{tag}-layer.tar", rootfs)
     for index, extra in enumerate(spec.layers):
         upper = work_dir / f"{tag}-layer{index}"
         if upper.exists():
@@ -178,6 +185,8 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
             (upper / relative / ".wh..wh..opq").write_text("")
         _add_layer(image, work_dir / f"{tag}-layer{index}.tar", upper)
         shutil.rmtree(upper)
+    for raw in spec.raw_layers:
+        processes.run(["umoci", "raw", "add-layer", "--image", image, raw])
     config = [
         "--config.env",
         PATH_ENV,
@@ -195,7 +204,6 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
     if spec.user:
         config += ["--config.user", spec.user]
     processes.run(["umoci", "config", "--image", image, *config])
-    shutil.rmtree(rootfs)
     return f"oci:{image}"
 
 

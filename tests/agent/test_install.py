@@ -39,6 +39,7 @@ metrics_address = ""
 [storage]
 root = "{host}/root"
 state = "{host}/state"
+pod_log_root = "{host}/logs"
 [network]
 cni_conf_dir = "{host}/cni"
 cni_bin_dirs = ["/usr/lib/cni"]
@@ -86,6 +87,7 @@ runtime_path = "/usr/sbin/runc"
                     str(toolchain.binary("crictl")),
                     f"--runtime-endpoint={endpoint}",
                     f"--image-endpoint={endpoint}",
+                    "--timeout=60s",  # crictl's own default (2 s) is too short on a loaded machine
                     *args,
                 ],
                 capture_output=True,
@@ -99,7 +101,10 @@ runtime_path = "/usr/sbin/runc"
         pod_file = host / "pod.json"
         pod_file.write_text(
             json.dumps(
-                {"metadata": {"name": "survivor", "namespace": "t", "uid": "s"}, "log_directory": str(host / "logs")}
+                {
+                    "metadata": {"name": "survivor", "namespace": "t", "uid": "s"},
+                    "log_directory": str(host / "logs" / "survivor"),
+                }
             )
         )
         container_file = host / "container.json"

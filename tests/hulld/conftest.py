@@ -29,11 +29,23 @@ class Hulld:
 
     counter = itertools.count(1)
 
-    def __init__(self, work_dir: Path, log_dir: Path, registry_host: str, *, network: bool = False) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        log_dir: Path,
+        registry_host: str,
+        *,
+        network: bool = False,
+        pod_log_root: Path | None = None,
+        extra_config: str = "",
+    ) -> None:
         self.work_dir = work_dir
         self.log_dir = log_dir
         self.socket = work_dir / "run" / "hulld.sock"
+        self.private_socket = work_dir / "run" / "private.sock"
         self.root = work_dir / "root"
+        self.pod_log_root = pod_log_root or work_dir / "logs"
+        """Pods' log directories must be under it (the kubelet's /var/log/pods on a node)."""
         self.metrics_port = processes.free_port()
         self.config_path = work_dir / "config.toml"
         # critest's images, under their upstream names, come from the local registry as their mirror.
@@ -44,11 +56,13 @@ class Hulld:
         self.write_config(f"""
 [server]
 socket = "{self.socket}"
+private_socket = "{self.private_socket}"
 metrics_address = "127.0.0.1:{self.metrics_port}"
 
 [storage]
 root = "{self.root}"
 state = "{work_dir / "state"}"
+pod_log_root = "{self.pod_log_root}"
 
 [network]
 cni_conf_dir = "{work_dir / "cni"}"
@@ -66,7 +80,7 @@ runtime_path = "/usr/sbin/runc"
 
 [handlers.runsc]
 runtime_path = "{toolchain.binary("runsc")}"
-""")
+{extra_config}""")
         if network:
             (work_dir / "cni").mkdir()
             (work_dir / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
@@ -103,11 +117,16 @@ runtime_path = "{toolchain.binary("runsc")}"
     def runtime(self) -> Any:
         return api_pb2_grpc.RuntimeServiceStub(self.channel())
 
+    def private_runtime(self) -> Any:
+        """The RuntimeService on the private (node agent's) socket."""
+        return api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{self.private_socket}"))
+
     def images(self) -> Any:
         return api_pb2_grpc.ImageServiceStub(self.channel())
 
-    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        endpoint = f"unix://{self.socket}"
+    def crictl(self, *args: str, check: bool = True, private: bool = False) -> subprocess.CompletedProcess[str]:
+        """crictl on the kubelet's socket, or on the private one (the node agent's)."""
+        endpoint = f"unix://{self.private_socket if private else self.socket}"
         result = subprocess.run(
             [
                 str(toolchain.binary("crictl")),

@@ -25,6 +25,23 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.tom
         ('[handlers."Bad_Name"]\nruntime_path = "/usr/bin/runc"', "handlers.Bad_Name"),
         ('[runtime]\ndefault_handler = "kata"', "runtime.default_handler 'kata' is not among [handlers]"),
         ('[server]\nsokcet = "/run/x.sock"', "server.sokcet: Extra inputs are not permitted"),
+        ('[server]\nprivate_socket = "/run/hulld/hulld.sock"', "private_socket must differ from server.socket"),
+        ('[storage]\npod_log_root = "var/log/pods"', "storage.pod_log_root must be an absolute path"),
+        ("[images]\nmax_layers = 0", "images.max_layers: Input should be greater than 0"),
+        (
+            '[handlers.runc]\nruntime_path = "/usr/bin/runc"\nconfig_path = "/etc/runc.toml"',
+            "config_path has no meaning for an oci handler",
+        ),
+        ('[handlers.runc]\nruntime_path = "/usr/bin/runc"\noptions = {root = "/"}', "options.root is set by hulld"),
+        (
+            '[handlers.runc]\nruntime_path = "/usr/bin/runc"\noptions = {"log=/x --debug" = "1"}',
+            "handlers.runc.options.log=/x --debug.[key]",
+        ),
+        ('[handlers.runc]\nruntime_path = "/usr/bin/runc"\noptions = {debug = "a\\nb"}', "handlers.runc.options.debug"),
+        (
+            '[handlers.runc]\nruntime_path = "/usr/bin/runc"\nallowed_annotations = ["a*b"]',
+            "handlers.runc.allowed_annotations.0",
+        ),
         ("[server", "Expected ']'"),
     ],
 )

@@ -260,27 +260,30 @@ def test_security_context_is_applied(hulld_with_network: Hulld, oci_registry: OC
     assert run(plain, "id", "-u").strip() == "0"
 
 
-def test_private_pods_are_listed_only_to_who_asks(
+def test_private_socket_pods_are_invisible_to_the_kubelet_socket(
     hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path
 ) -> None:
-    """The node agent's probes carry hulld's private label: the kubelet, listing everything, never sees them
-    (it would kill and collect them as pods it does not know); whoever selects the label does."""
+    """The node agent probes handlers through hulld's private socket: the kubelet, listing everything on its
+    own socket, never sees those pods (it would kill and collect them as pods it does not know), and the
+    agent does not see the kubelet's."""
     hulld = hulld_with_network
     image = oci_registry.images["busybox"].reference
     hulld.crictl("pull", image)
-    private = {"hulld.kubehull.io/private": "probe"}
-    pod_file = pod_config(tmp_path, "private", private)
-    pod = hulld.crictl("runp", pod_file).stdout.strip()
-    ctr_file = container_config(tmp_path, "p", image, ["sleep", "60"], private)
-    container = hulld.crictl("create", pod, ctr_file, pod_file).stdout.strip()
-    hulld.crictl("start", container)
+    pod_file = pod_config(tmp_path, "private")
+    pod = hulld.crictl("runp", pod_file, private=True).stdout.strip()
+    ctr_file = container_config(tmp_path, "p", image, ["sleep", "60"])
+    container = hulld.crictl("create", pod, ctr_file, pod_file, private=True).stdout.strip()
+    hulld.crictl("start", container, private=True)
     public = hulld.crictl("runp", pod_config(tmp_path, "public")).stdout.strip()
 
     assert hulld.crictl("pods", "-q").stdout.split() == [public]
     assert hulld.crictl("ps", "-a", "-q").stdout.split() == []
-    assert hulld.crictl("pods", "-q", "--label", "hulld.kubehull.io/private=probe").stdout.split() == [pod]
-    assert hulld.crictl("ps", "-q", "--label", "hulld.kubehull.io/private=probe").stdout.split() == [container]
-    assert json.loads(hulld.crictl("inspect", container).stdout)["status"]["state"] == "CONTAINER_RUNNING"
+    assert hulld.crictl("pods", "-q", private=True).stdout.split() == [pod]
+    assert hulld.crictl("ps", "-q", private=True).stdout.split() == [container]
+    running = json.loads(hulld.crictl("inspect", container, private=True).stdout)["status"]["state"]
+    assert running == "CONTAINER_RUNNING"
+    assert "not found" in hulld.crictl("inspect", container, check=False).stderr
     stats = hulld.runtime().ListContainerStats(cri.ListContainerStatsRequest())
     assert [stat.attributes.id for stat in stats.stats] == []
-    hulld.crictl("rmp", "-f", pod, public)
+    hulld.crictl("rmp", "-f", pod, private=True)
+    hulld.crictl("rmp", "-f", public)

@@ -158,6 +158,7 @@ metrics_address = "127.0.0.1:{metrics_port}"
 [storage]
 root = "{work_dir / "hulld"}"
 state = "{HULLD_STATE}"
+pod_log_root = "{work_dir / "pod-logs"}"  # the kubelet's podLogsDir
 
 [network]
 cni_conf_dir = "{work_dir / "cni"}"

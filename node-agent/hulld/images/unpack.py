@@ -130,10 +130,17 @@ class _Layer:
             os.close(fd)
         self._directories = {}
 
-    def _forget_directories(self, removed: str) -> None:
-        """After ``removed`` (a directory) is deleted, its cached descriptors and its children's name nothing."""
-        for name in [name for name in self._directories if name == removed or name.startswith(f"{removed}/")]:
+    def _forget(self, removed: str) -> None:
+        """After ``removed`` is deleted, its (and its children's) cached descriptors and deferred times are for
+        entries that no longer exist."""
+
+        def under(name: str) -> bool:
+            return name == removed or name.startswith(f"{removed}/")
+
+        for name in [name for name in self._directories if under(name)]:
             os.close(self._directories.pop(name))
+        for name in [name for name in self._deferred_times if under(name)]:
+            del self._deferred_times[name]
 
     def directory(self, relative: str, *, entry: str) -> int:
         """A descriptor of the directory ``relative``, made (0755, like tar) where missing; never a link."""
@@ -167,12 +174,11 @@ class _Layer:
             existing = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return parent_fd, base
-        if stat.S_ISDIR(existing.st_mode):
-            if not keep_directory:
-                shutil.rmtree(base, dir_fd=parent_fd)
-                self._forget_directories(name)
-        else:
+        if not stat.S_ISDIR(existing.st_mode):
             os.unlink(base, dir_fd=parent_fd)
+        elif not keep_directory:
+            shutil.rmtree(base, dir_fd=parent_fd)
+            self._forget(name)
         return parent_fd, base
 
     def defer_times(self, name: str, times: tuple[int, int]) -> None:
@@ -185,7 +191,7 @@ class _Layer:
                 parent_fd, base = self.split(name) if name else (self.top, ".")
                 os.utime(base, ns=times, dir_fd=parent_fd, follow_symlinks=False)
             except (FileNotFoundError, errors.FailedPrecondition):
-                continue  # replaced later in the layer by something else
+                continue  # its parent was replaced later in the layer by something else
 
 
 @contextlib.contextmanager

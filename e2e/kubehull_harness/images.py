@@ -76,6 +76,7 @@ class ImageSpec:
     exposed_ports: tuple[str, ...] = ()
     layers: tuple[LayerSpec, ...] = ()
     user: str = ""
+    working_dir: str = ""
     raw_layers: tuple[Path, ...] = ()
     """Layer tars added as they are, above ``layers`` (hand-made ones, e.g. hostile layers for security tests)."""
     busybox: bool = True
@@ -203,6 +204,8 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         config += ["--config.exposedports", port]
     if spec.user:
         config += ["--config.user", spec.user]
+    if spec.working_dir:
+        config += ["--config.workingdir", spec.working_dir]
     processes.run(["umoci", "config", "--image", image, *config])
     return f"oci:{image}"
 

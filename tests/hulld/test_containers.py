@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
+from kubehull_harness import images
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
 from tests.hulld.conftest import Hulld
@@ -181,3 +183,31 @@ def test_image_in_use_cannot_be_removed(hulld_with_network: Hulld, image: str, t
     hulld.crictl("rm", "-f", container)
     time.sleep(0.1)
     hulld.crictl("rmi", image)
+
+
+@pytest.mark.parametrize(
+    ("user", "working_dir", "refusal"),
+    [
+        ("4294967295", "", "user '4294967295' is not a valid ID"),
+        ("1000:99999999999", "", "group '99999999999' is not a valid ID"),
+        ("", "relative/dir", "the image's WorkingDir 'relative/dir' is not an absolute path"),
+    ],
+    ids=["uid-out-of-range", "gid-out-of-range", "relative-working-dir"],
+)
+def test_image_config_out_of_bounds_is_refused(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, user: str, working_dir: str, refusal: str
+) -> None:
+    """An image's User and WorkingDir are the image author's: checked before they reach the runtime."""
+    hulld = hulld_with_network
+    spec = dataclasses.replace(
+        images.TEST_IMAGES["busybox"], repository="kubehull/odd-config", user=user, working_dir=working_dir
+    )
+    reference = oci_registry.push(spec).reference
+    hulld.crictl("pull", reference)
+    pod_file = pod_config(tmp_path, "odd")
+    pod = hulld.crictl("runp", pod_file).stdout.strip()
+    created = hulld.crictl("create", pod, container_config(tmp_path, "odd", reference, ["true"]), pod_file, check=False)
+    assert created.returncode != 0
+    assert "FailedPrecondition" in created.stderr
+    assert refusal in created.stderr
+    assert hulld.crictl("ps", "-a", "-q").stdout.split() == []

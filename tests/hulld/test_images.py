@@ -17,7 +17,7 @@ from tests.hulld.conftest import Hulld
 pytestmark = [pytest.mark.registry, pytest.mark.root]
 
 
-def test_version_status_and_socket_permissions(hulld: Hulld) -> None:
+def test_version_status_and_root_only_sockets_and_state(hulld: Hulld) -> None:
     version = hulld.crictl("version").stdout
     assert "RuntimeName:  hulld" in version
     assert "RuntimeVersion:  0.1.0" in version
@@ -29,10 +29,14 @@ def test_version_status_and_socket_permissions(hulld: Hulld) -> None:
     assert "no CNI network configuration" in conditions["NetworkReady"]["message"]
     handlers = {handler.get("name", "") for handler in info["runtimeHandlers"]}
     assert handlers == {"", "runc", "runsc"}
-    mode = os.stat(hulld.socket).st_mode
-    assert stat.S_ISSOCK(mode)
-    assert stat.S_IMODE(mode) == 0o600
-    assert stat.S_IMODE(os.stat(hulld.socket.parent).st_mode) == 0o700
+    for socket in (hulld.socket, hulld.private_socket):
+        mode = os.stat(socket).st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600
+        assert stat.S_IMODE(os.stat(socket.parent).st_mode) == 0o700
+    # Image layers and root filesystems hold the images' set-id binaries and device nodes: root's alone.
+    assert stat.S_IMODE(os.stat(hulld.root).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(hulld.work_dir / "state").st_mode) == 0o700
     runtime_config = hulld.runtime().RuntimeConfig(cri.RuntimeConfigRequest())
     assert runtime_config.linux.cgroup_driver == cri.CGROUPFS
 

@@ -82,8 +82,8 @@ class RuntimeSpec(KubeModel):
         json_schema_extra=cel(
             {
                 "rule": "self.all(k, size(k) <= 63 && k.matches('^[a-zA-Z][a-zA-Z0-9]*$') && k != 'root')",
-                "message": "option names are camelCase words of at most 63 characters (they become the runtime's --flags); "
-                "root is hulld's",
+                "message": "option names are camelCase words of at most 63 characters "
+                "(they become the runtime's --flags); root is hulld's",
             }
         ),
     )

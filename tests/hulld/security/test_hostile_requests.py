@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -654,3 +655,49 @@ def test_status_says_when_the_default_handler_cannot_run(hulld: Hulld, tmp_path:
     assert runtime_ready(hulld) == (False, "DefaultHandlerMissing")
     use_default_runtime(hulld, RUNC)
     wait_until(lambda: runtime_ready(hulld) == (True, ""), what="runc back")
+
+
+def test_status_says_when_hulld_cannot_write_its_state(hulld: Hulld) -> None:
+    """A read-only storage root (a full or failing disk remounted read-only) makes every pod fail to start."""
+    root = str(hulld.root)
+    subprocess.run(["mount", "--bind", root, root], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", root], check=True)
+        assert runtime_ready(hulld) == (False, "StateNotWritable")
+    finally:
+        subprocess.run(["umount", root], check=True)
+    assert runtime_ready(hulld) == (True, "")
+
+
+def test_status_says_recovering_until_start_up_recovery_ends(
+    hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path
+) -> None:
+    """hulld serves Status while it recovers (the kubelet asks it first); until recovery ends, pods cannot run.
+    The recovery is made slow for real: the runtime's ``state``, which recovery asks of every running
+    container, takes seconds once a marker file exists."""
+    slow = tmp_path / "slow-runc"
+    marker = tmp_path / "slow"
+    slow.write_text(
+        f'#!/bin/sh\nif [ -e {marker} ]; then for arg; do [ "$arg" = state ] && sleep 6; done; fi\nexec {RUNC} "$@"\n'
+    )
+    slow.chmod(0o755)
+    use_default_runtime(hulld, slow)
+    wait_until(lambda: runtime_ready(hulld) == (True, ""), what="the wrapped runc in use")
+    runtime = hulld.runtime()
+    image = oci_registry.images["busybox"].reference
+    hulld.images().PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)))
+    host_network = {"linux": {"securityContext": {"namespaceOptions": {"network": "NODE"}}}}
+    pod = run_pod(runtime, pod_config(hulld, "recovering", host_network))
+    start_container(runtime, pod, container_config("sleeper", image, SLEEP))
+    marker.touch()
+    assert hulld.process is not None
+    os.killpg(hulld.process.popen.pid, signal.SIGKILL)
+    hulld.process.popen.wait()
+    hulld.start()
+    assert runtime_ready(hulld) == (False, "Recovering")
+    with pytest.raises(grpc.RpcError) as held:
+        runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30)
+    assert held.value.code() == grpc.StatusCode.UNAVAILABLE
+    wait_until(lambda: runtime_ready(hulld) == (True, ""), timeout=60, what="recovery to end")
+    marker.unlink()
+    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)

@@ -138,72 +138,56 @@ def trusted_xattrs(root: Path) -> dict[str, list[str]]:
 # --- layers reaching the host ---------------------------------------------------------------------------------
 
 
+def assert_layer_refused_harmlessly(
+    hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, canaries: Canaries, name: str, layer: list[Entry]
+) -> str:
+    """Push an image of the one hostile ``layer``: its pull must fail, store nothing, leave the canaries as they
+    were and hulld serving. Returns the refusal's message."""
+    before = canaries.snapshots()
+    image = push_layers(oci_registry, tmp_path, name, [layer])
+    refusal = refused_pull(hulld, image.reference)
+    assert_nothing_stored(hulld, image)
+    canaries.assert_unchanged(before)
+    assert_still_serving(hulld, oci_registry.images["busybox"].reference)
+    return refusal
+
+
 def test_hard_link_to_a_symlink_to_a_host_file(
     hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, canaries: Canaries
 ) -> None:
     """The reported attack: the hard link's mode and owner were applied through the symlink, to the host file."""
-    before = canaries.snapshots()
-    image = push_layers(
-        oci_registry,
-        tmp_path,
-        "hardlink-via-symlink",
-        [
-            [
-                Entry("symlink", "evil-link", linkname=str(canaries.file)),
-                Entry("hardlink", "setuid-hardlink", linkname="evil-link", mode=0o4777, uid=4321, gid=4321),
-            ]
-        ],
-    )
-    assert "setuid-hardlink" in refused_pull(hulld, image.reference)
-    assert_nothing_stored(hulld, image)
-    canaries.assert_unchanged(before)
-    assert_still_serving(hulld, oci_registry.images["busybox"].reference)
+    layer = [
+        Entry("symlink", "evil-link", linkname=str(canaries.file)),
+        Entry("hardlink", "setuid-hardlink", linkname="evil-link", mode=0o4777, uid=4321, gid=4321),
+    ]
+    refusal = assert_layer_refused_harmlessly(hulld, oci_registry, tmp_path, canaries, "hardlink-via-symlink", layer)
+    assert "setuid-hardlink" in refusal
 
 
 def test_whiteouts_under_a_symlink_to_a_host_directory(
     hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, canaries: Canaries
 ) -> None:
-    before = canaries.snapshots()
-    image = push_layers(
-        oci_registry,
-        tmp_path,
-        "whiteouts-via-symlink",
-        [
-            [
-                Entry("symlink", "shadow-dir", linkname=str(canaries.directory)),
-                Entry("file", f"shadow-dir/{OPAQUE}"),
-                Entry("file", f"shadow-dir/{WHITEOUT}inside"),
-            ]
-        ],
-    )
-    assert "shadow-dir" in refused_pull(hulld, image.reference)
-    assert_nothing_stored(hulld, image)
+    layer = [
+        Entry("symlink", "shadow-dir", linkname=str(canaries.directory)),
+        Entry("file", f"shadow-dir/{OPAQUE}"),
+        Entry("file", f"shadow-dir/{WHITEOUT}inside"),
+    ]
+    refusal = assert_layer_refused_harmlessly(hulld, oci_registry, tmp_path, canaries, "whiteouts-via-symlink", layer)
+    assert "shadow-dir" in refusal
     assert os.listxattr(canaries.directory, follow_symlinks=False) == []
     assert (canaries.directory / "inside").read_bytes() == canary.CONTENT
-    canaries.assert_unchanged(before)
-    assert_still_serving(hulld, oci_registry.images["busybox"].reference)
 
 
 def test_file_under_a_symlink_to_a_host_directory(
     hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, canaries: Canaries
 ) -> None:
-    before = canaries.snapshots()
-    image = push_layers(
-        oci_registry,
-        tmp_path,
-        "file-via-symlink",
-        [
-            [
-                Entry("symlink", "escape-dir", linkname=str(canaries.directory)),
-                Entry("file", "escape-dir/planted", mode=0o4755, content=b"#!/bin/sh\n"),
-            ]
-        ],
-    )
-    assert "escape-dir" in refused_pull(hulld, image.reference)
-    assert_nothing_stored(hulld, image)
+    layer = [
+        Entry("symlink", "escape-dir", linkname=str(canaries.directory)),
+        Entry("file", "escape-dir/planted", mode=0o4755, content=b"#!/bin/sh\n"),
+    ]
+    refusal = assert_layer_refused_harmlessly(hulld, oci_registry, tmp_path, canaries, "file-via-symlink", layer)
+    assert "escape-dir" in refusal
     assert not (canaries.directory / "planted").exists()
-    canaries.assert_unchanged(before)
-    assert_still_serving(hulld, oci_registry.images["busybox"].reference)
 
 
 def test_forged_overlayfs_xattrs_never_reach_the_stored_layer(

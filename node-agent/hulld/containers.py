@@ -117,6 +117,9 @@ class Containers:
         self.exits = config.storage.state / "exits"
         self.handlers = handlers_from(config)
         self.events = Events(self)
+        self._lock = threading.Lock()
+        self._starting: set[str] = set()
+        """Containers between StartContainer's runtime call and their RUNNING status."""
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -146,8 +149,9 @@ class Containers:
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Bring a created or running container's status up to date with what its monitor recorded."""
-        if record.state not in ("CREATED", "RUNNING"):
-            return record
+        with self._lock:
+            if record.state not in ("CREATED", "RUNNING") or record.id in self._starting:
+                return record
         handler = self.handlers.get(record.handler)
         if handler is None:
             return record
@@ -155,17 +159,27 @@ class Containers:
         if ended is None:
             return record
         reason = "OOMKilled" if ended.oom_killed else ("Completed" if ended.code == 0 else "Error")
-        updated = self.records.update(
-            record,
-            state="EXITED",
-            exit_code=ended.code,
-            finished_at=ended.finished_at,
-            reason=reason,
-            started_at=record.started_at or ended.finished_at,
-        )
-        self.on_change()
-        self.events.publish("STOPPED", updated)
-        return updated
+
+        def exited(current: ContainerRecord) -> ContainerRecord:
+            if current.state not in ("CREATED", "RUNNING"):
+                return current  # another thread recorded the exit first
+            return dataclasses.replace(
+                current,
+                state="EXITED",
+                exit_code=ended.code,
+                finished_at=ended.finished_at,
+                reason=reason,
+                started_at=current.started_at or ended.finished_at,
+            )
+
+        try:
+            before, after = self.records.update(record.id, exited)
+        except errors.NotFound:
+            return record  # removed meanwhile
+        if after is not before:
+            self.on_change()
+            self.events.publish("STOPPED", after)
+        return after
 
     def get(self, container_id: str) -> ContainerRecord:
         return self.refresh(self.records.get(container_id))
@@ -235,7 +249,7 @@ class Containers:
             self._discard(record)
             raise
         self.on_change()
-        created = self.records.update(record, pid=pid)
+        created = self.records.set(record.id, pid=pid)
         self.events.publish("CREATED", created)
         return created
 
@@ -257,10 +271,17 @@ class Containers:
         record = self.get(container_id)
         if record.state != "CREATED":
             raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}, not created")
-        self.handler(record.handler).start(record.id)
-        started = self.records.update(record, state="RUNNING", started_at=time.time_ns())
-        self.on_change()
-        self.events.publish("STARTED", started)
+        with self._lock:
+            self._starting.add(record.id)  # its exit, if quick, is recorded after STARTED, never before
+        try:
+            started_at = time.time_ns()  # before the call: a quick container may exit before it returns
+            self.handler(record.handler).start(record.id)
+            started = self.records.set(record.id, state="RUNNING", started_at=started_at)
+            self.on_change()
+            self.events.publish("STARTED", started)
+        finally:
+            with self._lock:
+                self._starting.discard(record.id)
 
     def stop(self, container_id: str, timeout: float) -> None:
         record = self.records.find(container_id)

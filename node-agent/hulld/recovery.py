@@ -31,7 +31,7 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
         missing = [path for path in sandbox.namespaces.values() if not Path(path).exists()]
         if sandbox.state == "READY" and missing:
             logger.warning("sandbox %s: namespaces %s are gone; marking it not ready", sandbox.id, missing)
-            sandboxes.records.update(sandbox, state="NOTREADY", network={})
+            sandboxes.records.set(sandbox.id, state="NOTREADY", network={})
     for record in containers.records.list():
         try:
             if record.pid == 0 and record.state == "CREATED":
@@ -44,8 +44,11 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
                 record = containers.refresh(record)
                 if record.state == "RUNNING":
                     logger.warning("container %s: the runtime lost it and no exit was recorded", record.id)
-                    containers.records.update(
-                        record, state="UNKNOWN", reason="Unknown", message="the runtime no longer knows this container"
+                    containers.records.set(
+                        record.id,
+                        state="UNKNOWN",
+                        reason="Unknown",
+                        message="the runtime no longer knows this container",
                     )
         except Exception:
             logger.exception("container %s: recovery failed; leaving it as it is", record.id)

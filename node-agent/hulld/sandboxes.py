@@ -117,7 +117,7 @@ class Sandboxes:
             for kind, path in (("net", pinned.net), ("ipc", pinned.ipc), ("uts", pinned.uts))
             if path is not None
         }
-        record = self.records.update(record, namespaces=paths)
+        record = self.records.set(record.id, namespaces=paths)
         ip, extra, network = "", [], {}
         if not record.host_network:
             try:
@@ -138,7 +138,7 @@ class Sandboxes:
             + (f"{ip}\t{record.hostname}\n" if ip else "")
         )
         self._write_resolv_conf(directory / "resolv.conf", dns, record.host_network)
-        return self.records.update(record, ip=ip, additional_ips=extra, network=network)
+        return self.records.set(record.id, ip=ip, additional_ips=extra, network=network)
 
     @staticmethod
     def _write_resolv_conf(path: Path, dns: dict[str, Any], host_network: bool) -> None:
@@ -190,7 +190,7 @@ class Sandboxes:
         if record.state == "NOTREADY" and not record.network:
             return
         self._tear_down(record)
-        self.records.update(record, state="NOTREADY", network={})
+        self.records.set(record.id, state="NOTREADY", network={})
 
     def remove(self, sandbox_id: str) -> None:
         record = self.records.find(sandbox_id)

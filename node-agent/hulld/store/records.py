@@ -1,7 +1,9 @@
 """The records hulld keeps per sandbox and per container.
 
 A record's identity and configuration never change after creation; ``state`` and the fields after it are
-the status, changed only through ``Table.update``. Both are one versioned JSON document per object.
+the status, changed only through ``Table.update``/``Table.set``, which apply the change to the record as it
+is at that moment under the table's lock (never to a caller's older copy) and refuse a removed record. Both
+are one versioned JSON document per object.
 
 Sandbox states:   READY ──StopPodSandbox──▶ NOTREADY ──RemovePodSandbox──▶ (gone)
 Container states: CREATED ──start──▶ RUNNING ──exit/stop──▶ EXITED ──remove──▶ (gone); UNKNOWN if the

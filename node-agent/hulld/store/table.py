@@ -72,12 +72,23 @@ class Table(Generic[R]):
         except errors.NotFound:
             return None
 
-    def update(self, record: R, **changes: Any) -> R:
+    def update(self, record_id: str, change: Callable[[R], R]) -> tuple[R, R]:
+        """Apply ``change`` to the record as it is now, under the table's lock, and store what it returns;
+        returns (before, after). ``change`` returning its argument changes nothing. A record removed meanwhile
+        is ``NotFound``: an update never brings it back."""
         with self._lock:
-            updated = dataclasses.replace(record, **changes)
-            write_atomically(self.directory / f"{record.id}.json", updated.to_json())
-            self._records[record.id] = updated
-            return updated
+            before = self._records.get(record_id)
+            if before is None:
+                raise errors.NotFound(f"{self.kind.__name__.removesuffix('Record').lower()} {record_id!r} not found")
+            after = change(before)
+            if after is not before:
+                write_atomically(self.directory / f"{record_id}.json", after.to_json())
+                self._records[record_id] = after
+            return before, after
+
+    def set(self, record_id: str, **fields: Any) -> R:
+        """Set ``fields`` on the record as it is now (never on a caller's older copy)."""
+        return self.update(record_id, lambda current: dataclasses.replace(current, **fields))[1]
 
     def remove(self, record: R) -> None:
         with self._lock:

@@ -149,7 +149,8 @@ def test_node_relabelled_into_and_out_of_a_profile(cluster: Cluster) -> None:
         {"handler": "runc", "runtime": {"engine": "runc"}, "nodeSelector": {"matchLabels": {"pool": cluster.prefix}}},
     )
     wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "NoMatchingNodes", what="NoMatchingNodes")
-    assert cluster.handlers(node) == {}
+    # The profile's status and the node's NodeRuntime are written independently: wait for the NodeRuntime.
+    wait_until(lambda: cluster.handlers(node) == {}, what="the node's NodeRuntime, without handlers")
 
     cluster.label_node(node, pool=cluster.prefix)
     wait_until(lambda: "runc" in cluster.handlers(node), what="the handler on the relabelled node")

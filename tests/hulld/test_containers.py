@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 import subprocess
 import time
@@ -59,6 +60,10 @@ def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp
     status = json.loads(hulld.crictl("inspect", hog).stdout)["status"]
     assert status["reason"] == "OOMKilled"
     assert status["exitCode"] == 137
+    # conmon's "oom" marker lands in the container's bundle, never in hulld's working directory.
+    assert (hulld.root / "containers" / hog / "bundle" / "oom").exists()
+    assert hulld.process is not None
+    assert not (Path(os.readlink(f"/proc/{hulld.process.popen.pid}/cwd")) / "oom").exists()
 
 
 def test_update_resources_reaches_the_cgroup(hulld_with_network: Hulld, image: str, tmp_path: Path) -> None:

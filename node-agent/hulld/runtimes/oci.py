@@ -109,6 +109,9 @@ class OCIHandler(Handler):
                 pass_fds=(write_end,),
                 env={"_OCI_SYNCPIPE": str(write_end), "PATH": os.environ.get("PATH", "")},
                 start_new_session=True,
+                # conmon writes an "oom" marker into its working directory as well as its persist dir: keep
+                # it in the container's bundle, not wherever hulld was started (a node's /, a checkout).
+                cwd=paths.bundle,
             )
             os.close(write_end)
             write_end = -1

@@ -47,10 +47,13 @@ class Component:
     version: str
     binaries: tuple[str, ...]
     staging_version: str = ""
+    build: int = 1
+    """Raised when the way a version is built changes, so that a cache of the old build is not taken for it."""
 
     @property
     def bin_dir(self) -> Path:
-        return cache_dir() / "bin" / f"{self.name}-{self.version}"
+        suffix = f"-build{self.build}" if self.build > 1 else ""
+        return cache_dir() / "bin" / f"{self.name}-{self.version}{suffix}"
 
 
 def components() -> dict[str, Component]:
@@ -62,6 +65,7 @@ def components() -> dict[str, Component]:
             version=entry["version"],
             binaries=tuple(entry["binaries"]),
             staging_version=entry.get("staging_version", ""),
+            build=entry.get("build", 1),
         )
         for name, entry in table.items()
     }
@@ -175,7 +179,17 @@ def _build_etcd(component: Component, scratch: Path, out: Path, log: Path) -> No
 
 def _build_helm(component: Component, scratch: Path, out: Path, log: Path) -> None:
     _write_module(scratch, requires={component.module: component.version}, replaces={})
-    ldflags = f"-s -w -X {component.module}/internal/version.version={component.version}"
+    # As helm's own Makefile: the Kubernetes version helm assumes without a cluster (`helm template`, lint) is
+    # that of the client-go it is built with (v0.N is Kubernetes 1.N); unstamped, helm says 1.20.
+    gomod = Path(_module_file(component.module, component.version, scratch, log)["GoMod"]).read_text()
+    client_go = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", gomod, re.MULTILINE)
+    if client_go is None:
+        raise ToolchainError(f"{component.module} {component.version} requires no k8s.io/client-go")
+    stamp = [f"-X {component.module}/internal/version.version={component.version}"]
+    for package in ("pkg/chartutil", "pkg/lint/rules"):
+        stamp += [f"-X {component.module}/{package}.k8sVersionMajor=1"]
+        stamp += [f"-X {component.module}/{package}.k8sVersionMinor={client_go.group(1)}"]
+    ldflags = " ".join(["-s", "-w", *stamp])
     _go(["build", "-ldflags", ldflags, "-o", str(out / "helm"), f"{component.module}/cmd/helm"], scratch, log)
 
 

@@ -20,9 +20,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Kubernetes resource.Quantity, as its own OpenAPI schema spells it.
+# Kubernetes resource.Quantity as its own OpenAPI schema spells it, without the sign: kubehull's quantities
+# (pod overhead) are never negative.
 QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
 
@@ -55,7 +57,12 @@ IntOrString = Annotated[
 Quantity = Annotated[
     int | str,
     WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY}
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY,
+            "minimum": 0,
+        }
     ),
 ]
 ObjectMeta = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]

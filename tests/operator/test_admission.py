@@ -108,6 +108,13 @@ BAD_SPECS = [
         "spec.overhead.podFixed.memory",
         "should match",
     ),
+    ("overhead-negative", {"overhead": {"podFixed": {"cpu": "-1"}}}, "spec.overhead.podFixed.cpu", "should match"),
+    (
+        "overhead-negative-integer",
+        {"overhead": {"podFixed": {"cpu": -1}}},
+        "spec.overhead.podFixed.cpu",
+        "should be greater than or equal to 0",
+    ),
     (
         "max-unavailable-zero",
         {"rollout": {"maxUnavailable": 0}},

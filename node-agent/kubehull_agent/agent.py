@@ -145,6 +145,7 @@ class Agent:
             "observedGeneration": node_runtime.generation,
             "runtime": {"name": "hulld", "version": version, "ready": ready},
             "handlers": handlers,
+            "handlersReady": f"{sum(result.ready for result in results.values())}/{len(results)}",
         }
         try:
             self.node_runtimes.write_status(status)

@@ -101,7 +101,7 @@ KINDS = (
         printer_columns=(
             {"name": "Runtime", "type": "string", "jsonPath": ".status.runtime.version"},
             {"name": "Runtime-Ready", "type": "boolean", "jsonPath": ".status.runtime.ready"},
-            {"name": "Handlers", "type": "string", "jsonPath": ".spec.handlers[*].name"},
+            {"name": "Handlers-Ready", "type": "string", "jsonPath": ".status.handlersReady"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ),
     ),

@@ -83,6 +83,8 @@ class NodeRuntimeStatus(KubeModel):
     """The node's CRI runtime."""
     handlers: list[HandlerStatus] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
     """Per-handler readiness."""
+    handlers_ready: str = Field(default="", max_length=16, pattern=r"^([0-9]+/[0-9]+)?$")
+    """Ready handlers of those in the observed spec, e.g. "2/3" (what `kubectl get noderuntimes` shows)."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubehull_harness import toolchain
+from kubehull_harness import processes, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
 from tests.agent.conftest import AgentProcess
@@ -61,6 +61,12 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         assert by_name["gvisor"]["binaryVersion"].startswith("runsc version")
         assert by_name["gvisor"]["probeDurationSeconds"] > 0
         assert "gvisor" in hulld.config_path.read_text()  # rendered into hulld's own configuration
+        assert status["handlersReady"] == "2/2"
+        listed = processes.run(
+            [toolchain.binary("kubectl"), f"--kubeconfig={cluster.server.kubeconfig}", "get", "noderuntime", node]
+        ).stdout
+        assert listed.split("\n")[0].split() == ["NAME", "RUNTIME", "RUNTIME-READY", "HANDLERS-READY", "AGE"]
+        assert listed.split("\n")[1].split()[:4] == [node, "0.1.0", "true", "2/2"]
 
         # Break gVisor: its binary is gone. Its readiness, label and profile say so; runc is untouched.
         cluster.patch_profile(gvisor, {"spec": {"runtime": {"path": "/nonexistent/runsc"}}})
@@ -74,6 +80,7 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         )
         assert cluster.condition(runc, "Ready")["status"] == "True"
         assert str(toolchain.binary("runsc")) in hulld.config_path.read_text()  # hulld keeps the last good one
+        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "1/2", 30, "1/2 handlers ready")
 
         metrics = agent.metrics()
         assert 'kubehull_agent_handler_ready{handler="gvisor"} 0.0' in metrics

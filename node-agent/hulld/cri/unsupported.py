@@ -1,0 +1,34 @@
+"""RuntimeService methods hulld does not serve (yet): each answers UNIMPLEMENTED saying so and why
+(docs/hulld.md lists them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hulld import __version__, errors
+
+STREAMING = "streaming (Exec, Attach, PortForward) is not supported yet; ExecSync is"
+NO_CRI_METRICS = "hulld does not serve CRI metrics; the kubelet uses cAdvisor"
+
+
+class UnsupportedMethods:
+    def UpdatePodSandboxResources(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
+        raise errors.Unimplemented(f"hulld {__version__} does not implement UpdatePodSandboxResources yet")
+
+    def Exec(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented(f"Exec: {STREAMING}")
+
+    def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented(f"Attach: {STREAMING}")
+
+    def PortForward(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented(f"PortForward: {STREAMING}")
+
+    def CheckpointContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented("CheckpointContainer: hulld does not support container checkpoints")
+
+    def ListMetricDescriptors(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented(f"ListMetricDescriptors: {NO_CRI_METRICS}")
+
+    def ListPodSandboxMetrics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        raise errors.Unimplemented(f"ListPodSandboxMetrics: {NO_CRI_METRICS}")

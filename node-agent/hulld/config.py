@@ -124,6 +124,9 @@ class HandlerConfig(Section):
     """The runtime's global flags (oci): ``platform = "systrap"`` is ``--platform=systrap``."""
     privileged_without_host_devices: bool = False
     """Privileged containers of this handler get no host devices (as containerd's option of that name)."""
+    sandbox_per_pod: bool = False
+    """The runtime runs all containers of a pod in one sandbox (gVisor's runsc): every pod gets an infra
+    container that is the sandbox, and each container joins it (one kernel, one network stack per pod)."""
     allowed_annotations: tuple[AnnotationPattern, ...] = ()
     """Pod and container annotations passed into the OCI spec: exact names, or prefixes ending in ``*``.
     None by default; ``io.kubernetes.cri.*`` never (hulld sets those itself)."""
@@ -148,6 +151,14 @@ class RuntimeConfig(Section):
     """The handler for pods that name none (RuntimeClass-less pods)."""
     cgroup_driver: Literal["cgroupfs"] = "cgroupfs"
     """How pod and container cgroups are created; only cgroupfs is supported."""
+    pause_binary: Path = Path("/bin/busybox")
+    """A static busybox (Debian's busybox-static): the one binary of the pod infra container, whose shell
+    waits as the pod's PID 1 (reaping orphans) for pods that need a sandbox process."""
+
+    @model_validator(mode="after")
+    def _paths(self) -> RuntimeConfig:
+        _absolute(self.pause_binary, "runtime.pause_binary")
+        return self
 
 
 class Config(Section):

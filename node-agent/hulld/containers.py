@@ -27,7 +27,6 @@ from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts
 from hulld.runtimes.base import ContainerPaths, ExecResult, Handler
-from hulld.runtimes.oci import OCIHandler
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
@@ -41,15 +40,6 @@ SIGNALS = {name: int(getattr(signal, name)) for name in dir(signal) if name.star
 
 def container_name(metadata: dict[str, Any], sandbox_name: str) -> str:
     return f"{metadata.get('name', '')}_{sandbox_name}_{metadata.get('attempt', 0)}"
-
-
-def handlers_from(config: Config) -> dict[str, Handler]:
-    table: dict[str, Handler] = {}
-    for name, handler in config.handlers.items():
-        if handler.runtime_type != "oci":
-            continue  # vm (shim v2) handlers come with the Kata release; RunPodSandbox says so
-        table[name] = OCIHandler(name, handler, config.storage.state)
-    return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +105,6 @@ class Containers:
         self.records = Table(config.storage.root / "records" / "containers", ContainerRecord)
         self.files = config.storage.root / "containers"
         self.exits = config.storage.state / "exits"
-        self.handlers = handlers_from(config)
         self.events = Events(self)
         self._lock = threading.Lock()
         self._starting: set[str] = set()
@@ -123,7 +112,6 @@ class Containers:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.handlers = handlers_from(config)
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -137,22 +125,14 @@ class Containers:
         )
 
     def handler(self, name: str) -> Handler:
-        handler = self.handlers.get(name)
-        if handler is None:
-            kind = self.config.handlers[name].runtime_type if name in self.config.handlers else "unknown"
-            if kind == "vm":
-                raise errors.Unimplemented(
-                    f"runtime handler {name}: vm (containerd shim v2) handlers are not supported yet"
-                )
-            raise errors.FailedPrecondition(f"runtime handler {name} is no longer configured on this node")
-        return handler
+        return self.sandboxes.handlers.get(name)
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Bring a created or running container's status up to date with what its monitor recorded."""
         with self._lock:
             if record.state not in ("CREATED", "RUNNING") or record.id in self._starting:
                 return record
-        handler = self.handlers.get(record.handler)
+        handler = self.sandboxes.handlers.find(record.handler)
         if handler is None:
             return record
         ended = handler.exit_status(record.id, self.paths(record))
@@ -254,10 +234,10 @@ class Containers:
         return created
 
     def _discard(self, record: ContainerRecord) -> None:
-        handler = self.handlers.get(record.handler)
+        handler = self.sandboxes.handlers.find(record.handler)
         if handler is not None:
             try:
-                handler.delete(record.id)
+                handler.delete(record.id, self.paths(record))
             except errors.HulldError as error:
                 logger.warning("container %s: %s", record.id, error)
         mounts.unmount(self.files / record.id / "rootfs")
@@ -275,7 +255,7 @@ class Containers:
             self._starting.add(record.id)  # its exit, if quick, is recorded after STARTED, never before
         try:
             started_at = time.time_ns()  # before the call: a quick container may exit before it returns
-            self.handler(record.handler).start(record.id)
+            self.handler(record.handler).start(record.id, self.paths(record))
             started = self.records.set(record.id, state="RUNNING", started_at=started_at)
             self.on_change()
             self.events.publish("STARTED", started)
@@ -291,11 +271,11 @@ class Containers:
         if record.state not in ("CREATED", "RUNNING"):
             return
         handler = self.handler(record.handler)
-        if timeout > 0:
-            handler.signal(record.id, self._stop_signal(record))
+        if timeout > 0 and record.state == "RUNNING":  # a created container runs nothing that could stop gracefully
+            handler.signal(record.id, self._stop_signal(record), self.paths(record))
             if self._wait_exit(record, timeout):
                 return
-        handler.signal(record.id, signal.SIGKILL)
+        handler.signal(record.id, signal.SIGKILL, self.paths(record))
         if not self._wait_exit(record, 30):
             raise errors.Unavailable(f"container {record.id} did not exit after SIGKILL")
 

@@ -10,7 +10,7 @@ What it does, logging rather than failing on any one item:
 - a container record that never got a PID (the crash hit CreateContainer) is garbage-collected with its
   directory and any runtime state; one the runtime no longer knows, with no exit recorded, becomes UNKNOWN;
 - container directories without a record are unmounted and removed;
-- a READY sandbox whose pinned namespaces are gone (a reboot) becomes NOTREADY.
+- a READY sandbox whose pinned namespaces are gone (a reboot), or whose infra container exited, becomes NOTREADY.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
         if sandbox.state == "READY" and missing:
             logger.warning("sandbox %s: namespaces %s are gone; marking it not ready", sandbox.id, missing)
             sandboxes.records.set(sandbox.id, state="NOTREADY", network={})
+        else:
+            sandboxes.refresh(sandbox)  # its infra container may have exited while hulld was down
     for record in containers.records.list():
         try:
             if record.pid == 0 and record.state == "CREATED":
@@ -39,7 +41,7 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
                 containers.remove(record.id)
                 continue
             record = containers.refresh(record)
-            handler = containers.handlers.get(record.handler)
+            handler = sandboxes.handlers.find(record.handler)
             if record.state == "RUNNING" and handler is not None and not handler.running(record.id):
                 record = containers.refresh(record)
                 if record.state == "RUNNING":

@@ -1,16 +1,21 @@
-"""Pod sandboxes: pinned namespaces, the pod network (CNI), hostname, /etc/hosts and resolv.conf.
+"""Pod sandboxes: pinned namespaces, the pod network (CNI), hostname, /etc/hosts and resolv.conf, and the
+infra container of the pods that need one.
 
-A sandbox has no process of its own (unless a later release adds shared PID namespaces): its network, IPC and
-UTS namespaces are pinned by bind mounts (``node.namespaces``), and containers join them by path. Stopping
-tears down the network and the namespaces; removing deletes the record and files. Both are idempotent, as the
-CRI requires.
+A pod's network, IPC and UTS namespaces are pinned by bind mounts (``node.namespaces``) and containers join
+them by path, so most pods need no process of their own. Two kinds do, and get an infra container from the
+pod's handler (``spec.infra``): pods whose containers share one PID namespace (its PID 1 holds it), and pods
+of a handler that runs a whole pod in one sandbox (gVisor: the infra is the sandbox, the containers join it).
+Stopping stops the infra and tears down the network and the namespaces; removing deletes the record and
+files. Both are idempotent, as the CRI requires.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,9 @@ from typing import Any
 from hulld import errors, validation
 from hulld.config import Config
 from hulld.node import cni, namespaces
+from hulld.runtimes.base import ContainerPaths
+from hulld.runtimes.registry import Handlers
+from hulld.spec import infra
 from hulld.store.records import SandboxRecord
 from hulld.store.table import Table
 
@@ -38,10 +46,14 @@ class Sandboxes:
         self.records = Table(config.storage.root / "records" / "sandboxes", SandboxRecord)
         self.files = config.storage.root / "sandboxes"
         self.namespace_dir = config.storage.state / "ns"
+        self.exits = config.storage.state / "exits"
+        self.pause_rootfs = config.storage.root / "pause" / "rootfs"
+        self.handlers = Handlers(config)
         namespaces.prepare(self.namespace_dir)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
+        self.handlers = Handlers(config)
 
     def handler(self, name: str) -> str:
         handler = name or self.config.runtime.default_handler
@@ -58,11 +70,14 @@ class Sandboxes:
         """``request`` is the PodSandboxConfig as a dict (see cri.runtime_service); ``private``: made through
         the private socket."""
         handler = self.handler(handler_name)
+        self.handlers.get(handler)  # refuses handlers that cannot run pods, before anything is made
         validation.pod(request, pod_log_root=self.config.storage.pod_log_root)
         metadata = request.get("metadata", {})
         linux = request.get("linux", {})
         options = linux.get("securityContext", {}).get("namespaceOptions", {})
         host_network = options.get("network") == "NODE"
+        # Protobuf's JSON mapping leaves out enum zero values: a missing mode is POD (0), not CONTAINER.
+        pid_mode = options.get("pid", "POD")
         record = SandboxRecord(
             id=secrets.token_hex(32),
             name=sandbox_name(metadata),
@@ -87,17 +102,16 @@ class Sandboxes:
             ],
             host_network=host_network,
             host_ipc=options.get("ipc") == "NODE",
-            host_pid=options.get("pid") == "NODE",
+            host_pid=pid_mode == "NODE",
             namespaces={},
             private=private,
+            shared_pid=pid_mode == "POD",
         )
-        if options.get("pid") == "POD":
-            raise errors.Unimplemented("pods sharing one PID namespace (shareProcessNamespace) are not supported yet")
         record = self.records.add(record)  # claims the name first: a second RunPodSandbox of the pod fails
         try:
             return self._set_up(record, request.get("dnsConfig", {}))
         except BaseException:
-            self._tear_down(record)
+            self._tear_down(self.records.find(record.id) or record)  # as far as it got: namespaces, network, infra
             self.records.remove(record)
             raise
 
@@ -138,7 +152,66 @@ class Sandboxes:
             + (f"{ip}\t{record.hostname}\n" if ip else "")
         )
         self._write_resolv_conf(directory / "resolv.conf", dns, record.host_network)
-        return self.records.set(record.id, ip=ip, additional_ips=extra, network=network)
+        record = self.records.set(record.id, ip=ip, additional_ips=extra, network=network)
+        if record.shared_pid or self.handlers.get(record.handler).sandbox_per_pod:
+            record = self._start_infra(record)
+        return record
+
+    # --- the infra container ----------------------------------------------------------------------------------
+
+    def infra_paths(self, record: SandboxRecord) -> ContainerPaths:
+        directory = self.directory(record) / "infra"
+        return ContainerPaths(bundle=directory / "bundle", log=None, exits=self.exits, persist=directory / "persist")
+
+    def _start_infra(self, record: SandboxRecord) -> SandboxRecord:
+        handler = self.handlers.get(record.handler)
+        record = self.records.set(record.id, infra_id=secrets.token_hex(32))  # recorded before it is made
+        self._prepare_pause_rootfs()
+        paths = self.infra_paths(record)
+        paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (paths.bundle / "config.json").write_text(json.dumps(infra.build(record, record.infra_id, self.pause_rootfs)))
+        pid = handler.create(record.infra_id, f"{record.name}_infra", paths)
+        handler.start(record.infra_id, paths)
+        return self.records.set(record.id, infra_pid=pid)
+
+    def _prepare_pause_rootfs(self) -> None:
+        """The infra's root filesystem: the static busybox as /bin/busybox and /bin/sh, and the directories the
+        runtime mounts over. Made once, and again when the configured binary changes."""
+        binary = self.pause_rootfs / "bin" / "busybox"
+        content = self.config.runtime.pause_binary.read_bytes()
+        if binary.is_file() and binary.read_bytes() == content:
+            return
+        for name in ("bin", "proc", "dev", "sys"):
+            (self.pause_rootfs / name).mkdir(parents=True, exist_ok=True, mode=0o755)
+        staged = binary.with_name(".busybox")
+        staged.write_bytes(content)
+        staged.chmod(0o755)
+        staged.replace(binary)
+        shell = self.pause_rootfs / "bin" / "sh"
+        if not shell.is_symlink():
+            shell.symlink_to("busybox")
+
+    def infra_exited(self, record: SandboxRecord) -> bool:
+        """Whether the pod's infra container has exited (the pod's sandbox process is gone)."""
+        handler = self.handlers.find(record.handler)
+        if not record.infra_id or handler is None:
+            return False
+        return handler.exit_status(record.infra_id, self.infra_paths(record)) is not None
+
+    def _stop_infra(self, record: SandboxRecord) -> None:
+        handler = self.handlers.find(record.handler)
+        if not record.infra_id or handler is None:
+            return
+        try:
+            if record.infra_pid and not self.infra_exited(record):
+                handler.signal(record.infra_id, signal.SIGKILL, self.infra_paths(record))
+                deadline = time.monotonic() + 30
+                while not self.infra_exited(record) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            handler.delete(record.infra_id, self.infra_paths(record))
+        except errors.HulldError as error:
+            logger.warning("sandbox %s: stopping its infra container: %s", record.id, error)
+        (self.exits / record.infra_id).unlink(missing_ok=True)
 
     @staticmethod
     def _write_resolv_conf(path: Path, dns: dict[str, Any], host_network: bool) -> None:
@@ -163,6 +236,7 @@ class Sandboxes:
     # --- Stop / Remove ----------------------------------------------------------------------------------------
 
     def _tear_down(self, record: SandboxRecord) -> None:
+        self._stop_infra(record)
         if record.network and record.namespaces.get("net"):
             try:
                 cni.detach(
@@ -187,10 +261,10 @@ class Sandboxes:
         record = self.records.find(sandbox_id)
         if record is None:
             return  # CRI: stopping an unknown sandbox succeeds
-        if record.state == "NOTREADY" and not record.network:
+        if record.state == "NOTREADY" and not record.network and not record.infra_pid:
             return
         self._tear_down(record)
-        self.records.set(record.id, state="NOTREADY", network={})
+        self.records.set(record.id, state="NOTREADY", network={}, infra_pid=0)
 
     def remove(self, sandbox_id: str) -> None:
         record = self.records.find(sandbox_id)
@@ -200,8 +274,18 @@ class Sandboxes:
         shutil.rmtree(self.directory(record), ignore_errors=True)
         self.records.remove(record)
 
+    def refresh(self, record: SandboxRecord) -> SandboxRecord:
+        """A ready pod whose infra container exited is not ready any more (the kubelet makes a new one)."""
+        if record.state != "READY" or not self.infra_exited(record):
+            return record
+        logger.warning("sandbox %s: its infra container exited; the pod is not ready", record.id)
+        try:
+            return self.records.set(record.id, state="NOTREADY")
+        except errors.NotFound:
+            return record  # removed meanwhile
+
     def get(self, sandbox_id: str) -> SandboxRecord:
-        return self.records.get(sandbox_id)
+        return self.refresh(self.records.get(sandbox_id))
 
     def all(self) -> list[SandboxRecord]:
-        return self.records.list()
+        return [self.refresh(record) for record in self.records.list()]

@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli_w
 
+from kubehull_api.engines import Engine
 from kubehull_api.noderuntime import HandlerConfig
 
 
@@ -27,6 +28,8 @@ def hulld_handler(handler: HandlerConfig) -> dict[str, Any]:
         entry["privileged_without_host_devices"] = True
     if handler.allowed_annotations:
         entry["allowed_annotations"] = list(handler.allowed_annotations)
+    if handler.engine == Engine.GVISOR:
+        entry["sandbox_per_pod"] = True  # runsc runs a pod's containers in one sandbox
     return entry
 
 

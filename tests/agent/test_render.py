@@ -37,7 +37,13 @@ def test_handlers_are_rendered_on_top_of_the_base() -> None:
         "runtime_type": "oci",
         "runtime_path": "/usr/bin/runsc",
         "options": {"platform": "systrap"},
+        "sandbox_per_pod": True,  # gVisor runs a pod's containers in one sandbox
     }
+
+
+def test_only_gvisor_handlers_run_a_sandbox_per_pod() -> None:
+    text = render.render(BASE, [handler("fast", "/usr/bin/crun", engine="crun")], {}, {})
+    assert "sandbox_per_pod" not in tomllib.loads(text)["handlers"]["fast"]
 
 
 def test_a_handler_that_fails_its_checks_keeps_what_hulld_runs() -> None:

@@ -80,6 +80,7 @@ runtime_path = "/usr/sbin/runc"
 
 [handlers.runsc]
 runtime_path = "{toolchain.binary("runsc")}"
+sandbox_per_pod = true
 {extra_config}""")
         if network:
             (work_dir / "cni").mkdir()

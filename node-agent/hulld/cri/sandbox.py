@@ -14,7 +14,6 @@ from hulld.cri.scope import Scope
 
 class SandboxMethods(Scope):
     def RunPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.containers.handler(self.sandboxes.handler(request.runtime_handler))  # refuses unusable handlers
         record = self.sandboxes.run(convert.as_dict(request.config), request.runtime_handler, private=self.private)
         return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
 
@@ -50,7 +49,7 @@ class SandboxMethods(Scope):
                     options=cri.NamespaceOption(
                         network=mode[record.host_network],
                         ipc=mode[record.host_ipc],
-                        pid=cri.NODE if record.host_pid else cri.CONTAINER,
+                        pid=cri.NODE if record.host_pid else cri.POD if record.shared_pid else cri.CONTAINER,
                     )
                 )
             ),
@@ -59,7 +58,11 @@ class SandboxMethods(Scope):
             runtime_handler=record.handler,
         )
         info = (
-            {"info": json.dumps({"namespaces": record.namespaces, "hostname": record.hostname})}
+            {
+                "info": json.dumps(
+                    {"namespaces": record.namespaces, "hostname": record.hostname, "infra": record.infra_id}
+                )
+            }
             if request.verbose
             else {}
         )

@@ -42,7 +42,7 @@ class Scope:
         return record.private == self.private
 
     def _sandbox(self, sandbox_id: str) -> SandboxRecord:
-        return self.sandboxes.records.get(sandbox_id, self._mine)
+        return self.sandboxes.refresh(self.sandboxes.records.get(sandbox_id, self._mine))
 
     def _container(self, container_id: str) -> ContainerRecord:
         return self.containers.get(self.containers.records.get(container_id, self._mine).id)

@@ -6,6 +6,8 @@ import abc
 import dataclasses
 from pathlib import Path
 
+from hulld.config import HandlerConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class ContainerPaths:
@@ -36,15 +38,25 @@ class ExecResult:
 
 class Handler(abc.ABC):
     @abc.abstractmethod
+    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
+        """``state``: hulld's volatile state directory (the runtime's default --root lives under it)."""
+
+    @property
+    @abc.abstractmethod
+    def sandbox_per_pod(self) -> bool:
+        """Whether the runtime runs a pod's containers in one sandbox (gVisor) that an infra container holds."""
+
+    @abc.abstractmethod
     def create(self, container_id: str, name: str, paths: ContainerPaths) -> int:
         """Create the container (not started); returns its init process's PID."""
 
     @abc.abstractmethod
-    def start(self, container_id: str) -> None: ...
+    def start(self, container_id: str, paths: ContainerPaths) -> None: ...
 
     @abc.abstractmethod
-    def signal(self, container_id: str, signal: int) -> None:
-        """Send ``signal`` to the container's init; no error if it has already exited."""
+    def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
+        """Send ``signal`` to the container's init; no error if it has already exited. A container that was
+        created and never started ends (its monitor records an exit) on SIGKILL."""
 
     @abc.abstractmethod
     def running(self, container_id: str) -> bool:
@@ -55,7 +67,7 @@ class Handler(abc.ABC):
         """How the container ended, once the monitor has recorded it."""
 
     @abc.abstractmethod
-    def delete(self, container_id: str) -> None:
+    def delete(self, container_id: str, paths: ContainerPaths) -> None:
         """Forget the container in the runtime; idempotent."""
 
     @abc.abstractmethod

@@ -17,12 +17,14 @@ import json
 import os
 import re
 import select
+import shlex
 import signal as signals
 import subprocess
 import time
 from pathlib import Path
 
 from hulld import errors
+from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
 from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
 
@@ -35,9 +37,70 @@ def _flag(name: str) -> str:
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 
+START_REQUEST = "start-request"
+START_STATUS = "start-status"
+START_TIMEOUT = 60.0
+
+
+def waiting_wrapper(runtime: Path, global_args: list[str]) -> str:
+    """A runtime for conmon to run in place of a sandbox runtime (runsc).
+
+    conmon watches the process whose PID ``create`` writes to ``--pid-file``, and takes its exit status for
+    the container's. A container that joins its pod's sandbox has no process of its own on the host (runsc
+    writes the sandbox's PID, which is not conmon's child), and it takes its stdio from whoever runs
+    ``start``. So after the real ``create`` this wrapper leaves behind, as conmon's child holding conmon's
+    stdio, a process that waits for hulld's start request (a line on the bundle's ``start-request`` FIFO),
+    runs ``start`` (its exit code goes to ``start-status``), then ``wait``s for the container and exits with
+    its status (the runtime reports 128+N for a signal; 255: the container went without one). Every other
+    command goes to the runtime as it is."""
+    runtime_argv = " ".join(shlex.quote(argument) for argument in [str(runtime), *global_args])
+    return f"""#!/bin/sh
+# Written by hulld (hulld/runtimes/oci.py: waiting_wrapper): conmon's runtime for a sandbox runtime.
+case " $* " in
+*" create "*) ;;
+*) exec {shlex.quote(str(runtime))} "$@" ;;
+esac
+pidfile=""
+bundle=""
+take=""
+for argument; do
+    case "$take" in
+    pidfile) pidfile="$argument" ;;
+    bundle) bundle="$argument" ;;
+    esac
+    take=""
+    case "$argument" in
+    --pid-file) take=pidfile ;;
+    --pid-file=*) pidfile="${{argument#--pid-file=}}" ;;
+    --bundle | -b) take=bundle ;;
+    --bundle=*) bundle="${{argument#--bundle=}}" ;;
+    esac
+done
+container="$argument"
+{shlex.quote(str(runtime))} "$@" || exit $?
+(
+    read -r _ <"$bundle/{START_REQUEST}" || exit 255  # end of file: deleted without a start
+    {runtime_argv} start "$container"
+    echo $? >"$bundle/{START_STATUS}"
+    exec </dev/null >/dev/null 2>&1
+    until status=$({runtime_argv} wait "$container" 2>&1); do
+        case "$status" in
+        *"not started"*) sleep 0.05 ;;
+        *) exit 255 ;;
+        esac
+    done
+    code=${{status##*exitStatus?:}}  # {{"id":"...","exitStatus":N}}
+    code=${{code%%[!0-9]*}}
+    exit "${{code:-255}}"
+) &
+echo $! >"$pidfile"
+"""
+
+
 class OCIHandler(Handler):
     def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
         self.name = name
+        self._sandbox_per_pod = config.sandbox_per_pod
         self.path = config.runtime_path
         self.root = config.runtime_root or state / "runtimes" / name
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -46,6 +109,18 @@ class OCIHandler(Handler):
         self.global_args = [f"--root={self.root}"] + [
             f"{_flag(option)}={value}" for option, value in sorted(config.options.items())
         ]
+        self.monitored = self.path
+        """What conmon runs as the runtime: the runtime itself, or for a sandbox runtime the waiting wrapper."""
+        if self._sandbox_per_pod:
+            self.monitored = state / "runtimes" / f"{name}.conmon-runtime"
+            wrapper = waiting_wrapper(self.path, self.global_args)
+            if not self.monitored.is_file() or self.monitored.read_text() != wrapper:
+                write_atomically(self.monitored, wrapper)
+                self.monitored.chmod(0o700)
+
+    @property
+    def sandbox_per_pod(self) -> bool:
+        return self._sandbox_per_pod
 
     def _runtime(
         self, *args: str, timeout: float = 60, stdin: bytes | None = None
@@ -67,6 +142,8 @@ class OCIHandler(Handler):
             raise errors.FailedPrecondition(f"runtime handler {self.name}: {self.path} does not exist")
         paths.exits.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths.persist.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._sandbox_per_pod:
+            os.mkfifo(paths.bundle / START_REQUEST, 0o600)
         log = f"k8s-file:{paths.log}" if paths.log else f"k8s-file:{paths.bundle / 'console.log'}"
         argv = [
             CONMON,
@@ -79,7 +156,7 @@ class OCIHandler(Handler):
             "--name",
             name,
             "--runtime",
-            str(self.path),
+            str(self.monitored),
             "--bundle",
             str(paths.bundle),
             "--container-pidfile",
@@ -149,13 +226,43 @@ class OCIHandler(Handler):
         answer: dict[str, object] = json.loads(received.splitlines()[0])
         return answer
 
-    def start(self, container_id: str) -> None:
-        self._checked("start", container_id)
+    def start(self, container_id: str, paths: ContainerPaths) -> None:
+        if not self._sandbox_per_pod:
+            self._checked("start", container_id)
+            return
+        # The waiting wrapper starts it, with conmon's stdio (see waiting_wrapper).
+        try:
+            request = os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            raise errors.FailedPrecondition(f"{self.name} start: the container's monitor is gone ({error})") from error
+        try:
+            os.write(request, b"start\n")
+        finally:
+            os.close(request)
+        status = paths.bundle / START_STATUS
+        deadline = time.monotonic() + START_TIMEOUT
+        while not status.is_file() or not status.read_text().strip():
+            if time.monotonic() > deadline:
+                raise errors.DeadlineExceeded(f"{self.name} start: no answer in {START_TIMEOUT:.0f}s")
+            time.sleep(0.005)
+        code = status.read_text().strip()
+        if code != "0":
+            raise errors.FailedPrecondition(f"{self.name} start failed (exit {code}); see the container's log")
 
-    def signal(self, container_id: str, signal: int) -> None:
+    def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
+        if self._sandbox_per_pod and signal == signals.SIGKILL and not (paths.bundle / START_STATUS).exists():
+            self._release_waiter(paths)  # never started: no process to kill, only its waiting wrapper
+            return
         result = self._runtime("kill", container_id, str(signal))
         if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
             raise errors.FailedPrecondition(f"{self.name} kill: {result.stderr.decode(errors='replace').strip()}")
+
+    @staticmethod
+    def _release_waiter(paths: ContainerPaths) -> None:
+        """End of file on the start FIFO: the waiting wrapper of a container never started exits (255), and
+        with it the container's conmon, which records that exit."""
+        with contextlib.suppress(OSError):
+            os.close(os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK))
 
     def running(self, container_id: str) -> bool:
         result = self._runtime("state", container_id)
@@ -173,11 +280,13 @@ class OCIHandler(Handler):
         code = int(text) if text.lstrip("-").isdigit() else -1
         return ExitStatus(code=code, finished_at=finished, oom_killed=(paths.persist / "oom").exists())
 
-    def delete(self, container_id: str) -> None:
+    def delete(self, container_id: str, paths: ContainerPaths) -> None:
         (self.attach_dir / container_id).unlink(missing_ok=True)  # conmon's link to the attach socket
         result = self._runtime("delete", "--force", container_id)
         if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
             raise errors.FailedPrecondition(f"{self.name} delete: {result.stderr.decode(errors='replace').strip()}")
+        if self._sandbox_per_pod:
+            self._release_waiter(paths)  # deleted before its start, its waiting wrapper still waits
 
     @functools.cached_property
     def _exec_has_internal_pid(self) -> bool:

@@ -120,6 +120,8 @@ PROPAGATION = {
 SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
 RESERVED_ANNOTATIONS = "io.kubernetes.cri."
 """hulld's own annotations to the runtime: a request never sets them."""
+CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +293,24 @@ def cgroups_path(sandbox: SandboxRecord, container_id: str) -> str:
     return f"/{parent.strip('/')}/{container_id}"
 
 
+def pid_namespace(sandbox: SandboxRecord, in_sandbox: bool) -> dict[str, str] | None:
+    """The PID namespace a container of ``sandbox`` joins: the infra's if shared, a new one, or (None) the
+    host's, or for a container in a sandbox runtime's pod (``in_sandbox``) sharing it, the sandbox's: gVisor
+    puts a container whose spec names no PID namespace in the root one, where the infra runs."""
+    if sandbox.host_pid or (in_sandbox and sandbox.shared_pid):
+        return None
+    if sandbox.shared_pid and sandbox.infra_pid:
+        return {"type": "pid", "path": f"/proc/{sandbox.infra_pid}/ns/pid"}
+    return {"type": "pid"}
+
+
+def container_annotations(sandbox: SandboxRecord) -> dict[str, str]:
+    """What tells a sandbox runtime (runsc) that a container joins its pod's sandbox; ignored by runc."""
+    if not sandbox.infra_id:
+        return {}
+    return {CONTAINER_TYPE: "container", SANDBOX_ID: sandbox.infra_id}
+
+
 def _working_dir(config: dict[str, Any], image: dict[str, Any]) -> str:
     """The request's (checked by hulld.validation), else the image's, which must be absolute too."""
     image_dir = str(image.get("WorkingDir") or "/")
@@ -326,8 +346,14 @@ def build(inputs: Inputs) -> dict[str, Any]:
         "oomScoreAdj": max(requested_adj, inputs.oom_score_adj_floor),
     }
     namespaces: list[dict[str, Any]] = [{"type": "mount"}]
-    if not sandbox.host_pid and (security.get("namespaceOptions") or {}).get("pid") != "NODE":
+    # Protobuf's JSON mapping leaves out enum zero values: a missing mode is POD (0), the pod's.
+    container_pid = (security.get("namespaceOptions") or {}).get("pid", "POD")
+    if container_pid == "TARGET":
+        raise errors.Unimplemented("sharing another container's PID namespace (pid TARGET) is not supported yet")
+    if container_pid == "CONTAINER" and not sandbox.host_pid:
         namespaces.append({"type": "pid"})
+    elif container_pid == "POD" and (pid := pid_namespace(sandbox, inputs.handler.sandbox_per_pod)) is not None:
+        namespaces.append(pid)
     for kind, oci in (("net", "network"), ("ipc", "ipc"), ("uts", "uts")):
         if kind in sandbox.namespaces:
             namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
@@ -339,11 +365,10 @@ def build(inputs: Inputs) -> dict[str, Any]:
         "process": process,
         "root": {"path": str(inputs.rootfs), "readonly": bool(security.get("readonlyRootfs"))},
         "mounts": _mounts(inputs),
-        # No io.kubernetes.cri.container-type/sandbox-id annotations: with no sandbox container, runsc would
-        # look for a sandbox that does not exist. Each container is its own runtime sandbox.
         "annotations": runtime_annotations(
             inputs.handler.allowed_annotations, sandbox.annotations, config.get("annotations") or {}
-        ),
+        )
+        | container_annotations(sandbox),
         "linux": {
             "namespaces": namespaces,
             "resources": spec_resources,

@@ -56,12 +56,18 @@ class SandboxRecord(Record):
     """Pinned namespace files by kind (net, ipc, uts); absent kinds are the host's."""
     private: bool = False
     """Made through the private socket (the node agent's): the other socket never sees it, nor its containers."""
+    shared_pid: bool = False
+    """One PID namespace for the pod's containers (the CRI's POD mode, Kubernetes' shareProcessNamespace)."""
+    infra_id: str = ""
+    """The pod's infra container, if it needs a sandbox process (a shared PID namespace, a gVisor sandbox)."""
     # --- status ---
     state: str = "READY"
     ip: str = ""
     additional_ips: list[str] = dataclasses.field(default_factory=list)
     network: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The CNI configuration and result of ADD, for DEL; empty once the network is torn down."""
+    infra_pid: int = 0
+    """The infra container's PID 1 (host PID); its PID namespace is the pod's when ``shared_pid``."""
 
 
 @dataclasses.dataclass

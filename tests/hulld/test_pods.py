@@ -1,0 +1,117 @@
+"""Pods as runtimes see them: one gVisor sandbox per pod, and one PID namespace for the containers of a pod that
+shares it (Kubernetes' shareProcessNamespace, the CRI's POD mode), for runc and runsc alike."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kubehull_harness.pytest_plugin import OCIRegistry
+from kubehull_harness.waiting import wait_until
+from tests.hulld.conftest import Hulld
+from tests.hulld.test_lifecycle import write
+
+pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+POD_PID = 0
+CONTAINER_PID = 1
+"""The CRI's NamespaceMode values, as crictl's JSON takes them."""
+
+
+def run_pod(hulld: Hulld, tmp_path: Path, name: str, handler: str, pid_mode: int) -> tuple[str, str]:
+    """A pod as the kubelet asks for one (its own PID namespace per container unless told otherwise)."""
+    pod_file = write(
+        tmp_path / f"{name}-pod.json",
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+            "hostname": name,
+            "log_directory": str(hulld.pod_log_root / name),
+            "linux": {"security_context": {"namespace_options": {"pid": pid_mode}}},
+        },
+    )
+    return hulld.crictl("runp", "--runtime", handler, pod_file).stdout.strip(), pod_file
+
+
+def start(
+    hulld: Hulld, tmp_path: Path, pod: str, pod_file: str, name: str, image: str, pid_mode: int, *command: str
+) -> str:
+    """A container of ``image`` running ``command`` (else the image's own), in the PID mode the kubelet gives."""
+    config: dict[str, object] = {
+        "metadata": {"name": name},
+        "image": {"image": image},
+        "command": list(command),
+        "log_path": f"{name}.log",
+        "linux": {"security_context": {"namespace_options": {"pid": pid_mode}}},
+    }
+    container = hulld.crictl("create", pod, write(tmp_path / f"{name}.json", config), pod_file).stdout.strip()
+    hulld.crictl("start", container)
+    return container
+
+
+def run(hulld: Hulld, container: str, *command: str) -> str:
+    return hulld.crictl("exec", "-s", container, *command).stdout
+
+
+@pytest.fixture
+def images(hulld_with_network: Hulld, oci_registry: OCIRegistry) -> dict[str, str]:
+    references = {key: oci_registry.images[key].reference for key in ("busybox", "webserver")}
+    for reference in references.values():
+        hulld_with_network.crictl("pull", reference)
+    return references
+
+
+def test_a_gvisor_pod_is_one_sandbox(hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path) -> None:
+    """A web server and a client in one gVisor pod: one kernel, one network stack, so localhost reaches the
+    other container (before, each container was its own sandbox and the fetch was refused, silently)."""
+    hulld = hulld_with_network
+    pod, pod_file = run_pod(hulld, tmp_path, "gv-pod", "runsc", CONTAINER_PID)
+    web = start(hulld, tmp_path, pod, pod_file, "web", images["webserver"], CONTAINER_PID)
+    client = start(hulld, tmp_path, pod, pod_file, "client", images["busybox"], CONTAINER_PID, "sleep", "3600")
+    page = wait_until(
+        lambda: run(hulld, client, "wget", "-q", "-O", "-", "http://127.0.0.1:80/"), what="the page over localhost"
+    )
+    assert "kubehull test web server" in page
+    assert "gvisor" in run(hulld, web, "uname", "-r")
+    kernel_logs = {run(hulld, container, "dmesg") for container in (web, client)}
+    assert len(kernel_logs) == 1  # one kernel: one boot, one log
+    links = {run(hulld, container, "ip", "-o", "link") for container in (web, client)}
+    assert len(links) == 1  # one network stack
+
+    other, other_file = run_pod(hulld, tmp_path, "gv-other", "runsc", CONTAINER_PID)
+    stranger = start(hulld, tmp_path, other, other_file, "other", images["busybox"], CONTAINER_PID, "sleep", "3600")
+    assert run(hulld, stranger, "dmesg") not in kernel_logs  # another pod, another kernel
+    inspected = json.loads(hulld.crictl("inspectp", pod).stdout)
+    assert inspected["status"]["linux"]["namespaces"]["options"]["pid"] == "CONTAINER"
+    hulld.crictl("rmp", "-f", pod, other)
+    assert hulld.crictl("pods", "-q").stdout.split() == []
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
+    hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str
+) -> None:
+    hulld = hulld_with_network
+    shared, shared_file = run_pod(hulld, tmp_path, f"share-{handler}", handler, POD_PID)
+    first = start(hulld, tmp_path, shared, shared_file, "first", images["busybox"], POD_PID, "sleep", "3601")
+    second = start(hulld, tmp_path, shared, shared_file, "second", images["busybox"], POD_PID, "sleep", "3602")
+    assert "sleep 3601" in run(hulld, second, "ps")  # the other container's process
+    assert "sleep 3602" in run(hulld, first, "ps")
+    status = json.loads(hulld.crictl("inspectp", shared).stdout)["status"]
+    assert status["linux"]["namespaces"]["options"]["pid"] == "POD"
+    # PID 1 is the pod's infra container: nobody, without a single capability.
+    infra = dict(line.split(":", 1) for line in run(hulld, first, "cat", "/proc/1/status").splitlines() if ":" in line)
+    assert infra["Uid"].split()[:2] == ["65534", "65534"]
+    assert int(infra["CapEff"], 16) == 0
+    if handler == "runc":  # on the host too: one PID namespace, the infra container's
+        pids = [json.loads(hulld.crictl("inspect", c).stdout)["info"]["pid"] for c in (first, second)]
+        assert len({os.readlink(f"/proc/{pid}/ns/pid") for pid in pids}) == 1
+
+    apart, apart_file = run_pod(hulld, tmp_path, f"apart-{handler}", handler, CONTAINER_PID)
+    alone = start(hulld, tmp_path, apart, apart_file, "alone", images["busybox"], CONTAINER_PID, "sleep", "3603")
+    start(hulld, tmp_path, apart, apart_file, "unseen", images["busybox"], CONTAINER_PID, "sleep", "3604")
+    assert "sleep 3604" not in run(hulld, alone, "ps")
+    hulld.crictl("rmp", "-f", shared, apart)
+    assert hulld.crictl("pods", "-q").stdout.split() == []

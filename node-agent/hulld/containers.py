@@ -328,7 +328,7 @@ class Containers:
         record = self.get(container_id)
         if record.state not in ("CREATED", "RUNNING"):
             raise errors.FailedPrecondition(f"container {record.id} is not running")
-        self.handler(record.handler).update_resources(record.id, container_spec.resources(linux_resources))
+        self.handler(record.handler).update_resources(record.id, container_spec.container_resources(linux_resources))
 
     def usage(self, record: ContainerRecord) -> tuple[cgroups.Usage, int, int]:
         """cgroup usage, and the writable layer's bytes and inodes."""

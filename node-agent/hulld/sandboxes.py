@@ -22,9 +22,10 @@ from typing import Any
 
 from hulld import errors, validation
 from hulld.config import Config
-from hulld.node import cni, namespaces
+from hulld.node import cgroups, cni, namespaces
 from hulld.runtimes.base import ContainerPaths
 from hulld.runtimes.registry import Handlers
+from hulld.spec import container as container_spec
 from hulld.spec import infra
 from hulld.store.records import SandboxRecord
 from hulld.store.table import Table
@@ -273,6 +274,22 @@ class Sandboxes:
         self.stop(record.id)
         shutil.rmtree(self.directory(record), ignore_errors=True)
         self.records.remove(record)
+
+    # --- UpdatePodSandboxResources --------------------------------------------------------------------------
+
+    def update_resources(self, record: SandboxRecord, resources: dict[str, Any], overhead: dict[str, Any]) -> None:
+        """Called after the kubelet resized the pod's cgroup (in-place pod resize): resize what hulld owns of the
+        pod, its own pod cgroup (a pod without a cgroup parent) and its sandbox (a gVisor pod's), and keep the
+        new size."""
+        if record.state != "READY":
+            raise errors.FailedPrecondition(f"sandbox {record.id} is not ready")
+        limits = container_spec.pod_resources(resources, overhead)
+        if not record.cgroup_parent:
+            cgroups.apply_limits(container_spec.pod_cgroup(record), limits)
+        handler = self.handlers.get(record.handler)
+        if record.infra_pid and handler.sandbox_per_pod:
+            handler.update_resources(record.infra_id, limits)
+        self.records.set(record.id, resources=limits)
 
     def refresh(self, record: SandboxRecord) -> SandboxRecord:
         """A ready pod whose infra container exited is not ready any more (the kubelet makes a new one)."""

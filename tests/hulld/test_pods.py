@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import grpc
 import pytest
+from cri_api.v1 import api_pb2 as cri
 
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
@@ -115,3 +117,34 @@ def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     assert "sleep 3604" not in run(hulld, alone, "ps")
     hulld.crictl("rmp", "-f", shared, apart)
     assert hulld.crictl("pods", "-q").stdout.split() == []
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_pod_resize_reaches_the_pod_cgroup_and_the_sandbox(
+    hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str
+) -> None:
+    """In-place pod resize: the kubelet resizes the pod cgroup it owns and tells the runtime; what hulld owns
+    follows: its own pod cgroup (a pod without a cgroup parent) and, for gVisor, the pod's sandbox."""
+    hulld = hulld_with_network
+    pod, pod_file = run_pod(hulld, tmp_path, f"resized-{handler}", handler, CONTAINER_PID)
+    start(hulld, tmp_path, pod, pod_file, "main", images["busybox"], CONTAINER_PID, "sleep", "3600")
+    hulld.runtime().UpdatePodSandboxResources(
+        cri.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod,
+            resources=cri.LinuxContainerResources(
+                cpu_shares=512, cpu_period=100000, cpu_quota=50000, memory_limit_in_bytes=128 << 20
+            ),
+            overhead=cri.LinuxContainerResources(cpu_shares=100, cpu_quota=10000, memory_limit_in_bytes=32 << 20),
+        )
+    )
+    cgroups = [Path("/sys/fs/cgroup/{}/kubehull") / pod]
+    if handler == "runsc":  # the gVisor sandbox: its infra container's cgroup
+        cgroups.append(cgroups[0] / json.loads(hulld.crictl("inspectp", pod).stdout)["info"]["infra"])
+    for cgroup in cgroups:
+        assert Path(str(cgroup).format("memory"), "memory.limit_in_bytes").read_text().strip() == str(160 << 20)
+        assert Path(str(cgroup).format("cpu"), "cpu.cfs_quota_us").read_text().strip() == "60000"
+        assert Path(str(cgroup).format("cpu"), "cpu.shares").read_text().strip() == "612"
+    with pytest.raises(grpc.RpcError) as unknown:
+        hulld.runtime().UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(pod_sandbox_id="0" * 64))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    hulld.crictl("rmp", "-f", pod)

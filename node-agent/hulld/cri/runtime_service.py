@@ -4,12 +4,13 @@ domain, build the answer):
 
     scope         the domain it calls and the socket's own pods (kubelet's or private), list filters
     runtime_info  Version, Status, RuntimeConfig, UpdateRuntimeConfig
-    sandbox       RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox
+    sandbox       RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox,
+                  UpdatePodSandboxResources
     container     CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
                   ListContainers, ExecSync, ReopenContainerLog, UpdateContainerResources
     events        GetContainerEvents
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    unsupported   UNIMPLEMENTED with the reason (streaming, checkpoints, CRI metrics, pod resize)
+    unsupported   UNIMPLEMENTED with the reason (streaming, checkpoints, CRI metrics)
     convert       records to CRI messages and back
 """
 

@@ -1,4 +1,5 @@
-"""CRI pod sandbox methods: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox."""
+"""CRI pod sandbox methods: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox,
+UpdatePodSandboxResources."""
 
 from __future__ import annotations
 
@@ -71,3 +72,11 @@ class SandboxMethods(Scope):
     def ListPodSandbox(self, request: Any, context: Any) -> Any:  # noqa: N802
         records = self._sandboxes(request.filter, by_state=True)
         return cri.ListPodSandboxResponse(items=[convert.sandbox_message(record) for record in records])
+
+    def UpdatePodSandboxResources(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.sandboxes.update_resources(
+            self._sandbox(request.pod_sandbox_id),
+            resources=convert.as_dict(request.resources),
+            overhead=convert.as_dict(request.overhead),
+        )
+        return cri.UpdatePodSandboxResourcesResponse()

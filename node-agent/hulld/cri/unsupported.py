@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hulld import __version__, errors
+from hulld import errors
 
 STREAMING = "streaming (Exec, Attach, PortForward) is not supported yet; ExecSync is"
 NO_CRI_METRICS = "hulld does not serve CRI metrics; the kubelet uses cAdvisor"
 
 
 class UnsupportedMethods:
-    def UpdatePodSandboxResources(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
-        raise errors.Unimplemented(f"hulld {__version__} does not implement UpdatePodSandboxResources yet")
-
-    def Exec(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Exec(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
         raise errors.Unimplemented(f"Exec: {STREAMING}")
 
     def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802

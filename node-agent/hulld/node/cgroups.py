@@ -1,9 +1,11 @@
-"""Container resource usage from cgroup v1 (cpuacct, memory), as the CRI's stats report it."""
+"""cgroup v1: container resource usage (cpuacct, memory) as the CRI's stats report it, and the limits of a
+pod cgroup that hulld owns."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -49,3 +51,20 @@ def usage(cgroups_path: str) -> Usage:
 
 def own_oom_score_adj() -> int:
     return _read_int(Path("/proc/self/oom_score_adj")) or 0
+
+
+def apply_limits(cgroups_path: str, resources: dict[str, Any]) -> None:
+    """Write OCI ``linux.resources`` (cpu shares, quota and period; memory limit) to the cgroup, made if
+    missing. For a pod's own cgroup, which no runtime manages: the containers' cgroups are below it."""
+    relative = cgroups_path.strip("/")
+    writes = {
+        ("cpu", "cpu.shares"): resources.get("cpu", {}).get("shares"),
+        ("cpu", "cpu.cfs_period_us"): resources.get("cpu", {}).get("period"),
+        ("cpu", "cpu.cfs_quota_us"): resources.get("cpu", {}).get("quota"),
+        ("memory", "memory.limit_in_bytes"): resources.get("memory", {}).get("limit"),
+    }
+    for (controller, name), value in writes.items():
+        if value is not None:
+            directory = CGROUP_ROOT / controller / relative
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_text(str(value))

@@ -267,7 +267,7 @@ def runtime_annotations(patterns: tuple[str, ...], *sources: dict[str, str]) -> 
     return {name: value for source in sources for name, value in source.items() if allowed(name)}
 
 
-def resources(linux_resources: dict[str, Any]) -> dict[str, Any]:
+def container_resources(linux_resources: dict[str, Any]) -> dict[str, Any]:
     """CRI LinuxContainerResources → OCI linux.resources (cpu, memory; what cgroup v1 offers)."""
     cpu: dict[str, Any] = {}
     for source, target in (("cpuShares", "shares"), ("cpuQuota", "quota"), ("cpuPeriod", "period")):
@@ -288,9 +288,23 @@ def resources(linux_resources: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def pod_resources(resources: dict[str, Any], overhead: dict[str, Any]) -> dict[str, Any]:
+    """A pod's OCI linux.resources from UpdatePodSandboxResources: its containers' sum plus the pod overhead,
+    as the kubelet sizes the pod's cgroup. A dimension the containers leave unlimited stays unlimited."""
+    combined = dict(resources)
+    for field in ("cpuShares", "cpuQuota", "memoryLimitInBytes"):
+        if int(resources.get(field, 0) or 0) > 0:
+            combined[field] = int(resources[field]) + max(0, int(overhead.get(field, 0) or 0))
+    return container_resources(combined)
+
+
+def pod_cgroup(sandbox: SandboxRecord) -> str:
+    """The kubelet's cgroup parent for the pod, else hulld's own, ``/kubehull/<sandbox>``."""
+    return "/" + (sandbox.cgroup_parent or f"/kubehull/{sandbox.id}").strip("/")
+
+
 def cgroups_path(sandbox: SandboxRecord, container_id: str) -> str:
-    parent = sandbox.cgroup_parent or f"/kubehull/{sandbox.id}"
-    return f"/{parent.strip('/')}/{container_id}"
+    return f"{pod_cgroup(sandbox)}/{container_id}"
 
 
 def pid_namespace(sandbox: SandboxRecord, in_sandbox: bool) -> dict[str, str] | None:
@@ -358,7 +372,7 @@ def build(inputs: Inputs) -> dict[str, Any]:
         if kind in sandbox.namespaces:
             namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
     device_nodes, device_rules = _devices(config, inputs.handler)
-    spec_resources = resources(linux.get("resources") or {})
+    spec_resources = container_resources(linux.get("resources") or {})
     spec_resources["devices"] = device_rules
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",

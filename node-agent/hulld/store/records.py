@@ -68,6 +68,8 @@ class SandboxRecord(Record):
     """The CNI configuration and result of ADD, for DEL; empty once the network is torn down."""
     infra_pid: int = 0
     """The infra container's PID 1 (host PID); its PID namespace is the pod's when ``shared_pid``."""
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The pod's size (OCI linux.resources) from its last UpdatePodSandboxResources."""
 
 
 @dataclasses.dataclass

@@ -167,6 +167,37 @@ def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
     assert "gVisor" not in runc_log
 
 
+def two_containers(name: str, image: str, runtime_class: str, first: str, second: str, **spec: Any) -> dict[str, Any]:
+    manifest = pod(name, image, runtime_class, first)
+    manifest["spec"]["containers"].append(
+        {"name": "second", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", second]}
+    )
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def test_containers_of_a_pod_share_its_sandbox_and_pid_namespace(env: Environment) -> None:
+    """Through the kubelet: a web server and a client in one gVisor pod reach each other over localhost (one
+    sandbox per pod), and the containers of a shareProcessNamespace pod see each other's processes."""
+    local = env.local
+    serve = "mkdir -p /tmp/www && echo served-in-the-pod > /tmp/www/index.html && httpd -f -p 8080 -h /tmp/www"
+    fetch = "until wget -q -O - http://127.0.0.1:8080/; do sleep 1; done; echo started; sleep 100000"
+    look = "sleep 3; ps; echo started; sleep 100000"
+    apply(
+        local,
+        two_containers("gvisor-sidecar", env.image, "gvisor", serve, fetch),
+        two_containers("shared-pids", env.image, "runc", "sleep 100001", look, shareProcessNamespace=True),
+    )
+
+    def second_log(name: str) -> str:
+        log = local.kubectl("logs", "-n", "default", name, "-c", "second")
+        return log if "started" in log else ""
+
+    assert "served-in-the-pod" in wait_until(lambda: second_log("gvisor-sidecar"), 180, "the fetch", interval=1)
+    assert "sleep 100001" in wait_until(lambda: second_log("shared-pids"), 180, "the other's process", interval=1)
+    local.kubectl("delete", "pod", "-n", "default", "gvisor-sidecar", "shared-pids", "--wait=true")
+
+
 def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(env: Environment) -> None:
     local = env.local
     apply(local, profile("broken", "runc", "/opt/kubehull-missing/runc"))

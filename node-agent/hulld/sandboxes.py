@@ -49,6 +49,8 @@ class Sandboxes:
         self.namespace_dir = config.storage.state / "ns"
         self.exits = config.storage.state / "exits"
         self.pause_rootfs = config.storage.root / "pause" / "rootfs"
+        self._pause_source: tuple[str, int, int] | None = None
+        """The pause binary the rootfs holds a copy of (path, size, mtime): copied again only if it changes."""
         self.handlers = Handlers(config)
         namespaces.prepare(self.namespace_dir)
 
@@ -177,20 +179,26 @@ class Sandboxes:
 
     def _prepare_pause_rootfs(self) -> None:
         """The infra's root filesystem: the static busybox as /bin/busybox and /bin/sh, and the directories the
-        runtime mounts over. Made once, and again when the configured binary changes."""
-        binary = self.pause_rootfs / "bin" / "busybox"
-        content = self.config.runtime.pause_binary.read_bytes()
-        if binary.is_file() and binary.read_bytes() == content:
+        runtime mounts over. Made on the first infra container, and again when the configured binary changes."""
+        source = self.config.runtime.pause_binary
+        try:
+            info = source.stat()
+        except OSError as error:
+            raise errors.FailedPrecondition(f"runtime.pause_binary {source}: {error.strerror}") from error
+        key = (str(source), info.st_size, info.st_mtime_ns)
+        if key == self._pause_source:
             return
         for name in ("bin", "proc", "dev", "sys"):
             (self.pause_rootfs / name).mkdir(parents=True, exist_ok=True, mode=0o755)
+        binary = self.pause_rootfs / "bin" / "busybox"
         staged = binary.with_name(".busybox")
-        staged.write_bytes(content)
+        shutil.copyfile(source, staged)
         staged.chmod(0o755)
         staged.replace(binary)
         shell = self.pause_rootfs / "bin" / "sh"
         if not shell.is_symlink():
             shell.symlink_to("busybox")
+        self._pause_source = key
 
     def infra_exited(self, record: SandboxRecord) -> bool:
         """Whether the pod's infra container has exited (the pod's sandbox process is gone)."""

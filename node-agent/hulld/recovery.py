@@ -10,7 +10,8 @@ What it does, logging rather than failing on any one item:
 - a container record that never got a PID (the crash hit CreateContainer) is garbage-collected with its
   directory and any runtime state; one the runtime no longer knows, with no exit recorded, becomes UNKNOWN;
 - container directories without a record are unmounted and removed;
-- a READY sandbox whose pinned namespaces are gone (a reboot), or whose infra container exited, becomes NOTREADY.
+- a READY sandbox whose pinned namespaces are gone (a reboot), whose infra container exited, or whose infra
+  container a crash left unstarted, becomes NOTREADY (the kubelet then stops it, and StopPodSandbox cleans up).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
         if sandbox.state == "READY" and missing:
             logger.warning("sandbox %s: namespaces %s are gone; marking it not ready", sandbox.id, missing)
             sandboxes.records.set(sandbox.id, state="NOTREADY", network={})
+        elif sandbox.state == "READY" and sandbox.infra_id and not sandbox.infra_pid:
+            # The crash hit RunPodSandbox while it made the infra: its containers could not join the pod.
+            logger.warning("sandbox %s: its infra container was never started; marking it not ready", sandbox.id)
+            sandboxes.records.set(sandbox.id, state="NOTREADY")
         else:
             sandboxes.refresh(sandbox)  # its infra container may have exited while hulld was down
     for record in containers.records.list():

@@ -270,10 +270,10 @@ class Sandboxes:
         record = self.records.find(sandbox_id)
         if record is None:
             return  # CRI: stopping an unknown sandbox succeeds
-        if record.state == "NOTREADY" and not record.network and not record.infra_pid:
-            return
+        if record.state == "NOTREADY" and not record.network and not record.infra_id:
+            return  # torn down already
         self._tear_down(record)
-        self.records.set(record.id, state="NOTREADY", network={}, infra_pid=0)
+        self.records.set(record.id, state="NOTREADY", network={}, infra_id="", infra_pid=0)
 
     def remove(self, sandbox_id: str) -> None:
         record = self.records.find(sandbox_id)

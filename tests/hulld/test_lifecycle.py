@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -177,6 +178,31 @@ def test_interrupted_create_is_garbage_collected_at_start(
     assert not orphan.exists()
     # The name is free again.
     hulld.crictl("create", pod, container_config(tmp_path, "half", image, ["sh", "-c", SCRIPT]), pod_file)
+
+
+def test_pod_whose_infra_a_crash_left_unstarted_is_not_ready_and_cleans_up(
+    hulld_with_network: Hulld, tmp_path: Path
+) -> None:
+    """A crash between recording a pod's infra container and recording its PID: at start, hulld marks the pod
+    not ready (its containers could not join it), and stopping and removing it removes the infra container
+    too. The record is written as the crash would leave it, as in the test above."""
+    hulld = hulld_with_network
+    pod = hulld.crictl("runp", pod_config(tmp_path, "infra-crash")).stdout.strip()  # POD PID mode: an infra
+    hulld.stop()
+    record_path = hulld.root / "records" / "sandboxes" / f"{pod}.json"
+    record = json.loads(record_path.read_text())
+    infra = record["infra_id"]
+    assert infra
+    record["infra_pid"] = 0
+    record_path.write_text(json.dumps(record))
+
+    hulld.start()
+    assert json.loads(hulld.crictl("inspectp", pod).stdout)["status"]["state"] == "SANDBOX_NOTREADY"
+    hulld.crictl("stopp", pod)
+    hulld.crictl("rmp", pod)
+    runtime_root = f"--root={hulld.work_dir / 'state' / 'runtimes' / 'runc'}"
+    listed = subprocess.run(["runc", runtime_root, "list", "-q"], capture_output=True, text=True, check=True).stdout
+    assert infra not in listed.split()
 
 
 def test_container_events_stream(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path) -> None:

@@ -157,12 +157,19 @@ state = "{work}/state"
         process.stop()
 
 
+# As the kubelet asks for an ordinary pod: a PID namespace per container (the CRI's default, POD, is what
+# shareProcessNamespace asks for, and costs hulld an infra container; containerd runs one for every pod).
+KUBELET_NAMESPACES = cri.NamespaceOption(pid=cri.CONTAINER)
+
+
 def start_pod(runtime: Runtime, name: str, image: str, logs: Path) -> tuple[str, str, float]:
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, namespace="bench", uid=name),
         hostname=name,
         log_directory=str(logs / name),
-        linux=cri.LinuxPodSandboxConfig(),
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(namespace_options=KUBELET_NAMESPACES)
+        ),
     )
     started = time.perf_counter()
     pod = runtime.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
@@ -175,6 +182,9 @@ def start_pod(runtime: Runtime, name: str, image: str, logs: Path) -> tuple[str,
                 image=cri.ImageSpec(image=image),
                 command=["sleep", "3600"],
                 log_path="main.log",
+                linux=cri.LinuxContainerConfig(
+                    security_context=cri.LinuxContainerSecurityContext(namespace_options=KUBELET_NAMESPACES)
+                ),
             ),
         ),
         timeout=120,

@@ -106,7 +106,7 @@ metrics_address = ""
 [storage]
 root = "{work}/root"
 state = "{work}/state"
-pod_log_root = "{work}/logs"
+pod_log_root = "{work}/pod-logs"
 [network]
 cni_conf_dir = "{cni_dir}"
 cni_bin_dirs = ["/usr/lib/cni"]

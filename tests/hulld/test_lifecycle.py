@@ -75,6 +75,8 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     hulld.crictl("start", container)
     listed = json.loads(hulld.crictl("ps", "-o", "json").stdout)["containers"]
     assert [(c["id"], c["state"]) for c in listed] == [(container, "CONTAINER_RUNNING")]
+    image_id = json.loads(hulld.crictl("inspecti", image).stdout)["status"]["id"]
+    assert (listed[0]["imageRef"], listed[0]["imageId"]) == (image_id, image_id)
     wait_until(lambda: "hello from" in hulld.crictl("logs", container).stdout, what="the container's log")
     assert hulld.crictl("logs", container).stdout.strip() == f"hello from life-{handler}-host"
     log_lines = (tmp_path / "logs" / f"life-{handler}" / "main.log").read_text().splitlines()

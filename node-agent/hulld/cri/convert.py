@@ -47,6 +47,7 @@ def container_message(record: ContainerRecord) -> Any:
         metadata=cri.ContainerMetadata(**record.metadata),
         image=cri.ImageSpec(image=record.image),
         image_ref=record.image_id,
+        image_id=record.image_id,
         state=CONTAINER_STATES[record.state],
         created_at=record.created_at,
         labels=record.labels,

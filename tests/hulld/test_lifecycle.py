@@ -99,6 +99,14 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     if handler == "runc":
         assert int(stats["memory"]["workingSetBytes"]["value"]) > 0
         assert int(stats["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+    for listed_stats in (
+        hulld.runtime().ListPodSandboxStats(cri.ListPodSandboxStatsRequest()).stats,
+        [hulld.runtime().PodSandboxStats(cri.PodSandboxStatsRequest(pod_sandbox_id=pod)).stats],
+    ):
+        assert [item.attributes.id for item in listed_stats] == [pod]
+        assert [c.attributes.id for c in listed_stats[0].linux.containers] == [container]
+        if handler == "runc":  # the pod's usage is its containers'
+            assert listed_stats[0].linux.memory.working_set_bytes.value > 0
 
     hulld.crictl("stop", "--timeout", "10", container)
     status = json.loads(hulld.crictl("inspect", container).stdout)["status"]

@@ -47,10 +47,9 @@ class StatsMethods(Scope):
         records = self._containers(request.filter, by_state=False)
         return cri.ListContainerStatsResponse(stats=[self._stats(record) for record in records])
 
-    def _sandbox_stats(self, record: SandboxRecord) -> Any:
-        containers = [
-            self._stats(container) for container in self.containers.all() if container.sandbox_id == record.id
-        ]
+    def _sandbox_stats(self, record: SandboxRecord, members: list[ContainerRecord]) -> Any:
+        """``members``: the sandbox's containers."""
+        containers = [self._stats(container) for container in members]
         stats = cri.PodSandboxStats(
             attributes=cri.PodSandboxAttributes(
                 id=record.id,
@@ -68,8 +67,15 @@ class StatsMethods(Scope):
         return stats
 
     def PodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(self._sandbox(request.pod_sandbox_id)))
+        record = self._sandbox(request.pod_sandbox_id)
+        members = [self.containers.refresh(c) for c in self.containers.in_sandbox(record.id)]
+        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(record, members))
 
     def ListPodSandboxStats(self, request: Any, context: Any) -> Any:  # noqa: N802
         records = self._sandboxes(request.filter, by_state=False)
-        return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(record) for record in records])
+        by_sandbox: dict[str, list[ContainerRecord]] = {record.id: [] for record in records}
+        for container in self.containers.all():  # once for every sandbox listed, not once per sandbox
+            by_sandbox.get(container.sandbox_id, []).append(container)
+        return cri.ListPodSandboxStatsResponse(
+            stats=[self._sandbox_stats(record, by_sandbox[record.id]) for record in records]
+        )

@@ -114,12 +114,14 @@ RESERVED_OPTIONS = ("root",)
 class HandlerConfig(Section):
     runtime_type: Literal["oci", "vm"] = "oci"
     runtime_path: Path
-    """The OCI runtime binary (oci) or containerd shim v2 binary (vm)."""
+    """The OCI runtime binary (oci), or the containerd shim v2 binary (vm: containerd-shim-kata-v2, gVisor's
+    containerd-shim-runsc-v1, containerd-shim-runc-v2)."""
     runtime_root: Path | None = None
     """The runtime's --root state directory; default <storage.state>/runtimes/<handler>."""
     config_path: Path | None = None
-    """The engine's own configuration file, for vm handlers (Kata's configuration.toml); OCI runtimes take
-    none, so an oci handler with one is refused rather than silently ignored."""
+    """The engine's own configuration file, for vm handlers (Kata's configuration.toml, the runsc shim's
+    runsc.toml), passed to the shim as containerd's CRI does (runtime options); OCI runtimes take none, so an
+    oci handler with one is refused rather than silently ignored."""
     options: dict[OptionName, OptionValue] = Field(default_factory=dict)
     """The runtime's global flags (oci): ``platform = "systrap"`` is ``--platform=systrap``."""
     privileged_without_host_devices: bool = False
@@ -140,6 +142,8 @@ class HandlerConfig(Section):
             _absolute(self.config_path, "config_path")
             if self.runtime_type == "oci":
                 raise ValueError("config_path has no meaning for an oci handler (OCI runtimes take no config file)")
+        if self.options and self.runtime_type == "vm":
+            raise ValueError("options are an OCI runtime's flags; a vm handler's shim reads its config_path instead")
         for reserved in RESERVED_OPTIONS:
             if reserved in self.options:
                 raise ValueError(f"options.{reserved} is set by hulld itself (runtime_root) and cannot be an option")

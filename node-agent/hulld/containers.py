@@ -224,7 +224,7 @@ class Containers:
             paths = self.paths(record)
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
-            pid = handler.create(record.id, record.name, paths)
+            pid = handler.create(record.id, record.name, paths, sandbox.infra_id)
         except BaseException:
             self._discard(record)
             raise

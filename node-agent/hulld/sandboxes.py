@@ -56,7 +56,7 @@ class Sandboxes:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.handlers = Handlers(config)
+        self.handlers.reconfigure(config)
 
     def handler(self, name: str) -> str:
         handler = name or self.config.runtime.default_handler
@@ -173,7 +173,7 @@ class Sandboxes:
         paths = self.infra_paths(record)
         paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
         (paths.bundle / "config.json").write_text(json.dumps(infra.build(record, record.infra_id, self.pause_rootfs)))
-        pid = handler.create(record.infra_id, f"{record.name}_infra", paths)
+        pid = handler.create(record.infra_id, f"{record.name}_infra", paths, record.infra_id)
         handler.start(record.infra_id, paths)
         return self.records.set(record.id, infra_pid=pid)
 

@@ -63,6 +63,13 @@ class RuntimeSpec(KubeModel):
                 "message": "configPath is for vm (containerd shim v2) handlers: OCI runtimes take no config file",
                 "fieldPath": ".configPath",
             },
+            {
+                "rule": "!has(self.options) || size(self.options) == 0 || "
+                "!(has(self.runtimeType) && self.runtimeType == 'vm')",
+                "message": "options are an OCI runtime's flags: a vm (containerd shim v2) handler reads its "
+                "configPath instead",
+                "fieldPath": ".options",
+            },
             *option_rules(),
         )
     )

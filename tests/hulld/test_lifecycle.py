@@ -56,7 +56,7 @@ def container_config(
     )
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc"])
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str) -> None:
     hulld = hulld_with_network
     image = oci_registry.images["busybox"].reference
@@ -88,7 +88,8 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     assert f"inet {pod_ip}/24" in addresses
     assert hulld.crictl("exec", "-s", container, "id", "-u").stdout.strip() == "0"
     kernel = hulld.crictl("exec", "-s", container, "uname", "-r").stdout.strip()
-    if handler == "runsc":  # really in gVisor: its own kernel, and its boot messages
+    gvisor = handler.endswith("runsc")
+    if gvisor:  # really in gVisor: its own kernel, and its boot messages
         assert "gvisor" in kernel
         assert "Starting gVisor" in hulld.crictl("exec", "-s", container, "dmesg").stdout
     else:
@@ -96,7 +97,7 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
 
     stats = json.loads(hulld.crictl("stats", "-o", "json", container).stdout)["stats"][0]
     assert stats["attributes"]["id"] == container
-    if handler == "runc":
+    if not gvisor:
         assert int(stats["memory"]["workingSetBytes"]["value"]) > 0
         assert int(stats["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
     for listed_stats in (
@@ -105,7 +106,7 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     ):
         assert [item.attributes.id for item in listed_stats] == [pod]
         assert [c.attributes.id for c in listed_stats[0].linux.containers] == [container]
-        if handler == "runc":  # the pod's usage is its containers'
+        if not gvisor:  # the pod's usage is its containers'
             assert listed_stats[0].linux.memory.working_set_bytes.value > 0
 
     hulld.crictl("stop", "--timeout", "10", container)

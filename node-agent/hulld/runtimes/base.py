@@ -47,8 +47,14 @@ class Handler(abc.ABC):
         """Whether the runtime runs a pod's containers in one sandbox (gVisor) that an infra container holds."""
 
     @abc.abstractmethod
-    def create(self, container_id: str, name: str, paths: ContainerPaths) -> int:
-        """Create the container (not started); returns its init process's PID."""
+    def close(self) -> None:
+        """Let go of what the handler holds in hulld (connections, servers) when hulld exits or the handler is
+        reconfigured; its containers go on."""
+
+    @abc.abstractmethod
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
+        """Create the container (not started); returns its init process's PID. ``sandbox`` is the ID of the
+        pod's infra container, which names the pod's sandbox (the infra's own ID when it is created)."""
 
     @abc.abstractmethod
     def start(self, container_id: str, paths: ContainerPaths) -> None: ...

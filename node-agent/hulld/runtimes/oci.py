@@ -122,6 +122,9 @@ class OCIHandler(Handler):
     def sandbox_per_pod(self) -> bool:
         return self._sandbox_per_pod
 
+    def close(self) -> None:
+        """Nothing to let go: conmon holds each container, hulld only its files."""
+
     def _runtime(
         self, *args: str, timeout: float = 60, stdin: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
@@ -137,7 +140,7 @@ class OCIHandler(Handler):
             message = result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")
             raise errors.FailedPrecondition(f"{self.name} {args[0]}: {message.strip()}")
 
-    def create(self, container_id: str, name: str, paths: ContainerPaths) -> int:
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
         if not self.path.is_file():
             raise errors.FailedPrecondition(f"runtime handler {self.name}: {self.path} does not exist")
         paths.exits.mkdir(parents=True, exist_ok=True, mode=0o700)

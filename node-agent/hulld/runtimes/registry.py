@@ -1,38 +1,54 @@
 """The handler table: one ``Handler`` per configured runtime handler, of the class its ``runtime_type`` names.
 
-A new kind of runtime is one more entry in ``RUNTIME_TYPES``; nothing that uses handlers branches on a type or
-a name. A configured handler whose type has no implementation yet answers UNIMPLEMENTED, saying so.
+A new kind of runtime is one more entry in ``RUNTIME_TYPES`` (and in ``HandlerConfig.runtime_type``); nothing
+that uses handlers branches on a type or a name.
 """
 
 from __future__ import annotations
 
 from hulld import errors
-from hulld.config import Config
+from hulld.config import Config, HandlerConfig
 from hulld.runtimes.base import Handler
 from hulld.runtimes.oci import OCIHandler
+from hulld.runtimes.shim.handler import ShimHandler
 
-RUNTIME_TYPES: dict[str, type[Handler]] = {"oci": OCIHandler}
+RUNTIME_TYPES: dict[str, type[Handler]] = {"oci": OCIHandler, "vm": ShimHandler}
 
 
 class Handlers:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._table: dict[str, Handler] = {
-            name: RUNTIME_TYPES[handler.runtime_type](name, handler, config.storage.state)
-            for name, handler in config.handlers.items()
-            if handler.runtime_type in RUNTIME_TYPES
-        }
+        self._table: dict[str, tuple[HandlerConfig, Handler]] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Make the handlers ``config`` names; one whose configuration did not change is kept as it is (a shim
+        handler keeps its connections), the others are closed."""
+        table: dict[str, tuple[HandlerConfig, Handler]] = {}
+        for name, handler_config in config.handlers.items():
+            kept = self._table.get(name)
+            if kept is not None and kept[0] == handler_config:
+                table[name] = kept
+            else:
+                kind = RUNTIME_TYPES[handler_config.runtime_type]
+                table[name] = (handler_config, kind(name, handler_config, config.storage.state))
+        for name, (_, handler) in self._table.items():
+            if table.get(name, (None, None))[1] is not handler:
+                handler.close()
+        self.config, self._table = config, table
+
+    def close(self) -> None:
+        for _, handler in self._table.values():
+            handler.close()
 
     def get(self, name: str) -> Handler:
         """The handler ``name``, for a new pod or an existing one."""
-        handler = self._table.get(name)
-        if handler is not None:
-            return handler
-        if name in self.config.handlers:
-            kind = self.config.handlers[name].runtime_type
-            raise errors.Unimplemented(f"runtime handler {name}: runtime_type {kind!r} is not supported yet")
+        entry = self._table.get(name)
+        if entry is not None:
+            return entry[1]
         raise errors.FailedPrecondition(f"runtime handler {name} is no longer configured on this node")
 
     def find(self, name: str) -> Handler | None:
         """The handler ``name`` if it can run anything, for clean-ups that go on without it."""
-        return self._table.get(name)
+        entry = self._table.get(name)
+        return entry[1] if entry is not None else None

@@ -1,0 +1,490 @@
+"""containerd shim v2 handlers (``runtime_type = "vm"``): Kata Containers, gVisor's and runc's shims.
+
+One shim process per pod holds all its containers, the pod's infra container first (its ID names the shim,
+and the runtime's sandbox: Kata's VM, gVisor's sandbox). hulld starts it (``launch.start``), then speaks the
+task API to it over ttrpc: Create, Start, Kill, State, Wait, Exec, Update, Delete, and Shutdown once the pod's
+last container is deleted.
+
+- **Exits** come from ``Wait``, one call in flight per container; its answer is written where the OCI handler's
+  monitor writes them (``<exits>/<id>``, mtime = exit time), so the rest of hulld reads both the same way.
+- **OOM kills** arrive as ``/tasks/oom`` events, which shims publish to hulld's ttrpc events server
+  (``events.sock``). A shim publishes an OOM kill before the exit it causes; an exit by SIGKILL (137) is held
+  until the shim's own ``/tasks/exit`` event for it says every earlier event has arrived (or a second passed).
+- **Logs**: each container's stdout and stderr are FIFOs in its bundle; ``stdio.LogCopier`` turns them into
+  the CRI log.
+- **The shim's own log** comes through a FIFO named ``log`` in its bundle (shims refuse to start without one)
+  into ``pods/<id>.log`` in the handler's state directory.
+- **Restarts**: hulld's per-container notes (``containers/<id>.json``: pod, bundle, exits, log) and per-pod
+  shim addresses (``pods/<id>.address``) live in the handler's state directory. After a restart the handler connects
+  to each pod's shim again when first needed, asks ``Wait`` again for every container without a recorded exit,
+  and copies their FIFOs again. A shim found dead gets its containers recorded as exited (255) and its own
+  clean-up (``launch.clean_up``).
+
+``config_path`` reaches the shim as the runtime options containerd's CRI sends (``runtimeoptions.v1.Options``):
+Kata reads its configuration.toml there, gVisor's shim its runsc.toml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal as signals
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import any_pb2
+
+from hulld import errors
+from hulld.atomic import write_atomically
+from hulld.config import HandlerConfig
+from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
+from hulld.runtimes.shim import launch, stdio, ttrpc
+from hulld.runtimes.shim.protocol import task_pb2
+
+logger = logging.getLogger(__name__)
+
+TASK = "containerd.task.v2.Task"
+EVENTS = "containerd.services.events.ttrpc.v1.Events"
+SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/"
+"""containerd's type URLs for OCI spec structures, which travel as JSON (Process, LinuxResources)."""
+RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
+SIGKILL_EXIT = 128 + signals.SIGKILL
+EXIT_EVENT_GRACE = 1.0
+SHIM_GONE_EXIT = 255
+CALL_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Container:
+    """What the handler notes about a container, to find it again after a restart."""
+
+    sandbox: str
+    bundle: str
+    exits: str
+    log: str
+
+    @property
+    def exit_file(self) -> Path:
+        return Path(self.exits)
+
+
+def _spec_any(kind: str, value: dict[str, Any]) -> any_pb2.Any:
+    return any_pb2.Any(type_url=SPEC_TYPE + kind, value=json.dumps(value).encode())
+
+
+class ShimHandler(Handler):
+    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
+        self.name = name
+        self.binary = config.runtime_path
+        self.config_path = config.config_path
+        self.state = state / "runtimes" / name
+        for directory in ("pods", "containers", "oom", "exec"):
+            (self.state / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.address = self.state / "hulld.sock"
+        """Passed as the shim's ``-address`` (containerd's own socket there): shims hash it into their socket
+        paths, so each hulld handler's shims have their own."""
+        self.stdio = stdio.LogCopier(f"shim handler {name}")
+        self._clients: dict[str, ttrpc.Client] = {}
+        self._waiting: set[str] = set()
+        self._held_exits: dict[str, tuple[int, int]] = {}
+        """SIGKILL exits waiting for the shim's exit event (after its OOM event, if any)."""
+        self._lock = threading.RLock()
+        self._closing = False
+        self.events = ttrpc.Server(self.state / "events.sock", {(EVENTS, "Forward"): self._event})
+
+    @property
+    def sandbox_per_pod(self) -> bool:
+        return True  # one shim per pod, started with the pod's infra container
+
+    def close(self) -> None:
+        """Stop serving (hulld exits or reconfigures): shims and their containers go on without hulld."""
+        with self._lock:
+            self._closing = True
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.close()
+        self.events.close()
+
+    # --- notes kept in the handler's state directory ------------------------------------------------------
+
+    def _note(self, container_id: str) -> _Container | None:
+        try:
+            return _Container(**json.loads((self.state / "containers" / f"{container_id}.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _noted(self, container_id: str) -> _Container:
+        note = self._note(container_id)
+        if note is None:
+            raise errors.NotFound(f"{self.name}: container {container_id} is not known to its shim handler")
+        return note
+
+    def _pod_containers(self, sandbox: str) -> list[str]:
+        return [
+            path.stem
+            for path in (self.state / "containers").glob("*.json")
+            if (note := self._note(path.stem)) is not None and note.sandbox == sandbox
+        ]
+
+    # --- the pod's shim ------------------------------------------------------------------------------------
+
+    def _shim_address(self, sandbox: str) -> Path:
+        """The shim's socket and bundle, a line each."""
+        return self.state / "pods" / f"{sandbox}.address"
+
+    def _shim_log(self, sandbox: str) -> Path:
+        """The shim's own log (kept until the pod's shim is gone), for troubleshooting."""
+        return self.state / "pods" / f"{sandbox}.log"
+
+    def _client(self, sandbox: str) -> ttrpc.Client:
+        """The connection to the pod's shim, made again if there is none (hulld restarted) or it was lost; on
+        each new connection the pod's containers without a recorded exit are waited for again, and their
+        output copied if it is not."""
+        with self._lock:
+            client = self._clients.get(sandbox)
+            if client is not None and not client.closed.is_set():
+                return client
+            try:
+                socket_path, bundle = (Path(line) for line in self._shim_address(sandbox).read_text().splitlines())
+            except (FileNotFoundError, ValueError):
+                raise errors.NotFound(f"{self.name}: pod {sandbox} has no shim") from None
+            if not self.stdio.attached(f"shim-{sandbox}"):
+                self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=False)
+            try:
+                client = ttrpc.Client(socket_path)
+            except OSError as error:
+                self._shim_gone(sandbox, f"connecting to {socket_path}: {error}")
+                raise errors.Unavailable(f"{self.name}: the shim of pod {sandbox} is gone ({error})") from error
+            self._clients[sandbox] = client
+        for container_id in self._pod_containers(sandbox):
+            note = self._note(container_id)
+            if note is not None and not (note.exit_file / container_id).exists():
+                if not self.stdio.attached(container_id):
+                    self._copy_output(container_id, note, fresh=False)
+                self._wait_for_exit(client, container_id, note)
+        return client
+
+    def _call(self, sandbox: str, method: str, request: Any, answer_type: type[Any]) -> Any:
+        try:
+            return self._client(sandbox).call(TASK, method, request, answer_type, CALL_TIMEOUT)
+        except ttrpc.TTRPCError as error:
+            raise errors.FailedPrecondition(f"{self.name} {method}: {error}") from error
+
+    def _start_shim(self, sandbox: str, bundle: Path) -> None:
+        # The shim writes its own log into a FIFO named "log" in its bundle; it refuses to run without one.
+        os.mkfifo(bundle / "log", 0o600)
+        self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=True)
+        socket_path = launch.start(self.binary, self.address, self.events.address, sandbox, bundle)
+        write_atomically(self._shim_address(sandbox), f"{socket_path}\n{bundle}")
+        try:
+            client = ttrpc.Client(socket_path)
+        except OSError as error:
+            raise errors.FailedPrecondition(f"{self.name}: the new shim does not answer at {socket_path}") from error
+        with self._lock:
+            self._clients[sandbox] = client
+
+    def _shut_down(self, sandbox: str) -> None:
+        with self._lock:
+            client = self._clients.pop(sandbox, None)
+        if client is not None:
+            with contextlib.suppress(ttrpc.TTRPCError):
+                client.call(TASK, "Shutdown", task_pb2.ShutdownRequest(id=sandbox), task_pb2.Empty, CALL_TIMEOUT)
+            client.close()
+        self.stdio.detach(f"shim-{sandbox}")
+        self._shim_address(sandbox).unlink(missing_ok=True)
+        self._shim_log(sandbox).unlink(missing_ok=True)
+
+    def _shim_gone(self, sandbox: str, reason: str) -> None:
+        """The pod's shim cannot be reached: its containers ended with it (as far as hulld can tell)."""
+        if self._closing:
+            return
+        logger.warning(
+            "%s: the shim of pod %s is gone (%s); its containers are recorded as exited", self.name, sandbox, reason
+        )
+        for container_id in self._pod_containers(sandbox):
+            note = self._note(container_id)
+            if note is not None and not (note.exit_file / container_id).exists():
+                self._record_exit(container_id, note, SHIM_GONE_EXIT, time.time_ns())
+                output = launch.clean_up(
+                    self.binary, self.address, self.events.address, container_id, Path(note.bundle)
+                )
+                logger.info("%s: clean-up of container %s: %s", self.name, container_id, output)
+
+    # --- exits and events ----------------------------------------------------------------------------------
+
+    def _wait_for_exit(self, client: ttrpc.Client, container_id: str, note: _Container) -> None:
+        with self._lock:
+            if container_id in self._waiting:
+                return
+            self._waiting.add(container_id)
+        answer = client.call_async(TASK, "Wait", task_pb2.WaitRequest(id=container_id), task_pb2.WaitResponse)
+        answer.add_done_callback(lambda done: self._waited(container_id, note, done))
+
+    def _waited(self, container_id: str, note: _Container, done: Future[task_pb2.WaitResponse]) -> None:
+        with self._lock:
+            self._waiting.discard(container_id)
+        error = done.exception()
+        if error is not None:
+            if isinstance(error, ttrpc.TTRPCError) and error.code is None:
+                self._shim_gone(note.sandbox, str(error))
+            elif self._note(container_id) is not None:
+                logger.warning("%s: Wait for container %s: %s", self.name, container_id, error)
+            return
+        answer = done.result()
+        exited_at = answer.exited_at.ToNanoseconds() if answer.HasField("exited_at") else time.time_ns()
+        if answer.exit_status == SIGKILL_EXIT and not (self.state / "oom" / container_id).exists():
+            with self._lock:
+                self._held_exits[container_id] = (answer.exit_status, exited_at)
+            timer = threading.Timer(EXIT_EVENT_GRACE, self._release_exit, (container_id, note))
+            timer.daemon = True
+            timer.start()
+            return
+        self._record_exit(container_id, note, answer.exit_status, exited_at)
+
+    def _release_exit(self, container_id: str, note: _Container | None = None) -> None:
+        with self._lock:
+            held = self._held_exits.pop(container_id, None)
+        note = note or self._note(container_id)
+        if held is not None and note is not None:
+            self._record_exit(container_id, note, *held)
+
+    @staticmethod
+    def _record_exit(container_id: str, note: _Container, code: int, exited_at: int) -> None:
+        exit_file = note.exit_file / container_id
+        if exit_file.exists():
+            return
+        exit_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(exit_file, str(code))
+        os.utime(exit_file, ns=(exited_at, exited_at))
+
+    def _event(self, payload: bytes) -> bytes:
+        envelope = task_pb2.ForwardRequest.FromString(payload).envelope
+        if envelope.topic == "/tasks/oom":
+            container_id = task_pb2.TaskOOM.FromString(envelope.event.value).container_id
+            if self._note(container_id) is not None:
+                (self.state / "oom" / container_id).touch()
+        elif envelope.topic == "/tasks/exit":
+            self._release_exit(task_pb2.TaskExit.FromString(envelope.event.value).container_id)
+        return task_pb2.Empty().SerializeToString()
+
+    # --- stdio ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fifos(bundle: Path, terminal: bool) -> dict[str, Path]:
+        # A terminal has one output: the shim copies it to stdout.
+        return {"stdout": bundle / "stdout"} if terminal else {"stdout": bundle / "stdout", "stderr": bundle / "stderr"}
+
+    def _copy_output(self, container_id: str, note: _Container, *, fresh: bool) -> None:
+        bundle = Path(note.bundle)
+        terminal = not (bundle / "stderr").exists()
+        self.stdio.attach(
+            container_id, self._fifos(bundle, terminal), Path(note.log) if note.log else None, fresh=fresh
+        )
+
+    # --- Handler -------------------------------------------------------------------------------------------
+
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
+        note = _Container(sandbox=sandbox, bundle=str(paths.bundle), exits=str(paths.exits), log=str(paths.log or ""))
+        spec = json.loads((paths.bundle / "config.json").read_text())
+        terminal = bool(spec.get("process", {}).get("terminal"))
+        fifos = self._fifos(paths.bundle, terminal)
+        for fifo in fifos.values():
+            os.mkfifo(fifo, 0o600)
+        if container_id == sandbox:
+            self._start_shim(sandbox, paths.bundle)
+        write_atomically(self.state / "containers" / f"{container_id}.json", json.dumps(dataclasses.asdict(note)))
+        try:
+            self._copy_output(container_id, note, fresh=True)
+            request = task_pb2.CreateTaskRequest(
+                id=container_id,
+                bundle=str(paths.bundle),
+                terminal=terminal,
+                stdout=str(fifos["stdout"]),
+                stderr=str(fifos.get("stderr", "")),
+            )
+            if self.config_path is not None:
+                options = task_pb2.RuntimeOptions(config_path=str(self.config_path))
+                request.options.CopyFrom(any_pb2.Any(type_url=RUNTIME_OPTIONS_TYPE, value=options.SerializeToString()))
+            created = self._call(sandbox, "Create", request, task_pb2.CreateTaskResponse)
+        except BaseException:
+            self.stdio.detach(container_id)
+            (self.state / "containers" / f"{container_id}.json").unlink(missing_ok=True)
+            if container_id == sandbox:
+                self._shut_down(sandbox)
+            raise
+        self._wait_for_exit(self._client(sandbox), container_id, note)
+        return int(created.pid)
+
+    def start(self, container_id: str, paths: ContainerPaths) -> None:
+        note = self._noted(container_id)
+        self._call(note.sandbox, "Start", task_pb2.StartRequest(id=container_id), task_pb2.StartResponse)
+
+    def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
+        note = self._note(container_id)
+        if note is None or (note.exit_file / container_id).exists():
+            return
+        try:
+            self._client(note.sandbox).call(
+                TASK, "Kill", task_pb2.KillRequest(id=container_id, signal=signal), task_pb2.Empty, CALL_TIMEOUT
+            )
+        except ttrpc.TTRPCError as error:
+            if error.code != ttrpc.NOT_FOUND:  # "process already finished"
+                raise errors.FailedPrecondition(f"{self.name} Kill: {error}") from error
+        except errors.Unavailable:
+            return  # the shim is gone, and its containers with it
+
+    def running(self, container_id: str) -> bool:
+        note = self._note(container_id)
+        if note is None:
+            return False
+        try:
+            state = self._client(note.sandbox).call(
+                TASK, "State", task_pb2.StateRequest(id=container_id), task_pb2.StateResponse, CALL_TIMEOUT
+            )
+        except (ttrpc.TTRPCError, errors.HulldError):
+            return False
+        return bool(state.status == task_pb2.RUNNING)
+
+    def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
+        exit_file = paths.exits / container_id
+        if not exit_file.exists() and (note := self._note(container_id)) is not None:
+            with contextlib.suppress(errors.HulldError):
+                self._client(note.sandbox)  # after a restart: waits for its exit again
+        try:
+            text = exit_file.read_text().strip()
+            finished = exit_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        oom = (self.state / "oom" / container_id).exists()
+        return ExitStatus(code=int(text) if text.isdigit() else -1, finished_at=finished, oom_killed=oom)
+
+    def delete(self, container_id: str, paths: ContainerPaths) -> None:
+        note = self._note(container_id)
+        self.stdio.detach(container_id)
+        if note is None:
+            return
+        with contextlib.suppress(errors.NotFound, errors.Unavailable):
+            client = self._client(note.sandbox)
+            try:
+                client.call(
+                    TASK, "Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT
+                )
+            except ttrpc.TTRPCError as error:
+                if error.code != ttrpc.NOT_FOUND:
+                    raise errors.FailedPrecondition(f"{self.name} Delete: {error}") from error
+        (self.state / "containers" / f"{container_id}.json").unlink(missing_ok=True)
+        (self.state / "oom" / container_id).unlink(missing_ok=True)
+        if not self._pod_containers(note.sandbox):
+            self._shut_down(note.sandbox)
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        if not command:
+            raise errors.InvalidArgument("ExecSync needs a command")
+        note = self._noted(container_id)
+        process = json.loads((Path(note.bundle) / "config.json").read_text())["process"]
+        process.update(args=command, terminal=False)
+        exec_id = f"exec-{secrets.token_hex(8)}"
+        directory = self.state / "exec" / exec_id
+        directory.mkdir(mode=0o700)
+        fifos = {"stdout": directory / "stdout", "stderr": directory / "stderr"}
+        for fifo in fifos.values():
+            os.mkfifo(fifo, 0o600)
+        output = _Collector(fifos)
+        client = self._client(note.sandbox)
+        try:
+            request = task_pb2.ExecProcessRequest(
+                id=container_id, exec_id=exec_id, stdout=str(fifos["stdout"]), stderr=str(fifos["stderr"])
+            )
+            request.spec.CopyFrom(_spec_any("Process", process))
+            self._call(note.sandbox, "Exec", request, task_pb2.Empty)
+            ended = client.call_async(
+                TASK, "Wait", task_pb2.WaitRequest(id=container_id, exec_id=exec_id), task_pb2.WaitResponse
+            )
+            self._call(
+                note.sandbox, "Start", task_pb2.StartRequest(id=container_id, exec_id=exec_id), task_pb2.StartResponse
+            )
+            try:
+                code = ended.result(timeout or None).exit_status
+            except TimeoutError:
+                with contextlib.suppress(ttrpc.TTRPCError):
+                    client.call(
+                        TASK,
+                        "Kill",
+                        task_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=signals.SIGKILL),
+                        task_pb2.Empty,
+                    )
+                with contextlib.suppress(Exception):
+                    ended.result(10)
+                raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
+            except ttrpc.TTRPCError as error:
+                raise errors.FailedPrecondition(f"{self.name} Wait: {error}") from error
+            stdout, stderr = output.result()
+            return ExecResult(stdout=stdout, stderr=stderr, exit_code=int(code))
+        finally:
+            output.close()
+            with contextlib.suppress(ttrpc.TTRPCError):
+                client.call(
+                    TASK, "Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse
+                )
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def version(self) -> str:
+        return launch.version(self.binary)
+
+    def reopen_log(self, container_id: str, paths: ContainerPaths) -> None:
+        if not self.stdio.reopen(container_id):
+            raise errors.FailedPrecondition(f"container {container_id}: its output is not being copied")
+
+    def update_resources(self, container_id: str, resources: dict[str, object]) -> None:
+        note = self._noted(container_id)
+        request = task_pb2.UpdateTaskRequest(id=container_id)
+        request.resources.CopyFrom(_spec_any("LinuxResources", resources))
+        self._call(note.sandbox, "Update", request, task_pb2.Empty)
+
+
+class _Collector:
+    """Reads an exec's stdout and stderr FIFOs to their end, each in a thread."""
+
+    def __init__(self, fifos: dict[str, Path]) -> None:
+        self._data = {name: bytearray() for name in fifos}
+        self._descriptors = {name: stdio.open_fifo(path) for name, path in fifos.items()}
+        self._threads = [
+            threading.Thread(target=self._read, args=(name,), name=f"exec {name}", daemon=True) for name in fifos
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read(self, name: str) -> None:
+        descriptor = self._descriptors[name]
+        poller = select.poll()
+        poller.register(descriptor, select.POLLIN)
+        while True:
+            poller.poll()
+            try:
+                chunk = os.read(descriptor, stdio.READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._data[name] += chunk
+
+    def result(self, timeout: float = 10.0) -> tuple[bytes, bytes]:
+        for thread in self._threads:
+            thread.join(timeout)
+        return bytes(self._data["stdout"]), bytes(self._data["stderr"])
+
+    def close(self) -> None:
+        for descriptor in self._descriptors.values():
+            with contextlib.suppress(OSError):
+                os.close(descriptor)

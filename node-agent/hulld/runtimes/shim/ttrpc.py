@@ -1,0 +1,219 @@
+"""ttrpc, the RPC protocol of containerd's shims: a client for calling a shim, a server for its events.
+
+A connection is a Unix socket carrying frames: a 10-byte header (data length and stream ID, big-endian
+32-bit; message type and flags, one byte each) and at most 4 MiB of data. A call is a stream: the client sends
+a Request frame (service, method, protobuf payload) on a new odd stream ID, the server answers with one Response
+frame (a status and a payload) on the same ID. Calls on one connection run concurrently, so a ``Wait`` that
+lasts as long as its container does not hold up the others. hulld uses unary calls only; frames of other
+types are refused. (github.com/containerd/ttrpc, PROTOCOL.md.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from hulld.runtimes.shim.protocol import ttrpc_pb2
+
+logger = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">IIBB")
+MAX_DATA = 4 << 20
+REQUEST, RESPONSE, DATA = 1, 2, 3
+NOT_FOUND, UNIMPLEMENTED = 5, 12
+"""gRPC status codes, which ttrpc's Status carries."""
+
+M = TypeVar("M", bound=Message)
+
+
+class TTRPCError(Exception):
+    """The call failed: the server's status (``code`` is a gRPC code), or the connection (code None)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the peer closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def read_frame(connection: socket.socket) -> tuple[int, int, bytes]:
+    """(stream ID, message type, data) of the next frame."""
+    length, stream, kind, _flags = HEADER.unpack(_read_exactly(connection, HEADER.size))
+    if length > MAX_DATA:
+        raise ConnectionError(f"a frame of {length} bytes exceeds ttrpc's {MAX_DATA}-byte limit")
+    return stream, kind, _read_exactly(connection, length)
+
+
+def frame(stream: int, kind: int, data: bytes) -> bytes:
+    if len(data) > MAX_DATA:
+        raise TTRPCError(f"a message of {len(data)} bytes exceeds ttrpc's {MAX_DATA}-byte limit")
+    return HEADER.pack(len(data), stream, kind, 0) + data
+
+
+class Client:
+    """One connection to a ttrpc server. Thread-safe; a reader thread completes the calls as answers arrive."""
+
+    def __init__(self, address: Path, timeout: float = 10.0) -> None:
+        self.address = address
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.settimeout(timeout)
+        try:
+            self._socket.connect(str(address))
+        except OSError:
+            self._socket.close()
+            raise
+        self._socket.settimeout(None)
+        self._streams = itertools.count(1, 2)  # client-initiated streams are odd
+        self._pending: dict[int, Future[bytes]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self.closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name=f"ttrpc {address.name}", daemon=True)
+        self._reader.start()
+
+    def call_async(self, service: str, method: str, request: Message, answer_type: type[M]) -> Future[M]:
+        """Start a call; the future completes with the answer, or a TTRPCError."""
+        payload = ttrpc_pb2.Request(service=service, method=method, payload=request.SerializeToString())
+        answer: Future[M] = Future()
+        with self._lock:
+            if self.closed.is_set():
+                raise TTRPCError(f"the connection to {self.address} is closed")
+            stream = next(self._streams)
+            raw: Future[bytes] = Future()
+            self._pending[stream] = raw
+        raw.add_done_callback(lambda done: _decode(done, answer, answer_type, f"{service}/{method}"))
+        try:
+            with self._send_lock:
+                self._socket.sendall(frame(stream, REQUEST, payload.SerializeToString()))
+        except OSError as error:
+            self._fail_all(f"sending to {self.address}: {error}")
+        return answer
+
+    def call(self, service: str, method: str, request: Message, answer_type: type[M], timeout: float = 60.0) -> M:
+        try:
+            return self.call_async(service, method, request, answer_type).result(timeout)
+        except TimeoutError:
+            raise TTRPCError(f"{service}/{method}: no answer in {timeout:g}s") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+        self._fail_all("the connection was closed")
+
+    def _read(self) -> None:
+        try:
+            while True:
+                stream, kind, data = read_frame(self._socket)
+                with self._lock:
+                    pending = self._pending.pop(stream, None)
+                if pending is None:
+                    logger.warning("ttrpc %s: an answer on unknown stream %d", self.address, stream)
+                elif kind != RESPONSE:
+                    pending.set_exception(TTRPCError(f"a frame of type {kind} where a response was due"))
+                else:
+                    pending.set_result(data)
+        except (OSError, ConnectionError) as error:
+            self._fail_all(f"the connection to {self.address} ended: {error}")
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            self.closed.set()
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(TTRPCError(reason))
+
+
+def _decode(raw: Future[bytes], answer: Future[M], answer_type: type[M], call: str) -> None:
+    error = raw.exception()
+    if error is not None:
+        answer.set_exception(error)
+        return
+    try:
+        response = ttrpc_pb2.Response.FromString(raw.result())
+        if response.status.code != 0:
+            answer.set_exception(TTRPCError(f"{call}: {response.status.message}", response.status.code))
+            return
+        answer.set_result(answer_type.FromString(response.payload))
+    except DecodeError as decode_error:
+        answer.set_exception(TTRPCError(f"{call}: an answer that is not a {answer_type.__name__}: {decode_error}"))
+
+
+Handler = Callable[[bytes], bytes]
+"""A server method: the request's payload in, the answer's payload out (raise TTRPCError to fail the call)."""
+
+
+class Server:
+    """A ttrpc server on a Unix socket (root-only), serving the given methods, each connection in a thread."""
+
+    def __init__(self, address: Path, methods: dict[tuple[str, str], Handler]) -> None:
+        self.address = address
+        self.methods = methods
+        address.unlink(missing_ok=True)
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.bind(str(address))
+        address.chmod(0o600)
+        self._socket.listen(64)
+        self._thread = threading.Thread(target=self._accept, name=f"ttrpc-server {address.name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+        self.address.unlink(missing_ok=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(connection,), name="ttrpc-connection", daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                while True:
+                    stream, kind, data = read_frame(connection)
+                    if kind != REQUEST:
+                        continue  # no streaming methods here: data frames have nowhere to go
+                    connection.sendall(frame(stream, RESPONSE, self._answer(data).SerializeToString()))
+            except (OSError, ConnectionError):
+                return
+
+    def _answer(self, data: bytes) -> ttrpc_pb2.Response:
+        try:
+            request = ttrpc_pb2.Request.FromString(data)
+        except DecodeError as error:
+            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=UNIMPLEMENTED, message=f"not a request: {error}"))
+        method = self.methods.get((request.service, request.method))
+        if method is None:
+            message = f"{request.service}/{request.method} is not served here"
+            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=UNIMPLEMENTED, message=message))
+        try:
+            return ttrpc_pb2.Response(payload=method(request.payload))
+        except TTRPCError as error:
+            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=error.code or UNIMPLEMENTED, message=str(error)))
+        except Exception as error:  # a bad event must not end the shim's connection
+            logger.exception("ttrpc %s/%s failed", request.service, request.method)
+            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=13, message=str(error)))

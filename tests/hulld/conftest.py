@@ -105,11 +105,8 @@ sandbox_per_pod = true
         """gVisor's shim, its ``start`` done by tests/hulld/shim_start.py (see there why)."""
         shim = toolchain.binary("containerd-shim-runsc-v1")
         wrapper = self.work_dir / "containerd-shim-runsc-v1"
-        wrapper.write_text(
-            "#!/bin/sh\n"
-            f'case " $* " in *" start "*) exec {sys.executable} {Path(__file__).parent / "shim_start.py"} {shim} "$@";; esac\n'
-            f'exec {shim} "$@"\n'
-        )
+        start = f"{sys.executable} {Path(__file__).parent / 'shim_start.py'} {shim}"
+        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" start "*) exec {start} "$@";; esac\nexec {shim} "$@"\n')
         wrapper.chmod(0o755)
         return wrapper
 

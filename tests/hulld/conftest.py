@@ -122,6 +122,14 @@ sandbox_per_pod = true
         if self.process is not None:
             self.process.stop()
 
+    def tear_down(self) -> None:
+        """After the test: hulld stopped, nothing of it left running or mounted."""
+        self.stop()
+        # A shim handler's event recorder outlives hulld on purpose, and ends once its socket is removed.
+        for address in (self.work_dir / "state" / "runtimes").glob("*/events.sock"):
+            address.unlink()
+        self.unmount_everything()
+
     def unmount_everything(self) -> None:
         """After the test: hulld keeps its namespace directory mounted (a node needs it), runsc may leave its
         own mounts; none of it may outlive the test's directory."""
@@ -181,13 +189,11 @@ def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRe
     yield running
     for pod in running.crictl("pods", "-q", check=False).stdout.split():
         running.crictl("rmp", "-f", pod, check=False)
-    running.stop()
-    running.unmount_everything()
+    running.tear_down()
 
 
 @pytest.fixture
 def hulld(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
     running = Hulld(tmp_path, component_logs, oci_registry.host)
     yield running
-    running.stop()
-    running.unmount_everything()
+    running.tear_down()

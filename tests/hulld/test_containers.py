@@ -40,10 +40,12 @@ def start(
     return container
 
 
-def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handler", ["runc", "shim-runc"])
+def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp_path: Path, handler: str) -> None:
+    """conmon marks an OOM kill with a file; a shim publishes a /tasks/oom event to hulld's events server."""
     hulld = hulld_with_network
     pod_file = pod_config(tmp_path, "oom")
-    pod = hulld.crictl("runp", pod_file).stdout.strip()
+    pod = hulld.crictl("runp", "--runtime", handler, pod_file).stdout.strip()
     hog = start(
         hulld,
         tmp_path,
@@ -60,9 +62,11 @@ def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp
     status = json.loads(hulld.crictl("inspect", hog).stdout)["status"]
     assert status["reason"] == "OOMKilled"
     assert status["exitCode"] == 137
+    assert hulld.process is not None
+    if handler == "shim-runc":
+        return
     # conmon's "oom" marker lands in the container's bundle, never in hulld's working directory.
     assert (hulld.root / "containers" / hog / "bundle" / "oom").exists()
-    assert hulld.process is not None
     assert not (Path(os.readlink(f"/proc/{hulld.process.popen.pid}/cwd")) / "oom").exists()
 
 

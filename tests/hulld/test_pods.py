@@ -65,11 +65,14 @@ def images(hulld_with_network: Hulld, oci_registry: OCIRegistry) -> dict[str, st
     return references
 
 
-def test_a_gvisor_pod_is_one_sandbox(hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("handler", ["runsc", "shim-runsc"])
+def test_a_gvisor_pod_is_one_sandbox(
+    hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str
+) -> None:
     """A web server and a client in one gVisor pod: one kernel, one network stack, so localhost reaches the
     other container (before, each container was its own sandbox and the fetch was refused, silently)."""
     hulld = hulld_with_network
-    pod, pod_file = run_pod(hulld, tmp_path, "gv-pod", "runsc", CONTAINER_PID)
+    pod, pod_file = run_pod(hulld, tmp_path, "gv-pod", handler, CONTAINER_PID)
     web = start(hulld, tmp_path, pod, pod_file, "web", images["webserver"], CONTAINER_PID)
     client = start(hulld, tmp_path, pod, pod_file, "client", images["busybox"], CONTAINER_PID, "sleep", "3600")
     page = wait_until(
@@ -82,7 +85,7 @@ def test_a_gvisor_pod_is_one_sandbox(hulld_with_network: Hulld, images: dict[str
     links = {run(hulld, container, "ip", "-o", "link") for container in (web, client)}
     assert len(links) == 1  # one network stack
 
-    other, other_file = run_pod(hulld, tmp_path, "gv-other", "runsc", CONTAINER_PID)
+    other, other_file = run_pod(hulld, tmp_path, "gv-other", handler, CONTAINER_PID)
     stranger = start(hulld, tmp_path, other, other_file, "other", images["busybox"], CONTAINER_PID, "sleep", "3600")
     assert run(hulld, stranger, "dmesg") not in kernel_logs  # another pod, another kernel
     inspected = json.loads(hulld.crictl("inspectp", pod).stdout)
@@ -91,7 +94,7 @@ def test_a_gvisor_pod_is_one_sandbox(hulld_with_network: Hulld, images: dict[str
     assert hulld.crictl("pods", "-q").stdout.split() == []
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc"])
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str
 ) -> None:
@@ -107,7 +110,7 @@ def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     infra = dict(line.split(":", 1) for line in run(hulld, first, "cat", "/proc/1/status").splitlines() if ":" in line)
     assert infra["Uid"].split()[:2] == ["65534", "65534"]
     assert int(infra["CapEff"], 16) == 0
-    if handler == "runc":  # on the host too: one PID namespace, the infra container's
+    if not handler.endswith("runsc"):  # on the host too: one PID namespace, the infra container's
         pids = [json.loads(hulld.crictl("inspect", c).stdout)["info"]["pid"] for c in (first, second)]
         assert len({os.readlink(f"/proc/{pid}/ns/pid") for pid in pids}) == 1
 
@@ -119,7 +122,7 @@ def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     assert hulld.crictl("pods", "-q").stdout.split() == []
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc"])
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_pod_resize_reaches_the_pod_cgroup_and_the_sandbox(
     hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str
 ) -> None:
@@ -138,7 +141,7 @@ def test_pod_resize_reaches_the_pod_cgroup_and_the_sandbox(
         )
     )
     cgroups = [Path("/sys/fs/cgroup/{}/kubehull") / pod]
-    if handler == "runsc":  # the gVisor sandbox: its infra container's cgroup
+    if handler.endswith("runsc"):  # the gVisor sandbox: its infra container's cgroup
         cgroups.append(cgroups[0] / json.loads(hulld.crictl("inspectp", pod).stdout)["info"]["infra"])
     for cgroup in cgroups:
         assert Path(str(cgroup).format("memory"), "memory.limit_in_bytes").read_text().strip() == str(160 << 20)

@@ -58,8 +58,7 @@ def limited_hulld(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistr
     """A hulld whose [images] limits are small enough to reach with a test image."""
     running = Hulld(tmp_path, component_logs, oci_registry.host, extra_config=IMAGE_LIMITS)
     yield running
-    running.stop()
-    running.unmount_everything()
+    running.tear_down()
 
 
 def push_layers(

@@ -80,8 +80,7 @@ def shared_hulld(
         with contextlib.suppress(grpc.RpcError):
             for pod in runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items:
                 runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
-    running.stop()
-    running.unmount_everything()
+    running.tear_down()
 
 
 @pytest.fixture(scope="module")

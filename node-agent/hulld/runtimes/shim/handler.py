@@ -7,9 +7,11 @@ last container is deleted.
 
 - **Exits** come from ``Wait``, one call in flight per container; its answer is written where the OCI handler's
   monitor writes them (``<exits>/<id>``, mtime = exit time), so the rest of hulld reads both the same way.
-- **OOM kills** arrive as ``/tasks/oom`` events, which shims publish to hulld's ttrpc events server
-  (``events.sock``). A shim publishes an OOM kill before the exit it causes; an exit by SIGKILL (137) is held
-  until the shim's own ``/tasks/exit`` event for it says every earlier event has arrived (or a second passed).
+- **OOM kills** arrive as ``/tasks/oom`` events. Shims publish events to ``TTRPC_ADDRESS``, which must answer
+  even while hulld restarts (gVisor's shim panics otherwise): the ``recorder`` process there spools them, and
+  hulld reads the spool. A shim publishes an OOM kill before the exit it causes; an exit by SIGKILL (137) is
+  held until the shim's own ``/tasks/exit`` event for it says every earlier event has arrived (or a second
+  passed).
 - **Logs**: each container's stdout and stderr are FIFOs in its bundle; ``stdio.LogCopier`` turns them into
   the CRI log.
 - **The shim's own log** comes through a FIFO named ``log`` in its bundle (shims refuse to start without one)
@@ -35,6 +37,9 @@ import secrets
 import select
 import shutil
 import signal as signals
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -42,13 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
 from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
-from hulld.runtimes.shim import launch, stdio, ttrpc
-from hulld.runtimes.shim.protocol import task_pb2
+from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
+from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 SIGKILL_EXIT = 128 + signals.SIGKILL
 EXIT_EVENT_GRACE = 1.0
 SHIM_GONE_EXIT = 255
+EVENT_POLL = 0.05
+RECORDER_START_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
 
 
@@ -75,6 +83,29 @@ class _Container:
     @property
     def exit_file(self) -> Path:
         return Path(self.exits)
+
+
+def _ensure_recorder(address: Path, spool: Path) -> None:
+    """Start the event recorder (``recorder``) at ``address`` unless one answers there already (it outlives
+    hulld; a restarted hulld finds it)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.connect(str(address))
+        return
+    package_root = Path(recorder.__file__).parents[3]
+    subprocess.Popen(
+        [sys.executable, "-m", recorder.__name__, str(address), str(spool)],
+        env={**os.environ, "PYTHONPATH": str(package_root)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in hulld's process group: it outlives hulld
+        close_fds=True,
+    )
+    deadline = time.monotonic() + RECORDER_START_TIMEOUT
+    while not address.exists():
+        if time.monotonic() > deadline:
+            raise errors.Unavailable(f"the shim event recorder did not start at {address}")
+        time.sleep(0.01)
 
 
 def _spec_any(kind: str, value: dict[str, Any]) -> any_pb2.Any:
@@ -98,8 +129,11 @@ class ShimHandler(Handler):
         self._held_exits: dict[str, tuple[int, int]] = {}
         """SIGKILL exits waiting for the shim's exit event (after its OOM event, if any)."""
         self._lock = threading.RLock()
-        self._closing = False
-        self.events = ttrpc.Server(self.state / "events.sock", {(EVENTS, "Forward"): self._event})
+        self._closed = threading.Event()
+        self.events = self.state / "events.sock"
+        self.spool = self.state / "events"
+        _ensure_recorder(self.events, self.spool)
+        threading.Thread(target=self._read_events, name=f"{name} events", daemon=True).start()
 
     @property
     def sandbox_per_pod(self) -> bool:
@@ -107,12 +141,11 @@ class ShimHandler(Handler):
 
     def close(self) -> None:
         """Stop serving (hulld exits or reconfigures): shims and their containers go on without hulld."""
+        self._closed.set()
         with self._lock:
-            self._closing = True
             clients, self._clients = self._clients, {}
         for client in clients.values():
             client.close()
-        self.events.close()
 
     # --- notes kept in the handler's state directory ------------------------------------------------------
 
@@ -183,7 +216,7 @@ class ShimHandler(Handler):
         # The shim writes its own log into a FIFO named "log" in its bundle; it refuses to run without one.
         os.mkfifo(bundle / "log", 0o600)
         self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=True)
-        socket_path = launch.start(self.binary, self.address, self.events.address, sandbox, bundle)
+        socket_path = launch.start(self.binary, self.address, self.events, sandbox, bundle)
         write_atomically(self._shim_address(sandbox), f"{socket_path}\n{bundle}")
         try:
             client = ttrpc.Client(socket_path)
@@ -205,7 +238,7 @@ class ShimHandler(Handler):
 
     def _shim_gone(self, sandbox: str, reason: str) -> None:
         """The pod's shim cannot be reached: its containers ended with it (as far as hulld can tell)."""
-        if self._closing:
+        if self._closed.is_set():
             return
         logger.warning(
             "%s: the shim of pod %s is gone (%s); its containers are recorded as exited", self.name, sandbox, reason
@@ -214,9 +247,7 @@ class ShimHandler(Handler):
             note = self._note(container_id)
             if note is not None and not (note.exit_file / container_id).exists():
                 self._record_exit(container_id, note, SHIM_GONE_EXIT, time.time_ns())
-                output = launch.clean_up(
-                    self.binary, self.address, self.events.address, container_id, Path(note.bundle)
-                )
+                output = launch.clean_up(self.binary, self.address, self.events, container_id, Path(note.bundle))
                 logger.info("%s: clean-up of container %s: %s", self.name, container_id, output)
 
     # --- exits and events ----------------------------------------------------------------------------------
@@ -266,15 +297,25 @@ class ShimHandler(Handler):
         write_atomically(exit_file, str(code))
         os.utime(exit_file, ns=(exited_at, exited_at))
 
-    def _event(self, payload: bytes) -> bytes:
-        envelope = task_pb2.ForwardRequest.FromString(payload).envelope
+    def _read_events(self) -> None:
+        """Take the shims' events from the recorder's spool, in the order they came."""
+        while not self._closed.wait(EVENT_POLL):
+            for path in sorted(self.spool.glob("[0-9]*")):
+                try:
+                    request = ttrpc_pb2.Request.FromString(path.read_bytes())
+                    if (request.service, request.method) == (EVENTS, "Forward"):
+                        self._event(task_pb2.ForwardRequest.FromString(request.payload).envelope)
+                except (OSError, DecodeError) as error:
+                    logger.warning("%s: an unreadable event %s: %s", self.name, path.name, error)
+                path.unlink(missing_ok=True)
+
+    def _event(self, envelope: task_pb2.Envelope) -> None:
         if envelope.topic == "/tasks/oom":
             container_id = task_pb2.TaskOOM.FromString(envelope.event.value).container_id
             if self._note(container_id) is not None:
                 (self.state / "oom" / container_id).touch()
         elif envelope.topic == "/tasks/exit":
             self._release_exit(task_pb2.TaskExit.FromString(envelope.event.value).container_id)
-        return task_pb2.Empty().SerializeToString()
 
     # --- stdio ---------------------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
-"""ttrpc, the RPC protocol of containerd's shims: a client for calling a shim, a server for its events.
+"""ttrpc, the RPC protocol of containerd's shims: the client hulld calls a shim with.
 
-A connection is a Unix socket carrying frames: a 10-byte header (data length and stream ID, big-endian
-32-bit; message type and flags, one byte each) and at most 4 MiB of data. A call is a stream: the client sends
+A connection is a Unix socket carrying frames (``framing``). A call is a stream: the client sends
 a Request frame (service, method, protobuf payload) on a new odd stream ID, the server answers with one Response
 frame (a status and a payload) on the same ID. Calls on one connection run concurrently, so a ``Wait`` that
 lasts as long as its container does not hold up the others. hulld uses unary calls only; frames of other
@@ -14,24 +13,20 @@ import contextlib
 import itertools
 import logging
 import socket
-import struct
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from hulld.runtimes.shim.framing import REQUEST, RESPONSE, frame, read_frame
 from hulld.runtimes.shim.protocol import ttrpc_pb2
 
 logger = logging.getLogger(__name__)
 
-HEADER = struct.Struct(">IIBB")
-MAX_DATA = 4 << 20
-REQUEST, RESPONSE, DATA = 1, 2, 3
-NOT_FOUND, UNIMPLEMENTED = 5, 12
-"""gRPC status codes, which ttrpc's Status carries."""
+NOT_FOUND = 5
+"""The gRPC status code (ttrpc's Status carries them) of "no such container or process"."""
 
 M = TypeVar("M", bound=Message)
 
@@ -42,30 +37,6 @@ class TTRPCError(Exception):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _read_exactly(connection: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = connection.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("the peer closed the connection")
-        data += chunk
-    return bytes(data)
-
-
-def read_frame(connection: socket.socket) -> tuple[int, int, bytes]:
-    """(stream ID, message type, data) of the next frame."""
-    length, stream, kind, _flags = HEADER.unpack(_read_exactly(connection, HEADER.size))
-    if length > MAX_DATA:
-        raise ConnectionError(f"a frame of {length} bytes exceeds ttrpc's {MAX_DATA}-byte limit")
-    return stream, kind, _read_exactly(connection, length)
-
-
-def frame(stream: int, kind: int, data: bytes) -> bytes:
-    if len(data) > MAX_DATA:
-        raise TTRPCError(f"a message of {len(data)} bytes exceeds ttrpc's {MAX_DATA}-byte limit")
-    return HEADER.pack(len(data), stream, kind, 0) + data
 
 
 class Client:
@@ -103,7 +74,7 @@ class Client:
         try:
             with self._send_lock:
                 self._socket.sendall(frame(stream, REQUEST, payload.SerializeToString()))
-        except OSError as error:
+        except (OSError, ValueError) as error:
             self._fail_all(f"sending to {self.address}: {error}")
         return answer
 
@@ -156,64 +127,3 @@ def _decode(raw: Future[bytes], answer: Future[M], answer_type: type[M], call: s
         answer.set_result(answer_type.FromString(response.payload))
     except DecodeError as decode_error:
         answer.set_exception(TTRPCError(f"{call}: an answer that is not a {answer_type.__name__}: {decode_error}"))
-
-
-Handler = Callable[[bytes], bytes]
-"""A server method: the request's payload in, the answer's payload out (raise TTRPCError to fail the call)."""
-
-
-class Server:
-    """A ttrpc server on a Unix socket (root-only), serving the given methods, each connection in a thread."""
-
-    def __init__(self, address: Path, methods: dict[tuple[str, str], Handler]) -> None:
-        self.address = address
-        self.methods = methods
-        address.unlink(missing_ok=True)
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(str(address))
-        address.chmod(0o600)
-        self._socket.listen(64)
-        self._thread = threading.Thread(target=self._accept, name=f"ttrpc-server {address.name}", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_RDWR)
-        self._socket.close()
-        self.address.unlink(missing_ok=True)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._serve, args=(connection,), name="ttrpc-connection", daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            try:
-                while True:
-                    stream, kind, data = read_frame(connection)
-                    if kind != REQUEST:
-                        continue  # no streaming methods here: data frames have nowhere to go
-                    connection.sendall(frame(stream, RESPONSE, self._answer(data).SerializeToString()))
-            except (OSError, ConnectionError):
-                return
-
-    def _answer(self, data: bytes) -> ttrpc_pb2.Response:
-        try:
-            request = ttrpc_pb2.Request.FromString(data)
-        except DecodeError as error:
-            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=UNIMPLEMENTED, message=f"not a request: {error}"))
-        method = self.methods.get((request.service, request.method))
-        if method is None:
-            message = f"{request.service}/{request.method} is not served here"
-            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=UNIMPLEMENTED, message=message))
-        try:
-            return ttrpc_pb2.Response(payload=method(request.payload))
-        except TTRPCError as error:
-            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=error.code or UNIMPLEMENTED, message=str(error)))
-        except Exception as error:  # a bad event must not end the shim's connection
-            logger.exception("ttrpc %s/%s failed", request.service, request.method)
-            return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=13, message=str(error)))

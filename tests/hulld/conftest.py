@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -122,13 +125,22 @@ sandbox_per_pod = true
         if self.process is not None:
             self.process.stop()
 
-    def tear_down(self) -> None:
-        """After the test: hulld stopped, nothing of it left running or mounted."""
+    def tear_down(self) -> list[str]:
+        """After the test: hulld stopped, nothing of it left running or mounted. Returns the command lines of
+        what its pods left running (shims, sandboxes), which are killed."""
         self.stop()
         # A shim handler's event recorder outlives hulld on purpose, and ends once its socket is removed.
         for address in (self.work_dir / "state" / "runtimes").glob("*/events.sock"):
             address.unlink()
+        leftovers = []
+        for process in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                command_line = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if str(self.work_dir) in command_line and "hulld.runtimes.shim.recorder" not in command_line:
+                    leftovers.append(command_line)
+                    os.kill(int(process.name), signal.SIGKILL)
         self.unmount_everything()
+        return leftovers
 
     def unmount_everything(self) -> None:
         """After the test: hulld keeps its namespace directory mounted (a node needs it), runsc may leave its
@@ -189,7 +201,7 @@ def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRe
     yield running
     for pod in running.crictl("pods", "-q", check=False).stdout.split():
         running.crictl("rmp", "-f", pod, check=False)
-    running.tear_down()
+    assert running.tear_down() == [], "processes of removed pods were left running"
 
 
 @pytest.fixture

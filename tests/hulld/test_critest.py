@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 UNREACHABLE = ["public image with digest should be pulled and removed"]
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc"])
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_critest_conformance(
     hulld_with_network: Hulld, oci_registry: OCIRegistry, handler: str, component_logs: Path
 ) -> None:

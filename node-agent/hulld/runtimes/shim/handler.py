@@ -67,6 +67,9 @@ SIGKILL_EXIT = 128 + signals.SIGKILL
 EXIT_EVENT_GRACE = 1.0
 SHIM_GONE_EXIT = 255
 EVENT_POLL = 0.05
+NEVER_STARTED_EXIT = 255
+NEVER_STARTED_GRACE = 1.0
+SHUTDOWN_GRACE = 2.0
 RECORDER_START_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
 
@@ -226,15 +229,39 @@ class ShimHandler(Handler):
             self._clients[sandbox] = client
 
     def _shut_down(self, sandbox: str) -> None:
+        """The pod's last container is deleted: its shim goes. A shim still holding a container hulld left to it
+        (see ``_end_unstarted``) acknowledges Shutdown and stays, so it is killed (the pod's sandbox is gone)."""
         with self._lock:
             client = self._clients.pop(sandbox, None)
+        shim = self._shim_process(sandbox)
         if client is not None:
             with contextlib.suppress(ttrpc.TTRPCError):
-                client.call(TASK, "Shutdown", task_pb2.ShutdownRequest(id=sandbox), task_pb2.Empty, CALL_TIMEOUT)
+                client.call(
+                    TASK, "Shutdown", task_pb2.ShutdownRequest(id=sandbox, now=True), task_pb2.Empty, CALL_TIMEOUT
+                )
             client.close()
+        if shim is not None:
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            while Path(f"/proc/{shim}").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self._shim_process(sandbox) == shim:
+                logger.warning("%s: the shim of pod %s did not exit after Shutdown; killing it", self.name, sandbox)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(shim, signals.SIGKILL)
         self.stdio.detach(f"shim-{sandbox}")
         self._shim_address(sandbox).unlink(missing_ok=True)
         self._shim_log(sandbox).unlink(missing_ok=True)
+
+    def _shim_process(self, sandbox: str) -> int | None:
+        """The PID of the pod's running shim, from the ``shim.pid`` its ``start`` wrote, if that process is still
+        a shim of this pod (its command line names the pod)."""
+        try:
+            bundle = Path(self._shim_address(sandbox).read_text().splitlines()[1])
+            pid = int((bundle / "shim.pid").read_text())
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if sandbox.encode() in command_line else None
 
     def _shim_gone(self, sandbox: str, reason: str) -> None:
         """The pod's shim cannot be reached: its containers ended with it (as far as hulld can tell)."""
@@ -368,20 +395,44 @@ class ShimHandler(Handler):
     def start(self, container_id: str, paths: ContainerPaths) -> None:
         note = self._noted(container_id)
         self._call(note.sandbox, "Start", task_pb2.StartRequest(id=container_id), task_pb2.StartResponse)
+        self._started(container_id).touch()
 
     def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
         note = self._note(container_id)
         if note is None or (note.exit_file / container_id).exists():
             return
         try:
+            # all: so that the shim ends a container whose process never started too (runc's shim does).
             self._client(note.sandbox).call(
-                TASK, "Kill", task_pb2.KillRequest(id=container_id, signal=signal), task_pb2.Empty, CALL_TIMEOUT
+                TASK,
+                "Kill",
+                task_pb2.KillRequest(id=container_id, signal=signal, all=signal == signals.SIGKILL),
+                task_pb2.Empty,
+                CALL_TIMEOUT,
             )
         except ttrpc.TTRPCError as error:
             if error.code != ttrpc.NOT_FOUND:  # "process already finished"
                 raise errors.FailedPrecondition(f"{self.name} Kill: {error}") from error
         except errors.Unavailable:
             return  # the shim is gone, and its containers with it
+        if signal == signals.SIGKILL and not self._started(container_id).exists():
+            self._end_unstarted(container_id, note)
+
+    def _started(self, container_id: str) -> Path:
+        """Marks a container hulld started (Start answered)."""
+        return self.state / "containers" / f"{container_id}.started"
+
+    def _end_unstarted(self, container_id: str, note: _Container) -> None:
+        """gVisor's shim cannot end a container that was never started (it has no process of its own yet), and
+        its Delete of one waits forever for output that never comes. If the kill brings no exit, hulld records
+        the end itself and leaves the container to the pod's shim, which goes with the pod."""
+        deadline = time.monotonic() + NEVER_STARTED_GRACE
+        while not (note.exit_file / container_id).exists():
+            if time.monotonic() > deadline:
+                (self.state / "containers" / f"{container_id}.unstarted").touch()
+                self._record_exit(container_id, note, NEVER_STARTED_EXIT, time.time_ns())
+                return
+            time.sleep(0.01)
 
     def running(self, container_id: str) -> bool:
         note = self._note(container_id)
@@ -413,8 +464,11 @@ class ShimHandler(Handler):
         self.stdio.detach(container_id)
         if note is None:
             return
+        unstarted = self.state / "containers" / f"{container_id}.unstarted"
         with contextlib.suppress(errors.NotFound, errors.Unavailable):
             client = self._client(note.sandbox)
+            if unstarted.exists():
+                raise errors.NotFound("left to the pod's shim")  # see signal()
             try:
                 client.call(
                     TASK, "Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT
@@ -423,6 +477,8 @@ class ShimHandler(Handler):
                 if error.code != ttrpc.NOT_FOUND:
                     raise errors.FailedPrecondition(f"{self.name} Delete: {error}") from error
         (self.state / "containers" / f"{container_id}.json").unlink(missing_ok=True)
+        unstarted.unlink(missing_ok=True)
+        self._started(container_id).unlink(missing_ok=True)
         (self.state / "oom" / container_id).unlink(missing_ok=True)
         if not self._pod_containers(note.sandbox):
             self._shut_down(note.sandbox)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_harness import cluster, deploy, prometheus, toolchain
+from kubehull_harness import cluster, deploy, prometheus, shims, toolchain
 from kubehull_harness.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -196,6 +196,23 @@ def test_containers_of_a_pod_share_its_sandbox_and_pid_namespace(env: Environmen
     assert "served-in-the-pod" in wait_until(lambda: second_log("gvisor-sidecar"), 180, "the fetch", interval=1)
     assert "sleep 100001" in wait_until(lambda: second_log("shared-pids"), 180, "the other's process", interval=1)
     local.kubectl("delete", "pod", "-n", "default", "gvisor-sidecar", "shared-pids", "--wait=true")
+
+
+def test_a_vm_profile_runs_its_pods_through_a_containerd_shim(env: Environment) -> None:
+    """runtimeType vm: gVisor through its containerd shim v2 (containerd-shim-runsc-v1) instead of runsc's
+    command line; the profile goes Ready (the agent's probe ran a container through the shim) and a pod of its
+    class runs in gVisor. Kata's shim speaks the same protocol (docs/examples/kata.yaml)."""
+    local = env.local
+    shim, shim_config = shims.runsc_shim(local.work_dir / "gvisor-shim")
+    vm_profile = profile("gvisor-shim", "gvisor", shim)
+    vm_profile["spec"]["runtime"].update(runtimeType="vm", configPath=str(shim_config))
+    apply(local, vm_profile)
+    wait_until(functools.partial(profile_ready, local, "gvisor-shim"), 180, "profile gvisor-shim Ready", interval=1)
+    apply(local, pod("on-gvisor-shim", env.image, "gvisor-shim", SHOW_KERNEL))
+    log = wait_until(lambda: started_log(local, "on-gvisor-shim"), 180, "the shim pod's log", interval=1)
+    assert "gVisor" in log, log
+    assert Path("/proc/sys/kernel/osrelease").read_text().strip() not in log.splitlines()[0], log
+    local.kubectl("delete", "pod", "-n", "default", "on-gvisor-shim", "--wait=true")
 
 
 def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(env: Environment) -> None:

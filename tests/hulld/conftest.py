@@ -16,7 +16,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import images, processes, toolchain
+from kubehull_harness import images, processes, shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 
 # A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
@@ -56,6 +56,7 @@ class Hulld:
             f'\n[[registries]]\nprefix = "{upstream}"\ninsecure = true\nmirrors = ["{registry_host}"]\n'
             for upstream in images.CRITEST_MIRRORED
         )
+        runsc_shim, runsc_shim_config = shims.runsc_shim(work_dir / "runsc-shim")
         self.write_config(f"""
 [server]
 socket = "{self.socket}"
@@ -87,31 +88,19 @@ sandbox_per_pod = true
 
 [handlers.shim-runc]
 runtime_type = "vm"
-runtime_path = "/usr/bin/containerd-shim-runc-v2"
+runtime_path = "{shims.RUNC_SHIM}"
 
 [handlers.shim-runsc]
 runtime_type = "vm"
-runtime_path = "{self.runsc_shim()}"
-config_path = "{work_dir / "runsc-shim.toml"}"
+runtime_path = "{runsc_shim}"
+config_path = "{runsc_shim_config}"
 sandbox_per_pod = true
 {extra_config}""")
-        (work_dir / "runsc-shim.toml").write_text(
-            f'binary_name = "{toolchain.binary("runsc")}"\nroot = "{work_dir / "state" / "runsc-shim"}"\n'
-        )
         if network:
             (work_dir / "cni").mkdir()
             (work_dir / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
         self.process: processes.ManagedProcess | None = None
         self.start()
-
-    def runsc_shim(self) -> Path:
-        """gVisor's shim, its ``start`` done by tests/hulld/shim_start.py (see there why)."""
-        shim = toolchain.binary("containerd-shim-runsc-v1")
-        wrapper = self.work_dir / "containerd-shim-runsc-v1"
-        start = f"{sys.executable} {Path(__file__).parent / 'shim_start.py'} {shim}"
-        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" start "*) exec {start} "$@";; esac\nexec {shim} "$@"\n')
-        wrapper.chmod(0o755)
-        return wrapper
 
     def write_config(self, text: str) -> None:
         self.config_path.write_text(text)
@@ -208,4 +197,4 @@ def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRe
 def hulld(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
     running = Hulld(tmp_path, component_logs, oci_registry.host)
     yield running
-    running.tear_down()
+    assert running.tear_down() == [], "processes of removed pods were left running"

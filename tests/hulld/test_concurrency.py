@@ -81,9 +81,11 @@ def hammering(work: Callable[[], object]) -> Iterator[None]:
     assert failures == []
 
 
+@pytest.mark.parametrize("handler", ["runc", "shim-runc"])
 def test_racing_exits_starts_stops_and_removes_lose_nothing(
-    hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path
+    hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
 ) -> None:
+    """Exits come from conmon's files (runc) or the shim's Wait answers (shim-runc), both racing the rest."""
     image = oci_registry.images["busybox"].reference
     hulld.images().PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)))
     runtime = hulld.runtime()
@@ -94,7 +96,7 @@ def test_racing_exits_starts_stops_and_removes_lose_nothing(
             security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption(network=cri.NODE))
         ),
     )
-    pod = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod_config)).pod_sandbox_id
+    pod = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod_config, runtime_handler=handler)).pod_sandbox_id
     events: dict[str, list[str]] = defaultdict(list)
     stop_events = collect_events(runtime, events)
 

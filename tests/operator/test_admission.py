@@ -37,6 +37,12 @@ BAD_SPECS = [
         "spec.runtime.runtimeType",
         "runtimeType must be vm",
     ),
+    (
+        "options-on-a-shim",
+        {"runtime": {"engine": "gvisor", "runtimeType": "vm", "options": {"platform": "systrap"}}},
+        "spec.runtime.options",
+        "a vm (containerd shim v2) handler reads its configPath instead",
+    ),
     ("custom-without-path", {"runtime": {"engine": "custom"}}, "spec.runtime.path", "path is required"),
     ("path-relative", {"runtime": {"path": "bin/runsc"}}, "spec.runtime.path", "should match"),
     ("path-dotdot", {"runtime": {"path": "/usr/bin/../../tmp/runsc"}}, "spec.runtime.path", "'..'"),

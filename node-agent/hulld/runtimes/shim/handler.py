@@ -17,10 +17,10 @@ last container is deleted.
 - **The shim's own log** comes through a FIFO named ``log`` in its bundle (shims refuse to start without one)
   into ``pods/<id>.log`` in the handler's state directory.
 - **Restarts**: hulld's per-container notes (``containers/<id>.json``: pod, bundle, exits, log) and per-pod
-  shim addresses (``pods/<id>.address``) live in the handler's state directory. After a restart the handler connects
-  to each pod's shim again when first needed, asks ``Wait`` again for every container without a recorded exit,
-  and copies their FIFOs again. A shim found dead gets its containers recorded as exited (255) and its own
-  clean-up (``launch.clean_up``).
+  shim addresses (``pods/<id>.address``) live in the handler's state directory. After a restart the handler
+  connects to each pod's shim again in the background, asks ``Wait`` again for every container without a
+  recorded exit, and copies their FIFOs again. Statuses and listings read files only, never a shim. A shim
+  found dead gets its containers recorded as exited (255) and its own clean-up (``launch.clean_up``).
 
 ``config_path`` reaches the shim as the runtime options containerd's CRI sends (``runtimeoptions.v1.Options``):
 Kata reads its configuration.toml there, gVisor's shim its runsc.toml.
@@ -72,6 +72,8 @@ NEVER_STARTED_GRACE = 1.0
 SHUTDOWN_GRACE = 2.0
 RECORDER_START_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 5.0
+STATE_TIMEOUT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +130,7 @@ class ShimHandler(Handler):
         paths, so each hulld handler's shims have their own."""
         self.stdio = stdio.LogCopier(f"shim handler {name}")
         self._clients: dict[str, ttrpc.Client] = {}
+        self._connecting: dict[str, threading.Lock] = {}
         self._waiting: set[str] = set()
         self._held_exits: dict[str, tuple[int, int]] = {}
         """SIGKILL exits waiting for the shim's exit event (after its OOM event, if any)."""
@@ -137,6 +140,7 @@ class ShimHandler(Handler):
         self.spool = self.state / "events"
         _ensure_recorder(self.events, self.spool)
         threading.Thread(target=self._read_events, name=f"{name} events", daemon=True).start()
+        threading.Thread(target=self._resume, name=f"{name} resume", daemon=True).start()
 
     @property
     def sandbox_per_pod(self) -> bool:
@@ -184,9 +188,15 @@ class ShimHandler(Handler):
     def _client(self, sandbox: str) -> ttrpc.Client:
         """The connection to the pod's shim, made again if there is none (hulld restarted) or it was lost; on
         each new connection the pod's containers without a recorded exit are waited for again, and their
-        output copied if it is not."""
+        output copied if it is not. Connecting to one pod's shim never holds up another pod's calls."""
         with self._lock:
             client = self._clients.get(sandbox)
+            if client is not None and not client.closed.is_set():
+                return client
+            connecting = self._connecting.setdefault(sandbox, threading.Lock())
+        with connecting:
+            with self._lock:
+                client = self._clients.get(sandbox)
             if client is not None and not client.closed.is_set():
                 return client
             try:
@@ -196,11 +206,12 @@ class ShimHandler(Handler):
             if not self.stdio.attached(f"shim-{sandbox}"):
                 self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=False)
             try:
-                client = ttrpc.Client(socket_path)
+                client = ttrpc.Client(socket_path, timeout=CONNECT_TIMEOUT)
             except OSError as error:
                 self._shim_gone(sandbox, f"connecting to {socket_path}: {error}")
                 raise errors.Unavailable(f"{self.name}: the shim of pod {sandbox} is gone ({error})") from error
-            self._clients[sandbox] = client
+            with self._lock:
+                self._clients[sandbox] = client
         for container_id in self._pod_containers(sandbox):
             note = self._note(container_id)
             if note is not None and not (note.exit_file / container_id).exists():
@@ -208,6 +219,15 @@ class ShimHandler(Handler):
                     self._copy_output(container_id, note, fresh=False)
                 self._wait_for_exit(client, container_id, note)
         return client
+
+    def _resume(self) -> None:
+        """After a restart: connect to every pod's shim again (in the background: a shim that does not answer
+        holds up nothing but itself), which waits for its containers' exits again."""
+        for address in sorted((self.state / "pods").glob("*.address")):
+            try:
+                self._client(address.name.removesuffix(".address"))
+            except errors.HulldError as error:
+                logger.warning("%s: %s", self.name, error)
 
     def _call(self, sandbox: str, method: str, request: Any, answer_type: type[Any]) -> Any:
         try:
@@ -264,18 +284,26 @@ class ShimHandler(Handler):
         return pid if sandbox.encode() in command_line else None
 
     def _shim_gone(self, sandbox: str, reason: str) -> None:
-        """The pod's shim cannot be reached: its containers ended with it (as far as hulld can tell)."""
+        """The pod's shim cannot be reached: its containers ended with it (as far as hulld can tell). The shim's
+        own clean-up of each runs in the background."""
         if self._closed.is_set():
             return
         logger.warning(
             "%s: the shim of pod %s is gone (%s); its containers are recorded as exited", self.name, sandbox, reason
         )
+        ended = []
         for container_id in self._pod_containers(sandbox):
             note = self._note(container_id)
             if note is not None and not (note.exit_file / container_id).exists():
                 self._record_exit(container_id, note, SHIM_GONE_EXIT, time.time_ns())
-                output = launch.clean_up(self.binary, self.address, self.events, container_id, Path(note.bundle))
+                ended.append((container_id, Path(note.bundle)))
+
+        def clean_up() -> None:
+            for container_id, bundle in ended:
+                output = launch.clean_up(self.binary, self.address, self.events, container_id, bundle)
                 logger.info("%s: clean-up of container %s: %s", self.name, container_id, output)
+
+        threading.Thread(target=clean_up, name=f"{self.name} clean-up", daemon=True).start()
 
     # --- exits and events ----------------------------------------------------------------------------------
 
@@ -440,7 +468,7 @@ class ShimHandler(Handler):
             return False
         try:
             state = self._client(note.sandbox).call(
-                TASK, "State", task_pb2.StateRequest(id=container_id), task_pb2.StateResponse, CALL_TIMEOUT
+                TASK, "State", task_pb2.StateRequest(id=container_id), task_pb2.StateResponse, STATE_TIMEOUT
             )
         except (ttrpc.TTRPCError, errors.HulldError):
             return False
@@ -448,9 +476,6 @@ class ShimHandler(Handler):
 
     def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
         exit_file = paths.exits / container_id
-        if not exit_file.exists() and (note := self._note(container_id)) is not None:
-            with contextlib.suppress(errors.HulldError):
-                self._client(note.sandbox)  # after a restart: waits for its exit again
         try:
             text = exit_file.read_text().strip()
             finished = exit_file.stat().st_mtime_ns

@@ -265,7 +265,13 @@ def test_hulld_killed_and_restarted_keeps_pods_and_serves_new_ones(env: Environm
     wait_until(local.node_ready, 120, "the node Ready again", interval=1)
     # Pulled again (Always): the restarted hulld serves the image service too (and its pull metrics start anew).
     apply(local, pod("after-restart", env.image, "runc", "echo alive; sleep 100000", pull="Always"))
-    wait_until(functools.partial(pod_running, local, "after-restart"), 120, "a new pod Running", interval=1)
+    try:
+        wait_until(functools.partial(pod_running, local, "after-restart"), 120, "a new pod Running", interval=1)
+    except AssertionError:
+        print(local.kubectl("describe", "pod", "-n", "default", "after-restart"))
+        print(local.kubectl("get", "noderuntime", "-o", "yaml"))
+        print(local.kubectl("logs", "-n", deploy.NAMESPACE, "-l", "app.kubernetes.io/component=agent", "--tail=60"))
+        raise
     wait_until(lambda: "alive" in log_of(local, "after-restart"), 120, "its log", interval=1)
     time.sleep(5)  # long enough for the kubelet to have noticed a container that died with hulld
     for name, status in before.items():

@@ -12,7 +12,8 @@ harness imports ``binary()`` from it to find the cached files.
     python3 e2e/kubehull_harness/toolchain.py build      # build whatever is not cached yet
     python3 e2e/kubehull_harness/toolchain.py paths      # print the binary paths (NAME=PATH lines)
 
-Besides Kubernetes, etcd, helm, cri-tools and kwok it builds a current gVisor (runsc and its containerd shim).
+Besides Kubernetes, etcd, helm, cri-tools and kwok it builds a current gVisor (runsc and its containerd shim)
+and the current containerd (the benchmark's peer).
 """
 
 from __future__ import annotations
@@ -217,6 +218,13 @@ def _build_gvisor(component: Component, scratch: Path, out: Path, log: Path) -> 
     _go(["build", "-ldflags", "-s -w", "-o", str(shim), f"{component.module}/shim"], scratch, log)
 
 
+def _build_containerd(component: Component, scratch: Path, out: Path, log: Path) -> None:
+    _write_module(scratch, requires={component.module: component.version}, replaces={})
+    ldflags = f"-s -w -X {component.module}/version.Version={component.version}"
+    packages = [f"{component.module}/cmd/{name}" for name in component.binaries]
+    _go(["build", "-ldflags", ldflags, "-o", str(out) + "/", *packages], scratch, log)
+
+
 BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "kubernetes": _build_kubernetes,
     "etcd": _build_etcd,
@@ -224,6 +232,7 @@ BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "cri-tools": _build_cri_tools,
     "kwok": _build_kwok,
     "gvisor": _build_gvisor,
+    "containerd": _build_containerd,
 }
 
 # How each binary reports its version (default: --version); the component's version must be in the output.
@@ -235,6 +244,7 @@ VERSION_COMMANDS: dict[str, list[str]] = {
     "kwok": ["--version"],
     "kwokctl": ["--version"],
     "containerd-shim-runsc-v1": ["-v"],
+    "containerd-shim-runc-v2": ["-v"],
 }
 # Binaries that print their own library's version, not the component's: this text shows they run.
 VERSION_TEXT: dict[str, str] = {"containerd-shim-runsc-v1": "Version:"}

@@ -7,6 +7,7 @@ logged reason and the running configuration stays. SIGTERM and SIGINT stop servi
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import fcntl
 import logging
 import os
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"hulld {__version__}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 <hulld>` writes every thread's stack to hulld's log (as containerd dumps its goroutines).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         current = config.load(args.config)
     except config.ConfigError as error:

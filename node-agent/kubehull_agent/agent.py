@@ -1,7 +1,9 @@
 """The node loop: NodeRuntime spec → hulld configuration → reload → probes → NodeRuntime status.
 
 It acts when the spec's generation differs from the one it last applied (so its own status writes do not
-wake it), and re-probes every ``reprobe_interval`` so that a handler that breaks later is reported.
+wake it), and re-probes every ``reprobe_interval`` so that a handler that breaks later is reported. A probe
+round with a handler not ready is repeated sooner, after 5 s and then twice as long each time up to that
+interval: a failure that passes (hulld restarting, a runtime being installed) is not reported for minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from kubehull_api.noderuntime import NodeRuntime
 
 logger = logging.getLogger(__name__)
 
+FIRST_RETRY = 5.0
+"""Seconds before a probe round with a handler not ready is repeated (doubling up to the reprobe interval)."""
+
 
 class Agent:
     def __init__(
@@ -45,7 +50,9 @@ class Agent:
         self.hulld_pid_file = hulld_pid_file
         self.reprobe_interval = reprobe_interval
         self.applied_generation: int | None = None
-        self.last_probe = 0.0
+        self.next_probe = 0.0
+        """When the next probe round is due (time.monotonic())."""
+        self.retry_delay = FIRST_RETRY
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -54,7 +61,8 @@ class Agent:
                 current = self.node_runtimes.get()
                 if current is not None:
                     self.step(current)
-                for changed in self.node_runtimes.watch(timeout=int(min(self.reprobe_interval, 60))):
+                until_due = self.next_probe - time.monotonic()
+                for changed in self.node_runtimes.watch(timeout=max(1, int(min(until_due, 60)))):
                     self.step(changed)
                     if stop.is_set():
                         break
@@ -63,7 +71,7 @@ class Agent:
                 stop.wait(2)
 
     def step(self, node_runtime: NodeRuntime) -> None:
-        due = time.monotonic() - self.last_probe > self.reprobe_interval
+        due = time.monotonic() >= self.next_probe
         if node_runtime.generation == self.applied_generation and not due:
             return
         handlers = node_runtime.spec.handlers
@@ -73,7 +81,11 @@ class Agent:
             {h.name for h in handlers if h.name not in excluded},
         )
         results = {handler.name: self.prober.probe(handler) for handler in handlers}
-        self.last_probe = time.monotonic()
+        if all(result.ready for result in results.values()):
+            self.next_probe, self.retry_delay = time.monotonic() + self.reprobe_interval, FIRST_RETRY
+        else:
+            self.next_probe = time.monotonic() + self.retry_delay
+            self.retry_delay = min(self.retry_delay * 2, self.reprobe_interval)
         self._report(node_runtime, results)
         self.applied_generation = node_runtime.generation
 

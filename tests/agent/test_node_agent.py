@@ -93,6 +93,14 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         for endpoint in ("readyz", "healthz"):
             answer = urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/{endpoint}", timeout=5)
             assert answer.status == 200
+
+        # A probe round while hulld is down (here: restarting) fails; the agent tries again within seconds, not
+        # at its next reprobe interval (300 s), and the handlers come back without any change of spec.
+        hulld.stop()
+        cluster.patch_profile(gvisor, {"spec": {"runtime": {"path": str(toolchain.binary("runsc"))}}})
+        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "0/2", 60, "0/2 handlers ready")
+        hulld.start()
+        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "2/2", 60, "2/2 ready again")
     finally:
         agent.stop()
     # SIGTERM stops the agent cleanly, and hulld goes on serving.

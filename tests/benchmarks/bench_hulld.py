@@ -1,20 +1,28 @@
 """hulld vs containerd: pod start latency, teardown, and memory at 50 pods; prints figures side by side.
 
-    .venv/bin/python tests/benchmarks/bench_hulld.py [--pods 20] [--parallel 10] [--memory-pods 50]
+    .venv/bin/python tests/benchmarks/bench_hulld.py [--pods 20] [--parallel 10] [--memory-pods 50] [--only ...]
 
-Both runtimes run in the same way on the same machine, one after the other: the same runc binary, the same CNI
-configuration (a bridge with host-local IPAM, Debian's plugins), the same busybox image from the same local
-registry, containerd with restrict_oom_score_adj as this machine requires. Pod start is RunPodSandbox +
-CreateContainer + StartContainer, measured by a CRI client; teardown is StopContainer + RemoveContainer +
-StopPodSandbox + RemovePodSandbox. Memory is PSS (/proc/<pid>/smaps_rollup) of the runtime and its per-pod
-helpers (hulld and its conmon monitors; containerd and its shims), containers' own processes excluded.
-Target (issue #4): hulld's start p50 at most 0.6 x containerd's; its memory at most half.
+Columns, each a runtime and one of its handlers, measured one after the other on the same machine:
+hulld with runc and runsc (OCI handlers, under conmon) and with containerd's runc shim (a shim v2 handler);
+containerd 2.4 (the toolchain's build) with runc and with gVisor's runsc shim; Debian's containerd 1.6 with
+runc. The same runc and runsc binaries, the same CNI configuration (a bridge with host-local IPAM, Debian's
+plugins), the same busybox image from the same local registry; containerd with restrict_oom_score_adj, as this
+machine requires, and gVisor's shim started by kubehull_harness/shim_start.py (see there) for both.
+
+Pod start is RunPodSandbox + CreateContainer + StartContainer, measured by a CRI client asking as the kubelet
+asks (a PID namespace per container, a log directory per pod); teardown is StopContainer + RemoveContainer +
+StopPodSandbox + RemovePodSandbox. Memory is PSS and USS (/proc/<pid>/smaps_rollup) of the runtime and its own
+helpers only: processes whose command line names that runtime's working directory (conmon monitors, waiters,
+the event recorder; shims), not the pods' own processes nor gVisor's sandbox and gofer (the same under both).
+Targets (issue #12): hulld's start p50 at most 0.5 x containerd 2.4's with runc, 0.6 x with runsc and for the
+shim handler; memory at most half.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
 import shutil
@@ -23,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,7 @@ from cri_api.v1 import api_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "e2e"))
 
-from kubehull_harness import images, processes, registry  # noqa: E402
+from kubehull_harness import images, processes, registry, shims, toolchain  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 CNI = {
@@ -57,34 +65,51 @@ CNI = {
 }
 
 
+POD_SANDBOX_PROCESSES = ("runsc-sandbox", "runsc-gofer")
+"""gVisor's sandbox and gofer of each pod: the pod's own, the same under every runtime, so not counted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    pss: float
+    uss: float
+    """MiB"""
+    helpers: int
+
+
 class Runtime:
-    def __init__(self, name: str, socket: Path, process: processes.ManagedProcess, helper_names: tuple[str, ...]):
+    def __init__(self, name: str, socket: Path, process: processes.ManagedProcess, work: Path):
         self.name = name
         self.socket = socket
         self.process = process
-        self.helper_names = helper_names
+        self.work = work
         channel = grpc.insecure_channel(f"unix://{socket}")
         self.runtime: Any = api_pb2_grpc.RuntimeServiceStub(channel)
         self.images: Any = api_pb2_grpc.ImageServiceStub(channel)
 
-    def memory(self) -> tuple[float, int]:
-        """PSS in MiB of the runtime process and its helpers, and how many helpers."""
+    def memory(self) -> Memory:
+        """The runtime process and its own helpers: every process whose command line names its directory."""
         pids = [self.process.popen.pid]
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
+            if entry.name.isdigit() and int(entry.name) != self.process.popen.pid:
                 try:
-                    if (entry / "comm").read_text().strip() in self.helper_names:
+                    command_line = (entry / "cmdline").read_bytes().decode(errors="replace")
+                    if str(self.work) in command_line and (entry / "comm").read_text().strip() not in (
+                        POD_SANDBOX_PROCESSES
+                    ):
                         pids.append(int(entry.name))
                 except OSError:
                     continue
-        total = 0
+        pss = uss = 0
         for pid in pids:
             try:
-                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]  # after the range line
             except OSError:
                 continue
-            total += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
-        return total / 1024, len(pids) - 1
+            kib = {key: int(value.split()[0]) for key, value in (line.split(":", 1) for line in rollup)}
+            pss += kib["Pss"]
+            uss += kib["Private_Clean"] + kib["Private_Dirty"]
+        return Memory(pss=pss / 1024, uss=uss / 1024, helpers=len(pids) - 1)
 
 
 def wait_socket(process: processes.ManagedProcess, socket: Path) -> None:
@@ -115,17 +140,26 @@ prefix = "{registry_host}"
 insecure = true
 [handlers.runc]
 runtime_path = "{RUNC}"
+[handlers.runsc]
+runtime_path = "{toolchain.binary("runsc")}"
+sandbox_per_pod = true
+[handlers.shim-runc]
+runtime_type = "vm"
+runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
 """)
     process = processes.ManagedProcess("hulld", [sys.executable, "-m", "hulld", "--config", config], work / "logs")
     wait_socket(process, work / "hulld.sock")
     try:
-        yield Runtime("hulld", work / "hulld.sock", process, ("conmon",))
+        yield Runtime("hulld", work / "hulld.sock", process, work)
     finally:
         process.stop()
+        for address in (work / "state" / "runtimes").glob("*/events.sock"):
+            address.unlink()  # the shim handler's event recorder ends with its socket
 
 
 @contextmanager
-def containerd(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Runtime]:
+def containerd_1_6(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Runtime]:
+    """Debian's containerd (1.6), its configuration format 2."""
     cri_plugin = 'plugins."io.containerd.grpc.v1.cri"'
     config = work / "containerd.toml"
     config.write_text(f"""
@@ -149,10 +183,60 @@ state = "{work}/state"
   [{cri_plugin}.registry.mirrors."{registry_host}"]
     endpoint = ["http://{registry_host}"]
 """)
-    process = processes.ManagedProcess("containerd", ["containerd", "--config", config], work / "logs")
+    process = processes.ManagedProcess("containerd-1.6", ["containerd", "--config", config], work / "logs")
     wait_socket(process, work / "containerd.sock")
     try:
-        yield Runtime("containerd", work / "containerd.sock", process, ("containerd-shim", "containerd-shim-runc-v2"))
+        yield Runtime("containerd 1.6", work / "containerd.sock", process, work)
+    finally:
+        process.stop()
+
+
+@contextmanager
+def containerd_2_4(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Runtime]:
+    """The toolchain's containerd 2.4 with its own runc shim, and gVisor's shim; configuration format 3."""
+    runtime_plugin, images_plugin = 'plugins."io.containerd.cri.v1.runtime"', 'plugins."io.containerd.cri.v1.images"'
+    runsc_shim, runsc_shim_config = shims.runsc_shim(work / "runsc-shim")
+    hosts = work / "hosts" / registry_host
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "http://{registry_host}"\n[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    config = work / "containerd.toml"
+    config.write_text(f"""
+version = 3
+root = "{work}/root"
+state = "{work}/state"
+[grpc]
+  address = "{work}/containerd.sock"
+[{images_plugin}]
+  [{images_plugin}.pinned_images]
+    sandbox = "{registry_host}/pause:3.9"
+  [{images_plugin}.registry]
+    config_path = "{work / "hosts"}"
+[{runtime_plugin}]
+  restrict_oom_score_adj = true
+  [{runtime_plugin}.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{cni_dir}"
+  [{runtime_plugin}.containerd]
+    default_runtime_name = "runc"
+    [{runtime_plugin}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
+      [{runtime_plugin}.containerd.runtimes.runc.options]
+        BinaryName = "{RUNC}"
+    [{runtime_plugin}.containerd.runtimes.runsc]
+      runtime_type = "io.containerd.runsc.v1"
+      runtime_path = "{runsc_shim}"
+      [{runtime_plugin}.containerd.runtimes.runsc.options]
+        TypeUrl = "io.containerd.runsc.v1.options"
+        ConfigPath = "{runsc_shim_config}"
+""")
+    binary = toolchain.binary("containerd")
+    process = processes.ManagedProcess("containerd-2.4", [binary, "--config", config], work / "logs")
+    wait_socket(process, work / "containerd.sock")
+    try:
+        yield Runtime("containerd 2.4", work / "containerd.sock", process, work)
     finally:
         process.stop()
 
@@ -162,7 +246,7 @@ state = "{work}/state"
 KUBELET_NAMESPACES = cri.NamespaceOption(pid=cri.CONTAINER)
 
 
-def start_pod(runtime: Runtime, name: str, image: str, logs: Path) -> tuple[str, str, float]:
+def start_pod(runtime: Runtime, handler: str, name: str, image: str, logs: Path) -> tuple[str, str, float]:
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, namespace="bench", uid=name),
         hostname=name,
@@ -172,7 +256,8 @@ def start_pod(runtime: Runtime, name: str, image: str, logs: Path) -> tuple[str,
         ),
     )
     started = time.perf_counter()
-    pod = runtime.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+    request = cri.RunPodSandboxRequest(config=config, runtime_handler=handler)
+    pod = runtime.runtime.RunPodSandbox(request, timeout=120).pod_sandbox_id
     container = runtime.runtime.CreateContainer(
         cri.CreateContainerRequest(
             pod_sandbox_id=pod,
@@ -207,24 +292,26 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure(runtime: Runtime, image: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
-    runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
+def measure(runtime: Runtime, handler: str, image: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    def start(name: str) -> tuple[str, str, float]:
+        return start_pod(runtime, handler, name, image, logs)
+
     for index in range(2):  # warm caches and lazily set-up state (bridge, cgroups, pause image)
-        stop_pod(runtime, *start_pod(runtime, f"warm-{index}", image, logs)[:2])
+        stop_pod(runtime, *start(f"warm-{handler}-{index}")[:2])
     sequential, teardown = [], []
     for index in range(args.pods):
-        pod, container, elapsed = start_pod(runtime, f"seq-{index}", image, logs)
+        pod, container, elapsed = start(f"seq-{handler}-{index}")
         sequential.append(elapsed)
         teardown.append(stop_pod(runtime, pod, container))
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         begun = time.perf_counter()
-        started = list(pool.map(lambda i: start_pod(runtime, f"par-{i}", image, logs), range(args.parallel * 2)))
+        started = list(pool.map(lambda i: start(f"par-{handler}-{i}"), range(args.parallel * 2)))
         parallel_wall = time.perf_counter() - begun
         list(pool.map(lambda item: stop_pod(runtime, item[0], item[1]), started))
     parallel = [elapsed for _, _, elapsed in started]
-    running = [start_pod(runtime, f"mem-{index}", image, logs) for index in range(args.memory_pods)]
+    running = [start(f"mem-{handler}-{index}") for index in range(args.memory_pods)]
     time.sleep(2)
-    memory, helpers = runtime.memory()
+    memory = runtime.memory()
     for pod, container, _ in running:
         stop_pod(runtime, pod, container)
     return {
@@ -235,8 +322,30 @@ def measure(runtime: Runtime, image: str, args: argparse.Namespace, logs: Path) 
         "parallel wall": parallel_wall,
         "teardown p50": statistics.median(teardown),
         "memory": memory,
-        "helpers": helpers,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    label: str
+    launch: Callable[[Path, str, Path], AbstractContextManager[Runtime]]
+    handler: str
+
+
+COLUMNS = (
+    Column("hulld runc", hulld, "runc"),
+    Column("hulld runsc", hulld, "runsc"),
+    Column("hulld shim-runc", hulld, "shim-runc"),
+    Column("ctrd2.4 runc", containerd_2_4, "runc"),
+    Column("ctrd2.4 runsc", containerd_2_4, "runsc"),
+    Column("ctrd1.6 runc", containerd_1_6, "runc"),
+)
+TARGETS = (
+    ("hulld runc", "ctrd2.4 runc", 0.5),
+    ("hulld runsc", "ctrd2.4 runsc", 0.6),
+    ("hulld shim-runc", "ctrd2.4 runc", 0.6),
+)
+"""(column, its peer, the start p50 ratio it must reach); memory: at most 0.5 of the peer's, for each."""
 
 
 def main() -> int:
@@ -244,10 +353,12 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=20, help="sequential pods")
     parser.add_argument("--parallel", type=int, default=10, help="concurrent clients (2 pods each)")
     parser.add_argument("--memory-pods", type=int, default=50)
+    parser.add_argument("--only", nargs="*", default=[], help="only these columns (labels), e.g. 'hulld runc'")
     args = parser.parse_args()
     if shutil.which("containerd") is None:
         print("containerd is not installed (Debian package containerd)", file=sys.stderr)
         return 2
+    columns = [column for column in COLUMNS if not args.only or column.label in args.only]
     work = Path(tempfile.mkdtemp(prefix="hulld-bench-"))
     served = registry.start(work / "registry", work / "logs")
     results: dict[str, dict[str, Any]] = {}
@@ -259,38 +370,45 @@ def main() -> int:
         cni_dir = work / "cni"
         cni_dir.mkdir()
         (cni_dir / "10-bench.conflist").write_text(json.dumps(CNI))
-        runtimes: list[tuple[str, Callable[..., Any]]] = [("containerd", containerd), ("hulld", hulld)]
-        for name, launch in runtimes:
-            (work / name).mkdir()
-            with launch(work / name, served.host, cni_dir) as runtime:
-                print(f"measuring {name}...", flush=True)
-                results[name] = measure(runtime, image, args, work / name / "pod-logs")
+        for launch in dict.fromkeys(column.launch for column in columns):  # each runtime once, in order
+            directory = work / launch.__name__
+            directory.mkdir()
+            with launch(directory, served.host, cni_dir) as runtime:
+                runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
+                for column in (column for column in columns if column.launch is launch):
+                    print(f"measuring {column.label}...", flush=True)
+                    results[column.label] = measure(runtime, column.handler, image, args, directory / "pod-logs")
     finally:
         served.stop()
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             if str(work) in line.split()[4]:
                 processes.run(["umount", "--lazy", line.split()[4]], timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-
-    hull, peer = results["hulld"], results["containerd"]
-    print(f"\n{'':<36}{'hulld':>12}{'containerd':>12}{'ratio':>8}")
-    for key, unit in (
-        ("start p50", "ms"),
-        ("start p90", "ms"),
-        ("parallel p50", "ms"),
-        ("parallel p90", "ms"),
-        ("parallel wall", "ms"),
-        ("teardown p50", "ms"),
-    ):
-        label = f"{key} ({args.parallel * 2} pods, {args.parallel} clients)" if key.startswith("parallel") else key
-        print(f"{label:<36}{hull[key] * 1000:>10.0f}{unit}{peer[key] * 1000:>10.0f}{unit}{hull[key] / peer[key]:>8.2f}")
-    memory_label = f"PSS at {args.memory_pods} pods"
-    print(
-        f"{memory_label:<36}{hull['memory']:>9.0f}MiB{peer['memory']:>9.0f}MiB{hull['memory'] / peer['memory']:>8.2f}"
-    )
-    print(f"{'(helper processes)':<36}{hull['helpers']:>12}{peer['helpers']:>12}")
-    print("targets: start p50 ratio <= 0.60; memory ratio <= 0.50")
+    report(results, args)
     return 0
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    labels = list(results)
+    print("\n" + f"{'':<34}" + "".join(f"{label:>17}" for label in labels))
+    for key in ("start p50", "start p90", "parallel p50", "parallel p90", "parallel wall", "teardown p50"):
+        label = f"{key} ({args.parallel * 2} pods, {args.parallel} clients)" if key.startswith("parallel") else key
+        print(f"{label:<34}" + "".join(f"{results[column][key] * 1000:>15.0f}ms" for column in labels))
+    for kind in ("pss", "uss"):
+        cells = "".join(f"{getattr(results[column]['memory'], kind):>14.0f}MiB" for column in labels)
+        print(f"{kind.upper() + f' at {args.memory_pods} pods':<34}" + cells)
+    print(f"{'(helper processes)':<34}" + "".join(f"{results[column]['memory'].helpers:>17}" for column in labels))
+    print()
+    for column, peer, target in TARGETS:
+        if column in results and peer in results:
+            start = results[column]["start p50"] / results[peer]["start p50"]
+            pss = results[column]["memory"].pss / results[peer]["memory"].pss
+            uss = results[column]["memory"].uss / results[peer]["memory"].uss
+            verdict = "met" if start <= target and pss <= 0.5 else "NOT met"
+            print(
+                f"{column} / {peer}: start p50 {start:.2f} (target <= {target}), PSS {pss:.2f}, USS {uss:.2f} "
+                f"(target <= 0.5): {verdict}"
+            )
 
 
 if __name__ == "__main__":

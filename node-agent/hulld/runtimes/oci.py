@@ -12,6 +12,7 @@ The handler's ``options`` become the runtime's global flags: ``platform = "systr
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -40,6 +41,7 @@ def _flag(name: str) -> str:
 START_REQUEST = "start-request"
 START_STATUS = "start-status"
 START_TIMEOUT = 60.0
+WAITER_READY_TIMEOUT = 30.0
 
 
 def waiting_wrapper(runtime: Path, global_args: list[str]) -> str:
@@ -234,10 +236,18 @@ class OCIHandler(Handler):
             self._checked("start", container_id)
             return
         # The waiting wrapper starts it, with conmon's stdio (see waiting_wrapper).
-        try:
-            request = os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as error:
-            raise errors.FailedPrecondition(f"{self.name} start: the container's monitor is gone ({error})") from error
+        # The wrapper opens the FIFO for reading in the background after `create` returned: until it has,
+        # opening it for writing fails with ENXIO (under load, for a while).
+        deadline = time.monotonic() + WAITER_READY_TIMEOUT
+        while True:
+            try:
+                request = os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as error:
+                if error.errno != errno.ENXIO or time.monotonic() > deadline:
+                    message = f"{self.name} start: the container's monitor is gone ({error})"
+                    raise errors.FailedPrecondition(message) from error
+                time.sleep(0.005)
         try:
             os.write(request, b"start\n")
         finally:

@@ -58,7 +58,9 @@ from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
 
 logger = logging.getLogger(__name__)
 
-TASK = "containerd.task.v2.Task"
+TASK_SERVICES = ("containerd.task.v3.Task", "containerd.task.v2.Task")
+"""The task service, newest first: the same messages under two names; containerd 2.3's shims serve only v3,
+1.x shims (and Kata's, gVisor's) v2."""
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/"
 """containerd's type URLs for OCI spec structures, which travel as JSON (Process, LinuxResources)."""
@@ -88,6 +90,21 @@ class _Container:
     @property
     def exit_file(self) -> Path:
         return Path(self.exits)
+
+
+def _task_service(client: ttrpc.Client, sandbox: str) -> ttrpc.Service:
+    """The task service the shim serves, asked with Connect (a shim answers UNIMPLEMENTED for a service it lacks)."""
+    for name in TASK_SERVICES:
+        try:
+            client.call(name, "Connect", task_pb2.ConnectRequest(id=sandbox), task_pb2.ConnectResponse, CONNECT_TIMEOUT)
+        except ttrpc.TTRPCError as error:
+            if error.code == ttrpc.UNIMPLEMENTED:
+                continue
+            client.close()
+            raise
+        return ttrpc.Service(client, name)
+    client.close()
+    raise ttrpc.TTRPCError(f"{client.address} serves no task service hulld knows ({', '.join(TASK_SERVICES)})")
 
 
 def _ensure_recorder(address: Path, spool: Path) -> None:
@@ -129,7 +146,7 @@ class ShimHandler(Handler):
         """Passed as the shim's ``-address`` (containerd's own socket there): shims hash it into their socket
         paths, so each hulld handler's shims have their own."""
         self.stdio = stdio.LogCopier(f"shim handler {name}")
-        self._clients: dict[str, ttrpc.Client] = {}
+        self._clients: dict[str, ttrpc.Service] = {}
         self._connecting: dict[str, threading.Lock] = {}
         self._waiting: set[str] = set()
         self._held_exits: dict[str, tuple[int, int]] = {}
@@ -185,7 +202,7 @@ class ShimHandler(Handler):
         """The shim's own log (kept until the pod's shim is gone), for troubleshooting."""
         return self.state / "pods" / f"{sandbox}.log"
 
-    def _client(self, sandbox: str) -> ttrpc.Client:
+    def _client(self, sandbox: str) -> ttrpc.Service:
         """The connection to the pod's shim, made again if there is none (hulld restarted) or it was lost; on
         each new connection the pod's containers without a recorded exit are waited for again, and their
         output copied if it is not. Connecting to one pod's shim never holds up another pod's calls."""
@@ -206,8 +223,8 @@ class ShimHandler(Handler):
             if not self.stdio.attached(f"shim-{sandbox}"):
                 self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=False)
             try:
-                client = ttrpc.Client(socket_path, timeout=CONNECT_TIMEOUT)
-            except OSError as error:
+                client = _task_service(ttrpc.Client(socket_path, timeout=CONNECT_TIMEOUT), sandbox)
+            except (OSError, ttrpc.TTRPCError) as error:
                 self._shim_gone(sandbox, f"connecting to {socket_path}: {error}")
                 raise errors.Unavailable(f"{self.name}: the shim of pod {sandbox} is gone ({error})") from error
             with self._lock:
@@ -231,7 +248,7 @@ class ShimHandler(Handler):
 
     def _call(self, sandbox: str, method: str, request: Any, answer_type: type[Any]) -> Any:
         try:
-            return self._client(sandbox).call(TASK, method, request, answer_type, CALL_TIMEOUT)
+            return self._client(sandbox).call(method, request, answer_type, CALL_TIMEOUT)
         except ttrpc.TTRPCError as error:
             raise errors.FailedPrecondition(f"{self.name} {method}: {error}") from error
 
@@ -242,8 +259,8 @@ class ShimHandler(Handler):
         socket_path = launch.start(self.binary, self.address, self.events, sandbox, bundle)
         write_atomically(self._shim_address(sandbox), f"{socket_path}\n{bundle}")
         try:
-            client = ttrpc.Client(socket_path)
-        except OSError as error:
+            client = _task_service(ttrpc.Client(socket_path), sandbox)
+        except (OSError, ttrpc.TTRPCError) as error:
             raise errors.FailedPrecondition(f"{self.name}: the new shim does not answer at {socket_path}") from error
         with self._lock:
             self._clients[sandbox] = client
@@ -256,9 +273,7 @@ class ShimHandler(Handler):
         shim = self._shim_process(sandbox)
         if client is not None:
             with contextlib.suppress(ttrpc.TTRPCError):
-                client.call(
-                    TASK, "Shutdown", task_pb2.ShutdownRequest(id=sandbox, now=True), task_pb2.Empty, CALL_TIMEOUT
-                )
+                client.call("Shutdown", task_pb2.ShutdownRequest(id=sandbox, now=True), task_pb2.Empty, CALL_TIMEOUT)
             client.close()
         if shim is not None:
             deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -307,12 +322,12 @@ class ShimHandler(Handler):
 
     # --- exits and events ----------------------------------------------------------------------------------
 
-    def _wait_for_exit(self, client: ttrpc.Client, container_id: str, note: _Container) -> None:
+    def _wait_for_exit(self, client: ttrpc.Service, container_id: str, note: _Container) -> None:
         with self._lock:
             if container_id in self._waiting:
                 return
             self._waiting.add(container_id)
-        answer = client.call_async(TASK, "Wait", task_pb2.WaitRequest(id=container_id), task_pb2.WaitResponse)
+        answer = client.call_async("Wait", task_pb2.WaitRequest(id=container_id), task_pb2.WaitResponse)
         answer.add_done_callback(lambda done: self._waited(container_id, note, done))
 
     def _waited(self, container_id: str, note: _Container, done: Future[task_pb2.WaitResponse]) -> None:
@@ -432,7 +447,6 @@ class ShimHandler(Handler):
         try:
             # all: so that the shim ends a container whose process never started too (runc's shim does).
             self._client(note.sandbox).call(
-                TASK,
                 "Kill",
                 task_pb2.KillRequest(id=container_id, signal=signal, all=signal == signals.SIGKILL),
                 task_pb2.Empty,
@@ -468,7 +482,7 @@ class ShimHandler(Handler):
             return False
         try:
             state = self._client(note.sandbox).call(
-                TASK, "State", task_pb2.StateRequest(id=container_id), task_pb2.StateResponse, STATE_TIMEOUT
+                "State", task_pb2.StateRequest(id=container_id), task_pb2.StateResponse, STATE_TIMEOUT
             )
         except (ttrpc.TTRPCError, errors.HulldError):
             return False
@@ -495,9 +509,7 @@ class ShimHandler(Handler):
             if unstarted.exists():
                 raise errors.NotFound("left to the pod's shim")  # see signal()
             try:
-                client.call(
-                    TASK, "Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT
-                )
+                client.call("Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT)
             except ttrpc.TTRPCError as error:
                 if error.code != ttrpc.NOT_FOUND:
                     raise errors.FailedPrecondition(f"{self.name} Delete: {error}") from error
@@ -529,7 +541,7 @@ class ShimHandler(Handler):
             request.spec.CopyFrom(_spec_any("Process", process))
             self._call(note.sandbox, "Exec", request, task_pb2.Empty)
             ended = client.call_async(
-                TASK, "Wait", task_pb2.WaitRequest(id=container_id, exec_id=exec_id), task_pb2.WaitResponse
+                "Wait", task_pb2.WaitRequest(id=container_id, exec_id=exec_id), task_pb2.WaitResponse
             )
             self._call(
                 note.sandbox, "Start", task_pb2.StartRequest(id=container_id, exec_id=exec_id), task_pb2.StartResponse
@@ -539,7 +551,6 @@ class ShimHandler(Handler):
             except TimeoutError:
                 with contextlib.suppress(ttrpc.TTRPCError):
                     client.call(
-                        TASK,
                         "Kill",
                         task_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=signals.SIGKILL),
                         task_pb2.Empty,
@@ -554,9 +565,7 @@ class ShimHandler(Handler):
         finally:
             output.close()
             with contextlib.suppress(ttrpc.TTRPCError):
-                client.call(
-                    TASK, "Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse
-                )
+                client.call("Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse)
             shutil.rmtree(directory, ignore_errors=True)
 
     def version(self) -> str:

@@ -1,10 +1,12 @@
 """Starting a containerd shim v2 process, and cleaning up after one that died.
 
-``<shim> -namespace <ns> -address <address> -id <id> start``, run in the first container's bundle, starts the
-shim's long-lived process and prints where it listens: a bare ``unix://`` address (containerd 1.x shims) or
-bootstrap JSON ``{"version": 2, "address": ..., "protocol": "ttrpc"}`` (2.x). The shim derives its socket
-path from the address, the namespace and the ID, and publishes its events (exits, OOM kills) to the ttrpc
-server at ``TTRPC_ADDRESS``. ``... delete`` in the same bundle is the shim's own clean-up of a container whose
+``<shim> -namespace <ns> -address <address> -id <id> start``, run in the first container's bundle, with
+``BootstrapParams`` (protobuf) on stdin, starts the shim's long-lived process and prints where it listens:
+a bare ``unix://`` address (containerd 1.x shims), bootstrap JSON ``{"version": 2, "address": ...,
+"protocol": "ttrpc"}`` (2.0-2.2), or a ``BootstrapResult`` protobuf (2.3 and later, which refuse to start
+without the parameters; older shims ignore stdin). The shim derives its socket path from the address, the
+namespace and the ID, and publishes its events (exits, OOM kills) to the ttrpc server at ``TTRPC_ADDRESS``
+(also in the parameters). ``... delete`` in the same bundle is the shim's own clean-up of a container whose
 shim is gone (containerd runs it the same way).
 """
 
@@ -15,7 +17,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from hulld import errors
+from hulld.runtimes.shim.protocol import task_pb2
 
 NAMESPACE = "hulld"
 """The containerd namespace hulld's shims run in: part of their socket paths and runsc's default root, so they
@@ -35,28 +40,41 @@ def start(binary: Path, address: Path, events: Path, shim_id: str, bundle: Path)
     """Start the shim for the pod whose sandbox container is ``shim_id``; returns its socket's path."""
     if not binary.is_file():
         raise errors.FailedPrecondition(f"the shim binary {binary} does not exist")
+    parameters = task_pb2.BootstrapParams(
+        instance_id=shim_id,
+        namespace=NAMESPACE,
+        containerd_ttrpc_address=str(events),
+        containerd_grpc_address=str(address),
+    )
     try:
         result = subprocess.run(
             _argv(binary, address, shim_id, "start"),
             cwd=bundle,
             env=_environment(events),
+            input=parameters.SerializeToString(),
             capture_output=True,
             timeout=START_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired:
         raise errors.DeadlineExceeded(f"{binary.name} start: no answer in {START_TIMEOUT:.0f}s") from None
-    output = result.stdout.decode(errors="replace").strip()
     if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip() or output
-        raise errors.FailedPrecondition(f"{binary.name} start: {message}")
-    return socket_path(binary, output)
+        message = result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")
+        raise errors.FailedPrecondition(f"{binary.name} start: {message.strip()}")
+    return socket_path(binary, result.stdout)
 
 
-def socket_path(binary: Path, output: str) -> Path:
-    """The socket a shim's ``start`` printed (an address, or bootstrap JSON)."""
+def socket_path(binary: Path, printed: bytes) -> Path:
+    """The socket a shim's ``start`` printed (an address, bootstrap JSON, or a BootstrapResult)."""
+    output = printed.decode(errors="replace").strip()
     address, protocol = output, "ttrpc"
-    if output.startswith("{"):
+    if not output.startswith(("unix://", "{")):
+        try:
+            bootstrap = task_pb2.BootstrapResult.FromString(printed)
+        except DecodeError as error:
+            raise errors.FailedPrecondition(f"{binary.name} start printed {output!r}: {error}") from None
+        address, protocol = bootstrap.address, bootstrap.protocol or "ttrpc"
+    elif output.startswith("{"):
         try:
             bootstrap = json.loads(output)
             address, protocol = str(bootstrap["address"]), str(bootstrap.get("protocol", "ttrpc"))

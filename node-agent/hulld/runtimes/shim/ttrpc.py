@@ -25,8 +25,8 @@ from hulld.runtimes.shim.protocol import ttrpc_pb2
 
 logger = logging.getLogger(__name__)
 
-NOT_FOUND = 5
-"""The gRPC status code (ttrpc's Status carries them) of "no such container or process"."""
+NOT_FOUND, UNIMPLEMENTED = 5, 12
+"""gRPC status codes (ttrpc's Status carries them): "no such container or process", "no such service"."""
 
 M = TypeVar("M", bound=Message)
 
@@ -127,3 +127,24 @@ def _decode(raw: Future[bytes], answer: Future[M], answer_type: type[M], call: s
         answer.set_result(answer_type.FromString(response.payload))
     except DecodeError as decode_error:
         answer.set_exception(TTRPCError(f"{call}: an answer that is not a {answer_type.__name__}: {decode_error}"))
+
+
+class Service:
+    """One service of a connection, by name: what a caller that speaks to that service holds."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    @property
+    def closed(self) -> threading.Event:
+        return self.client.closed
+
+    def call(self, method: str, request: Message, answer_type: type[M], timeout: float = 60.0) -> M:
+        return self.client.call(self.name, method, request, answer_type, timeout)
+
+    def call_async(self, method: str, request: Message, answer_type: type[M]) -> Future[M]:
+        return self.client.call_async(self.name, method, request, answer_type)
+
+    def close(self) -> None:
+        self.client.close()

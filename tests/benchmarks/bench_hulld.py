@@ -153,7 +153,7 @@ runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
         yield Runtime("hulld", work / "hulld.sock", process, work)
     finally:
         process.stop()
-        for address in (work / "state" / "runtimes").glob("*/events.sock"):
+        for address in (work / "state" / "shim-events").glob("*.sock"):
             address.unlink()  # the shim handler's event recorder ends with its socket
 
 

@@ -90,6 +90,10 @@ sandbox_per_pod = true
 runtime_type = "vm"
 runtime_path = "{shims.RUNC_SHIM}"
 
+[handlers.shim-runc-2-4]
+runtime_type = "vm"
+runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
+
 [handlers.shim-runsc]
 runtime_type = "vm"
 runtime_path = "{runsc_shim}"
@@ -119,7 +123,7 @@ sandbox_per_pod = true
         what its pods left running (shims, sandboxes), which are killed."""
         self.stop()
         # A shim handler's event recorder outlives hulld on purpose, and ends once its socket is removed.
-        for address in (self.work_dir / "state" / "runtimes").glob("*/events.sock"):
+        for address in (self.work_dir / "state" / "shim-events").glob("*.sock"):
             address.unlink()
         leftovers = []
         for process in Path("/proc").glob("[0-9]*"):

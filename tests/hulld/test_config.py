@@ -75,7 +75,7 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(hulld: Hulld) ->
         info = json.loads(hulld.crictl("info").stdout)
         return {handler.get("name", "") for handler in info["runtimeHandlers"]}
 
-    configured = {"", "runc", "runsc", "shim-runc", "shim-runsc"}
+    configured = {"", "runc", "runsc", "shim-runc", "shim-runc-2-4", "shim-runsc"}
     assert handlers() == configured
     good = hulld.config_path.read_text() + '\n[handlers.crun]\nruntime_path = "/usr/bin/crun"\n'
     hulld.config_path.write_text(good)

@@ -28,7 +28,7 @@ def test_version_status_and_root_only_sockets_and_state(hulld: Hulld) -> None:
     assert conditions["NetworkReady"]["status"] is False  # no CNI configuration in this test's directory
     assert "no CNI network configuration" in conditions["NetworkReady"]["message"]
     handlers = {handler.get("name", "") for handler in info["runtimeHandlers"]}
-    assert handlers == {"", "runc", "runsc", "shim-runc", "shim-runsc"}
+    assert handlers == {"", "runc", "runsc", "shim-runc", "shim-runc-2-4", "shim-runsc"}
     for socket in (hulld.socket, hulld.private_socket):
         mode = os.stat(socket).st_mode
         assert stat.S_ISSOCK(mode)

@@ -56,7 +56,9 @@ def container_config(
     )
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
+# shim-runc is containerd 1.6's runc shim (task API v2, an address printed by start), shim-runc-2-4 containerd
+# 2.4's (task API v3, containerd 2.3's bootstrap protocol), shim-runsc gVisor's (v2, bootstrap JSON).
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runc-2-4", "shim-runsc"])
 def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str) -> None:
     hulld = hulld_with_network
     image = oci_registry.images["busybox"].reference

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -107,26 +108,27 @@ def _task_service(client: ttrpc.Client, sandbox: str) -> ttrpc.Service:
     raise ttrpc.TTRPCError(f"{client.address} serves no task service hulld knows ({', '.join(TASK_SERVICES)})")
 
 
-def _ensure_recorder(address: Path, spool: Path) -> None:
+def _ensure_recorder(address: Path, spool: Path, log: Path) -> None:
     """Start the event recorder (``recorder``) at ``address`` unless one answers there already (it outlives
-    hulld; a restarted hulld finds it)."""
+    hulld; a restarted hulld finds it). What it says on stderr goes to ``log``."""
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.connect(str(address))
         return
     package_root = Path(recorder.__file__).parents[3]
-    subprocess.Popen(
-        [sys.executable, "-m", recorder.__name__, str(address), str(spool)],
-        env={**os.environ, "PYTHONPATH": str(package_root)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # not in hulld's process group: it outlives hulld
-        close_fds=True,
-    )
+    with log.open("ab") as output:
+        subprocess.Popen(
+            [sys.executable, "-m", recorder.__name__, str(address), str(spool)],
+            env={**os.environ, "PYTHONPATH": str(package_root)},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,  # not in hulld's process group: it outlives hulld
+            close_fds=True,
+        )
     deadline = time.monotonic() + RECORDER_START_TIMEOUT
     while not address.exists():
         if time.monotonic() > deadline:
-            raise errors.Unavailable(f"the shim event recorder did not start at {address}")
+            raise errors.Unavailable(f"the shim event recorder did not start at {address}; see {log}")
         time.sleep(0.01)
 
 
@@ -148,14 +150,18 @@ class ShimHandler(Handler):
         self.stdio = stdio.LogCopier(f"shim handler {name}")
         self._clients: dict[str, ttrpc.Service] = {}
         self._connecting: dict[str, threading.Lock] = {}
+        self._bootstrap = False
+        """Whether the shim speaks containerd 2.3's bootstrap (learnt at its first start)."""
         self._waiting: set[str] = set()
         self._held_exits: dict[str, tuple[int, int]] = {}
         """SIGKILL exits waiting for the shim's exit event (after its OOM event, if any)."""
         self._lock = threading.RLock()
         self._closed = threading.Event()
-        self.events = self.state / "events.sock"
+        # Short, whatever the handler's name and the state directory: a Unix socket's path has 107 bytes at most.
+        self.events = state / "shim-events" / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.sock"
+        self.events.parent.mkdir(exist_ok=True, mode=0o700)
         self.spool = self.state / "events"
-        _ensure_recorder(self.events, self.spool)
+        _ensure_recorder(self.events, self.spool, self.state / "recorder.log")
         threading.Thread(target=self._read_events, name=f"{name} events", daemon=True).start()
         threading.Thread(target=self._resume, name=f"{name} resume", daemon=True).start()
 
@@ -256,7 +262,13 @@ class ShimHandler(Handler):
         # The shim writes its own log into a FIFO named "log" in its bundle; it refuses to run without one.
         os.mkfifo(bundle / "log", 0o600)
         self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=True)
-        socket_path = launch.start(self.binary, self.address, self.events, sandbox, bundle)
+        try:
+            socket_path = launch.start(
+                self.binary, self.address, self.events, sandbox, bundle, bootstrap=self._bootstrap
+            )
+        except launch.NeedsBootstrap:
+            self._bootstrap = True  # containerd 2.3's bootstrap, from now on
+            socket_path = launch.start(self.binary, self.address, self.events, sandbox, bundle, bootstrap=True)
         write_atomically(self._shim_address(sandbox), f"{socket_path}\n{bundle}")
         try:
             client = _task_service(ttrpc.Client(socket_path), sandbox)

@@ -1,13 +1,14 @@
 """Starting a containerd shim v2 process, and cleaning up after one that died.
 
-``<shim> -namespace <ns> -address <address> -id <id> start``, run in the first container's bundle, with
-``BootstrapParams`` (protobuf) on stdin, starts the shim's long-lived process and prints where it listens:
-a bare ``unix://`` address (containerd 1.x shims), bootstrap JSON ``{"version": 2, "address": ...,
-"protocol": "ttrpc"}`` (2.0-2.2), or a ``BootstrapResult`` protobuf (2.3 and later, which refuse to start
-without the parameters; older shims ignore stdin). The shim derives its socket path from the address, the
-namespace and the ID, and publishes its events (exits, OOM kills) to the ttrpc server at ``TTRPC_ADDRESS``
-(also in the parameters). ``... delete`` in the same bundle is the shim's own clean-up of a container whose
-shim is gone (containerd runs it the same way).
+``<shim> -namespace <ns> -address <address> -id <id> start``, run in the first container's bundle, starts the
+shim's long-lived process and prints where it listens: a bare ``unix://`` address (containerd 1.x shims) or
+bootstrap JSON ``{"version": 2, "address": ..., "protocol": "ttrpc"}`` (2.0-2.2). Shims built on containerd
+2.3 or later speak a new bootstrap: ``BootstrapParams`` (protobuf) on stdin, a ``BootstrapResult`` printed;
+they refuse a start without the parameters (``NeedsBootstrap``), and older ones read stdin as runtime options
+and refuse the parameters, so a handler learns which its shim speaks. The shim derives its socket path from
+the address, the namespace and the ID, and publishes its events (exits, OOM kills) to the ttrpc server at
+``TTRPC_ADDRESS`` (also in the parameters). ``... delete`` in the same bundle is the shim's own clean-up of a
+container whose shim is gone (containerd runs it the same way).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ NAMESPACE = "hulld"
 """The containerd namespace hulld's shims run in: part of their socket paths and runsc's default root, so they
 never meet the shims of a containerd on the same node (which uses k8s.io for Kubernetes pods)."""
 START_TIMEOUT = 60.0
+DEPRECATED_START = "shim was started through the deprecated API"
+"""What a containerd 2.3+ shim says to a start without bootstrap parameters."""
+
+
+class NeedsBootstrap(errors.FailedPrecondition):
+    """The shim speaks containerd 2.3's bootstrap: start it again with ``bootstrap=True``."""
 
 
 def _argv(binary: Path, address: Path, shim_id: str, command: str) -> list[str]:
@@ -36,7 +43,7 @@ def _environment(events: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "TTRPC_ADDRESS": str(events)}
 
 
-def start(binary: Path, address: Path, events: Path, shim_id: str, bundle: Path) -> Path:
+def start(binary: Path, address: Path, events: Path, shim_id: str, bundle: Path, *, bootstrap: bool) -> Path:
     """Start the shim for the pod whose sandbox container is ``shim_id``; returns its socket's path."""
     if not binary.is_file():
         raise errors.FailedPrecondition(f"the shim binary {binary} does not exist")
@@ -51,7 +58,7 @@ def start(binary: Path, address: Path, events: Path, shim_id: str, bundle: Path)
             _argv(binary, address, shim_id, "start"),
             cwd=bundle,
             env=_environment(events),
-            input=parameters.SerializeToString(),
+            input=parameters.SerializeToString() if bootstrap else b"",
             capture_output=True,
             timeout=START_TIMEOUT,
             check=False,
@@ -59,8 +66,10 @@ def start(binary: Path, address: Path, events: Path, shim_id: str, bundle: Path)
     except subprocess.TimeoutExpired:
         raise errors.DeadlineExceeded(f"{binary.name} start: no answer in {START_TIMEOUT:.0f}s") from None
     if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")
-        raise errors.FailedPrecondition(f"{binary.name} start: {message.strip()}")
+        message = (result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")).strip()
+        if DEPRECATED_START in message and not bootstrap:
+            raise NeedsBootstrap(f"{binary.name} start: {message}")
+        raise errors.FailedPrecondition(f"{binary.name} start: {message}")
     return socket_path(binary, result.stdout)
 
 

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     spool.mkdir(parents=True, exist_ok=True, mode=0o700)
     recorder = Recorder(spool)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    staged = address.with_name(f".{address.name}.{os.getpid()}")
+    staged = address.with_name(f".{os.getpid()}")  # short: a socket's path has 107 bytes at most
     staged.unlink(missing_ok=True)
     listener.bind(str(staged))
     staged.chmod(0o600)

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
 from kubehull_harness import images, processes, shims, toolchain
@@ -112,7 +113,14 @@ sandbox_per_pod = true
     def start(self) -> None:
         argv = [sys.executable, "-m", "hulld", "--config", str(self.config_path)]
         self.process = processes.ManagedProcess(f"hulld-{next(self.counter)}", argv, self.log_dir)
-        self.process.wait_ready(self.socket.exists, 30, "serving its socket")
+        self.process.wait_ready(self.recovered, 30, "serving its socket, its state recovered")
+
+    def recovered(self) -> bool:
+        """Whether hulld answers and is done recovering its state (until then it serves Version and Status)."""
+        if not self.socket.exists():
+            return False
+        status = self.runtime().Status(cri.StatusRequest(), timeout=5).status
+        return all(condition.reason != "Recovering" for condition in status.conditions)
 
     def stop(self) -> None:
         if self.process is not None:

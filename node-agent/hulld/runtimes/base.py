@@ -29,6 +29,18 @@ class ExitStatus:
     oom_killed: bool
 
 
+def recorded_exit(exits: Path, container_id: str) -> tuple[int, int] | None:
+    """(exit code, exit time in ns) from ``<exits>/<id>``, where a container's monitor (conmon) or hulld's shim
+    handler writes the code and sets the file's mtime to the exit time; None until it exists."""
+    exit_file = exits / container_id
+    try:
+        text = exit_file.read_text().strip()
+        finished = exit_file.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else -1, finished
+
+
 @dataclasses.dataclass(frozen=True)
 class ExecResult:
     stdout: bytes

@@ -27,7 +27,7 @@ from pathlib import Path
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
+from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
 
 CONMON = "conmon"
 CREATE_TIMEOUT = 120.0
@@ -284,14 +284,10 @@ class OCIHandler(Handler):
         return bool(json.loads(result.stdout).get("status") == "running")
 
     def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
-        exit_file = paths.exits / container_id
-        try:
-            text = exit_file.read_text().strip()
-            finished = exit_file.stat().st_mtime_ns
-        except FileNotFoundError:
+        recorded = recorded_exit(paths.exits, container_id)
+        if recorded is None:
             return None
-        code = int(text) if text.lstrip("-").isdigit() else -1
-        return ExitStatus(code=code, finished_at=finished, oom_killed=(paths.persist / "oom").exists())
+        return ExitStatus(*recorded, oom_killed=(paths.persist / "oom").exists())
 
     def delete(self, container_id: str, paths: ContainerPaths) -> None:
         (self.attach_dir / container_id).unlink(missing_ok=True)  # conmon's link to the attach socket

@@ -53,7 +53,7 @@ from google.protobuf.message import DecodeError
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler
+from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
 from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
 from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
 
@@ -89,7 +89,7 @@ class _Container:
     log: str
 
     @property
-    def exit_file(self) -> Path:
+    def exits_dir(self) -> Path:
         return Path(self.exits)
 
 
@@ -130,6 +130,11 @@ def _ensure_recorder(address: Path, spool: Path, log: Path) -> None:
         if time.monotonic() > deadline:
             raise errors.Unavailable(f"the shim event recorder did not start at {address}; see {log}")
         time.sleep(0.01)
+
+
+def _terminal(bundle: Path) -> bool:
+    """Whether the container in ``bundle`` runs on a terminal (one output FIFO, no stderr)."""
+    return not (bundle / "stderr").exists()
 
 
 def _spec_any(kind: str, value: dict[str, Any]) -> any_pb2.Any:
@@ -226,8 +231,7 @@ class ShimHandler(Handler):
                 socket_path, bundle = (Path(line) for line in self._shim_address(sandbox).read_text().splitlines())
             except (FileNotFoundError, ValueError):
                 raise errors.NotFound(f"{self.name}: pod {sandbox} has no shim") from None
-            if not self.stdio.attached(f"shim-{sandbox}"):
-                self.stdio.attach(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox), fresh=False)
+            self._copy(f"shim-{sandbox}", {"shim": bundle / "log"}, self._shim_log(sandbox))
             try:
                 client = _task_service(ttrpc.Client(socket_path, timeout=CONNECT_TIMEOUT), sandbox)
             except (OSError, ttrpc.TTRPCError) as error:
@@ -237,11 +241,20 @@ class ShimHandler(Handler):
                 self._clients[sandbox] = client
         for container_id in self._pod_containers(sandbox):
             note = self._note(container_id)
-            if note is not None and not (note.exit_file / container_id).exists():
-                if not self.stdio.attached(container_id):
-                    self._copy_output(container_id, note, fresh=False)
+            if note is not None and not (note.exits_dir / container_id).exists():
+                bundle = Path(note.bundle)
+                self._copy(container_id, self._fifos(bundle, _terminal(bundle)), Path(note.log) if note.log else None)
                 self._wait_for_exit(client, container_id, note)
         return client
+
+    def _copy(self, key: str, fifos: dict[str, Path], log: Path | None) -> None:
+        """Copy output again after a restart, unless it is copied already; FIFOs gone are only logged."""
+        if self.stdio.attached(key):
+            return
+        try:
+            self.stdio.attach(key, fifos, log, fresh=False)
+        except OSError as error:
+            logger.warning("%s: cannot copy the output of %s again: %s", self.name, key, error)
 
     def _resume(self) -> None:
         """After a restart: connect to every pod's shim again (in the background: a shim that does not answer
@@ -282,6 +295,7 @@ class ShimHandler(Handler):
         (see ``_end_unstarted``) acknowledges Shutdown and stays, so it is killed (the pod's sandbox is gone)."""
         with self._lock:
             client = self._clients.pop(sandbox, None)
+            self._connecting.pop(sandbox, None)
         shim = self._shim_process(sandbox)
         if client is not None:
             with contextlib.suppress(ttrpc.TTRPCError):
@@ -321,7 +335,7 @@ class ShimHandler(Handler):
         ended = []
         for container_id in self._pod_containers(sandbox):
             note = self._note(container_id)
-            if note is not None and not (note.exit_file / container_id).exists():
+            if note is not None and not (note.exits_dir / container_id).exists():
                 self._record_exit(container_id, note, SHIM_GONE_EXIT, time.time_ns())
                 ended.append((container_id, Path(note.bundle)))
 
@@ -372,7 +386,7 @@ class ShimHandler(Handler):
 
     @staticmethod
     def _record_exit(container_id: str, note: _Container, code: int, exited_at: int) -> None:
-        exit_file = note.exit_file / container_id
+        exit_file = note.exits_dir / container_id
         if exit_file.exists():
             return
         exit_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -406,13 +420,6 @@ class ShimHandler(Handler):
         # A terminal has one output: the shim copies it to stdout.
         return {"stdout": bundle / "stdout"} if terminal else {"stdout": bundle / "stdout", "stderr": bundle / "stderr"}
 
-    def _copy_output(self, container_id: str, note: _Container, *, fresh: bool) -> None:
-        bundle = Path(note.bundle)
-        terminal = not (bundle / "stderr").exists()
-        self.stdio.attach(
-            container_id, self._fifos(bundle, terminal), Path(note.log) if note.log else None, fresh=fresh
-        )
-
     # --- Handler -------------------------------------------------------------------------------------------
 
     def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
@@ -426,7 +433,7 @@ class ShimHandler(Handler):
             self._start_shim(sandbox, paths.bundle)
         write_atomically(self.state / "containers" / f"{container_id}.json", json.dumps(dataclasses.asdict(note)))
         try:
-            self._copy_output(container_id, note, fresh=True)
+            self.stdio.attach(container_id, fifos, paths.log, fresh=True)
             request = task_pb2.CreateTaskRequest(
                 id=container_id,
                 bundle=str(paths.bundle),
@@ -454,7 +461,7 @@ class ShimHandler(Handler):
 
     def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
         note = self._note(container_id)
-        if note is None or (note.exit_file / container_id).exists():
+        if note is None or (note.exits_dir / container_id).exists():
             return
         try:
             # all: so that the shim ends a container whose process never started too (runc's shim does).
@@ -481,7 +488,7 @@ class ShimHandler(Handler):
         its Delete of one waits forever for output that never comes. If the kill brings no exit, hulld records
         the end itself and leaves the container to the pod's shim, which goes with the pod."""
         deadline = time.monotonic() + NEVER_STARTED_GRACE
-        while not (note.exit_file / container_id).exists():
+        while not (note.exits_dir / container_id).exists():
             if time.monotonic() > deadline:
                 (self.state / "containers" / f"{container_id}.unstarted").touch()
                 self._record_exit(container_id, note, NEVER_STARTED_EXIT, time.time_ns())
@@ -501,14 +508,10 @@ class ShimHandler(Handler):
         return bool(state.status == task_pb2.RUNNING)
 
     def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
-        exit_file = paths.exits / container_id
-        try:
-            text = exit_file.read_text().strip()
-            finished = exit_file.stat().st_mtime_ns
-        except FileNotFoundError:
+        recorded = recorded_exit(paths.exits, container_id)
+        if recorded is None:
             return None
-        oom = (self.state / "oom" / container_id).exists()
-        return ExitStatus(code=int(text) if text.isdigit() else -1, finished_at=finished, oom_killed=oom)
+        return ExitStatus(*recorded, oom_killed=(self.state / "oom" / container_id).exists())
 
     def delete(self, container_id: str, paths: ContainerPaths) -> None:
         note = self._note(container_id)

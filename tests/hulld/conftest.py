@@ -110,10 +110,14 @@ sandbox_per_pod = true
     def write_config(self, text: str) -> None:
         self.config_path.write_text(text)
 
-    def start(self) -> None:
+    def start(self, *, wait_recovered: bool = True) -> None:
+        """Start hulld; wait until it serves (and, unless told otherwise, has recovered its state)."""
         argv = [sys.executable, "-m", "hulld", "--config", str(self.config_path)]
         self.process = processes.ManagedProcess(f"hulld-{next(self.counter)}", argv, self.log_dir)
-        self.process.wait_ready(self.recovered, 30, "serving its socket, its state recovered")
+        if wait_recovered:
+            self.process.wait_ready(self.recovered, 30, "serving its socket, its state recovered")
+        else:
+            self.process.wait_ready(self.socket.exists, 30, "serving its socket")
 
     def recovered(self) -> bool:
         """Whether hulld answers and is done recovering its state (until then it serves Version and Status)."""

@@ -692,7 +692,7 @@ def test_status_says_recovering_until_start_up_recovery_ends(
     assert hulld.process is not None
     os.killpg(hulld.process.popen.pid, signal.SIGKILL)
     hulld.process.popen.wait()
-    hulld.start()
+    hulld.start(wait_recovered=False)
     assert runtime_ready(hulld) == (False, "Recovering")
     with pytest.raises(grpc.RpcError) as held:
         runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30)

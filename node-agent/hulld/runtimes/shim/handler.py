@@ -411,7 +411,9 @@ class ShimHandler(Handler):
             if self._note(container_id) is not None:
                 (self.state / "oom" / container_id).touch()
         elif envelope.topic == "/tasks/exit":
-            self._release_exit(task_pb2.TaskExit.FromString(envelope.event.value).container_id)
+            exited = task_pb2.TaskExit.FromString(envelope.event.value)
+            if exited.id == exited.container_id:  # the container's own process, not one of its execs
+                self._release_exit(exited.container_id)
 
     # --- stdio ---------------------------------------------------------------------------------------------
 

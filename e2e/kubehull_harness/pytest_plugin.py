@@ -2,14 +2,15 @@
 
 Loaded for every test run through ``-p kubehull_harness.pytest_plugin`` (pyproject.toml). Each fixture starts
 its processes once per session and stops them at the end. Their logs go to ``test-logs/`` at the repository
-root; the directory is removed after a run with no failures and kept (and named in the summary) otherwise.
+root; the directory is removed after a run with no failures and kept (and named in the summary) otherwise, and a
+failing test's report ends with the last lines of each log written while it ran.
 A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from kubehull_harness import apiserver, etcd, images, registry
 
 LOGS_KEY = pytest.StashKey[Path]()
+STARTED_KEY = pytest.StashKey[float]()  # when a test's setup began (epoch seconds, as file mtimes)
+LOG_TAIL_LINES = 30
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +33,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     logs = session.config.stash[LOGS_KEY]
     if session.testsfailed == 0 and exitstatus == 0 and logs.exists():
         shutil.rmtree(logs)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test's report carries the last lines of every component log written while it ran."""
+    report: pytest.TestReport = yield
+    if call.when == "setup":
+        item.stash[STARTED_KEY] = call.start
+    if report.failed:
+        logs = item.config.stash[LOGS_KEY]
+        since = item.stash.get(STARTED_KEY, call.start)
+        for log in sorted(logs.glob("*.log")) if logs.exists() else []:
+            if log.stat().st_mtime >= since:
+                lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                report.sections.append((f"last lines of {log.name}", "\n".join(lines)))
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

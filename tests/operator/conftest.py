@@ -216,9 +216,13 @@ class Cluster:
     def handler(self, node: str, name: str) -> dict[str, Any] | None:
         return self.handlers(node).get(name)
 
-    def report(self, node: str, handlers: dict[str, bool | str]) -> None:
-        """Write the NodeRuntime status as the node's agent would: True is ready, a string a failure reason."""
-        current = self.node_runtime(node)
+    def report(self, node: str, handlers: dict[str, bool | str], *, generation: int | None = None) -> None:
+        """Write the NodeRuntime status as the node's agent would: True is ready, a string a failure reason.
+
+        ``generation`` is that of the spec the handlers were read from (an agent reports what it applied); by
+        default the current one."""
+        if generation is None:
+            generation = self.node_runtime(node)["metadata"]["generation"]
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         statuses = [
             {
@@ -232,7 +236,7 @@ class Cluster:
             for name, state in handlers.items()
         ]
         status = {
-            "observedGeneration": current["metadata"]["generation"],
+            "observedGeneration": generation,
             "runtime": {"name": "hulld", "version": "0.1.0", "ready": True},
             "handlers": statuses,
         }
@@ -241,7 +245,9 @@ class Cluster:
         )
 
     def report_all_ready(self, node: str) -> None:
-        self.report(node, dict.fromkeys(self.handlers(node), True))
+        current = self.node_runtime(node)
+        handlers = [entry["name"] for entry in current["spec"].get("handlers", [])]
+        self.report(node, dict.fromkeys(handlers, True), generation=current["metadata"]["generation"])
 
     # --- cleanup -----------------------------------------------------------------------------------------------
 

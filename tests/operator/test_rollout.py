@@ -55,7 +55,10 @@ class SimulatedAgents:
             if not current and name not in self.paused:
                 since = self._lagging_since.setdefault(name, time.monotonic())
                 if time.monotonic() - since >= self.delay:
-                    self.cluster.report(name, dict.fromkeys(spec, True))
+                    # The generation the listed spec had: if it changed since, this report is stale and the
+                    # next round reports again, as an agent that applies one spec at a time would.
+                    generation = item["metadata"]["generation"]
+                    self.cluster.report(name, dict.fromkeys(spec, True), generation=generation)
                     del self._lagging_since[name]
         self.max_unavailable = max(self.max_unavailable, unavailable)
 

@@ -148,9 +148,9 @@ def count(metrics: Metrics, sandboxes: Sandboxes, containers: Containers) -> Non
     metrics.sandboxes.clear()
     metrics.containers.clear()
     for sandbox in sandboxes.records.list():
-        metrics.sandboxes.labels(sandbox.state.lower(), sandbox.handler).inc()
+        metrics.sandboxes.labels(sandbox.status.state.lower(), sandbox.handler).inc()
     for container in containers.records.list():
-        metrics.containers.labels(container.state.lower(), container.handler).inc()
+        metrics.containers.labels(container.status.state.lower(), container.handler).inc()
 
 
 if __name__ == "__main__":

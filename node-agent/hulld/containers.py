@@ -30,7 +30,7 @@ from hulld.runtimes.base import ContainerPaths, ExecResult, Handler
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
-from hulld.store.records import ContainerRecord
+from hulld.store.records import ContainerRecord, ContainerStatus
 from hulld.store.table import Table
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Events:
                 if not self._subscribers:
                     self._watcher = None
                     return
-            for record in self.containers.records.list(lambda r: r.state == "RUNNING"):
+            for record in self.containers.records.list(lambda r: r.status.state == "RUNNING"):
                 with contextlib.suppress(Exception):
                     self.containers.refresh(record)
 
@@ -130,7 +130,7 @@ class Containers:
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Bring a created or running container's status up to date with what its monitor recorded."""
         with self._lock:
-            if record.state not in ("CREATED", "RUNNING") or record.id in self._starting:
+            if record.status.state not in ("CREATED", "RUNNING") or record.id in self._starting:
                 return record
         handler = self.sandboxes.handlers.find(record.handler)
         if handler is None:
@@ -140,7 +140,7 @@ class Containers:
             return record
         reason = "OOMKilled" if ended.oom_killed else ("Completed" if ended.code == 0 else "Error")
 
-        def exited(current: ContainerRecord) -> ContainerRecord:
+        def exited(current: ContainerStatus) -> ContainerStatus:
             if current.state not in ("CREATED", "RUNNING"):
                 return current  # another thread recorded the exit first
             return dataclasses.replace(
@@ -171,7 +171,7 @@ class Containers:
 
     def create(self, sandbox_id: str, config: dict[str, Any]) -> ContainerRecord:
         sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox.state != "READY":
+        if sandbox.status.state != "READY":
             raise errors.FailedPrecondition(f"sandbox {sandbox.id} is not ready")
         image_name = (config.get("image") or {}).get("image", "")
         image = self.images.status(image_name)
@@ -193,8 +193,9 @@ class Containers:
             handler=sandbox.handler,
             created_at=time.time_ns(),
             log_path=str(log_file or ""),
-            mounts=config.get("mounts") or [],
+            mounts=tuple(config.get("mounts") or ()),
             private=sandbox.private,
+            status=ContainerStatus(),
         )
         record = self.records.add(record)  # claims the name
         directory = self.files / record.id
@@ -224,7 +225,7 @@ class Containers:
             paths = self.paths(record)
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
-            pid = handler.create(record.id, record.name, paths, sandbox.infra_id)
+            pid = handler.create(record.id, record.name, paths, sandbox.status.infra_id)
         except BaseException:
             self._discard(record)
             raise
@@ -249,8 +250,8 @@ class Containers:
 
     def start(self, container_id: str) -> None:
         record = self.get(container_id)
-        if record.state != "CREATED":
-            raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}, not created")
+        if record.status.state != "CREATED":
+            raise errors.FailedPrecondition(f"container {record.id} is {record.status.state.lower()}, not created")
         with self._lock:
             self._starting.add(record.id)  # its exit, if quick, is recorded after STARTED, never before
         try:
@@ -268,10 +269,11 @@ class Containers:
         if record is None:
             return  # CRI: stopping an unknown container succeeds
         record = self.refresh(record)
-        if record.state not in ("CREATED", "RUNNING"):
+        if record.status.state not in ("CREATED", "RUNNING"):
             return
         handler = self.handler(record.handler)
-        if timeout > 0 and record.state == "RUNNING":  # a created container runs nothing that could stop gracefully
+        # A created container runs nothing that could stop gracefully.
+        if timeout > 0 and record.status.state == "RUNNING":
             handler.signal(record.id, self._stop_signal(record), self.paths(record))
             if self._wait_exit(record, timeout):
                 return
@@ -288,7 +290,7 @@ class Containers:
     def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.refresh(self.records.get(record.id)).state == "EXITED":
+            if self.refresh(self.records.get(record.id)).status.state == "EXITED":
                 return True
             time.sleep(0.005)
         return False
@@ -298,7 +300,7 @@ class Containers:
         if record is None:
             return  # CRI: removing an unknown container succeeds
         record = self.refresh(record)
-        if record.state in ("CREATED", "RUNNING"):
+        if record.status.state in ("CREATED", "RUNNING"):
             self.stop(record.id, 0)  # CRI: a running container is removed by force
         self._discard(record)
         self.on_change()
@@ -314,19 +316,19 @@ class Containers:
 
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
         record = self.get(container_id)
-        if record.state != "RUNNING":
+        if record.status.state != "RUNNING":
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         return self.handler(record.handler).exec_sync(record.id, command, timeout)
 
     def reopen_log(self, container_id: str) -> None:
         record = self.get(container_id)
-        if record.state != "RUNNING":
+        if record.status.state != "RUNNING":
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         self.handler(record.handler).reopen_log(record.id, self.paths(record))
 
     def update_resources(self, container_id: str, linux_resources: dict[str, Any]) -> None:
         record = self.get(container_id)
-        if record.state not in ("CREATED", "RUNNING"):
+        if record.status.state not in ("CREATED", "RUNNING"):
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         self.handler(record.handler).update_resources(record.id, container_spec.container_resources(linux_resources))
 
@@ -342,4 +344,4 @@ class Containers:
             except FileNotFoundError:
                 continue
         empty = cgroups.Usage(None, None, None, None)
-        return (cgroups.usage(path) if path and record.state == "RUNNING" else empty), used, inodes
+        return (cgroups.usage(path) if path and record.status.state == "RUNNING" else empty), used, inodes

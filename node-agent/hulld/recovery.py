@@ -29,11 +29,11 @@ logger = logging.getLogger(__name__)
 
 def recover(sandboxes: Sandboxes, containers: Containers) -> None:
     for sandbox in sandboxes.records.list():
-        missing = [path for path in sandbox.namespaces.values() if not Path(path).exists()]
-        if sandbox.state == "READY" and missing:
+        missing = [path for path in sandbox.status.namespaces.values() if not Path(path).exists()]
+        if sandbox.status.state == "READY" and missing:
             logger.warning("sandbox %s: namespaces %s are gone; marking it not ready", sandbox.id, missing)
             sandboxes.records.set(sandbox.id, state="NOTREADY", network={})
-        elif sandbox.state == "READY" and sandbox.infra_id and not sandbox.infra_pid:
+        elif sandbox.status.state == "READY" and sandbox.status.infra_id and not sandbox.status.infra_pid:
             # The crash hit RunPodSandbox while it made the infra: its containers could not join the pod.
             logger.warning("sandbox %s: its infra container was never started; marking it not ready", sandbox.id)
             sandboxes.records.set(sandbox.id, state="NOTREADY")
@@ -41,15 +41,15 @@ def recover(sandboxes: Sandboxes, containers: Containers) -> None:
             sandboxes.refresh(sandbox)  # its infra container may have exited while hulld was down
     for record in containers.records.list():
         try:
-            if record.pid == 0 and record.state == "CREATED":
+            if record.status.pid == 0 and record.status.state == "CREATED":
                 logger.warning("container %s: creation was interrupted; removing what was made", record.id)
                 containers.remove(record.id)
                 continue
             record = containers.refresh(record)
             handler = sandboxes.handlers.find(record.handler)
-            if record.state == "RUNNING" and handler is not None and not handler.running(record.id):
+            if record.status.state == "RUNNING" and handler is not None and not handler.running(record.id):
                 record = containers.refresh(record)
-                if record.state == "RUNNING":
+                if record.status.state == "RUNNING":
                     logger.warning("container %s: the runtime lost it and no exit was recorded", record.id)
                     containers.records.set(
                         record.id,

@@ -27,7 +27,7 @@ from hulld.runtimes.base import ContainerPaths
 from hulld.runtimes.registry import Handlers
 from hulld.spec import container as container_spec
 from hulld.spec import infra
-from hulld.store.records import SandboxRecord
+from hulld.store.records import SandboxRecord, SandboxStatus
 from hulld.store.table import Table
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Sandboxes:
             log_directory=request.get("logDirectory", ""),
             cgroup_parent=linux.get("cgroupParent", ""),
             sysctls=linux.get("sysctls", {}),
-            port_mappings=[
+            port_mappings=tuple(
                 {
                     "hostPort": mapping.get("hostPort", 0),
                     "containerPort": mapping.get("containerPort", 0),
@@ -102,13 +102,13 @@ class Sandboxes:
                 }
                 for mapping in request.get("portMappings", [])
                 if mapping.get("hostPort")
-            ],
+            ),
             host_network=host_network,
             host_ipc=options.get("ipc") == "NODE",
             host_pid=pid_mode == "NODE",
-            namespaces={},
             private=private,
             shared_pid=pid_mode == "POD",
+            status=SandboxStatus(),
         )
         record = self.records.add(record)  # claims the name first: a second RunPodSandbox of the pod fails
         try:
@@ -155,7 +155,7 @@ class Sandboxes:
             + (f"{ip}\t{record.hostname}\n" if ip else "")
         )
         self._write_resolv_conf(directory / "resolv.conf", dns, record.host_network)
-        record = self.records.set(record.id, ip=ip, additional_ips=extra, network=network)
+        record = self.records.set(record.id, ip=ip, additional_ips=tuple(extra), network=network)
         if record.shared_pid or self.handlers.get(record.handler).sandbox_per_pod:
             record = self._start_infra(record)
         return record
@@ -172,9 +172,11 @@ class Sandboxes:
         self._prepare_pause_rootfs()
         paths = self.infra_paths(record)
         paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (paths.bundle / "config.json").write_text(json.dumps(infra.build(record, record.infra_id, self.pause_rootfs)))
-        pid = handler.create(record.infra_id, f"{record.name}_infra", paths, record.infra_id)
-        handler.start(record.infra_id, paths)
+        (paths.bundle / "config.json").write_text(
+            json.dumps(infra.build(record, record.status.infra_id, self.pause_rootfs))
+        )
+        pid = handler.create(record.status.infra_id, f"{record.name}_infra", paths, record.status.infra_id)
+        handler.start(record.status.infra_id, paths)
         return self.records.set(record.id, infra_pid=pid)
 
     def _prepare_pause_rootfs(self) -> None:
@@ -203,24 +205,24 @@ class Sandboxes:
     def infra_exited(self, record: SandboxRecord) -> bool:
         """Whether the pod's infra container has exited (the pod's sandbox process is gone)."""
         handler = self.handlers.find(record.handler)
-        if not record.infra_id or handler is None:
+        if not record.status.infra_id or handler is None:
             return False
-        return handler.exit_status(record.infra_id, self.infra_paths(record)) is not None
+        return handler.exit_status(record.status.infra_id, self.infra_paths(record)) is not None
 
     def _stop_infra(self, record: SandboxRecord) -> None:
         handler = self.handlers.find(record.handler)
-        if not record.infra_id or handler is None:
+        if not record.status.infra_id or handler is None:
             return
         try:
-            if record.infra_pid and not self.infra_exited(record):
-                handler.signal(record.infra_id, signal.SIGKILL, self.infra_paths(record))
+            if record.status.infra_pid and not self.infra_exited(record):
+                handler.signal(record.status.infra_id, signal.SIGKILL, self.infra_paths(record))
                 deadline = time.monotonic() + 30
                 while not self.infra_exited(record) and time.monotonic() < deadline:
                     time.sleep(0.01)
-            handler.delete(record.infra_id, self.infra_paths(record))
+            handler.delete(record.status.infra_id, self.infra_paths(record))
         except errors.HulldError as error:
             logger.warning("sandbox %s: stopping its infra container: %s", record.id, error)
-        (self.exits / record.infra_id).unlink(missing_ok=True)
+        (self.exits / record.status.infra_id).unlink(missing_ok=True)
 
     @staticmethod
     def _write_resolv_conf(path: Path, dns: dict[str, Any], host_network: bool) -> None:
@@ -246,23 +248,23 @@ class Sandboxes:
 
     def _tear_down(self, record: SandboxRecord) -> None:
         self._stop_infra(record)
-        if record.network and record.namespaces.get("net"):
+        if record.status.network and record.status.namespaces.get("net"):
             try:
                 cni.detach(
                     self.config.network,
                     container_id=record.id,
-                    netns=Path(record.namespaces["net"]),
+                    netns=Path(record.status.namespaces["net"]),
                     args=self._cni_args(record),
-                    attachment=record.network,
+                    attachment=record.status.network,
                     port_mappings=record.port_mappings,
                 )
             except cni.NetworkError as error:
                 logger.warning("sandbox %s: CNI DEL: %s", record.id, error)
         namespaces.remove(
             namespaces.Pinned(
-                net=Path(record.namespaces["net"]) if "net" in record.namespaces else None,
-                ipc=Path(record.namespaces["ipc"]) if "ipc" in record.namespaces else None,
-                uts=Path(record.namespaces["uts"]) if "uts" in record.namespaces else None,
+                net=Path(record.status.namespaces["net"]) if "net" in record.status.namespaces else None,
+                ipc=Path(record.status.namespaces["ipc"]) if "ipc" in record.status.namespaces else None,
+                uts=Path(record.status.namespaces["uts"]) if "uts" in record.status.namespaces else None,
             )
         )
 
@@ -270,7 +272,7 @@ class Sandboxes:
         record = self.records.find(sandbox_id)
         if record is None:
             return  # CRI: stopping an unknown sandbox succeeds
-        if record.state == "NOTREADY" and not record.network and not record.infra_id:
+        if record.status.state == "NOTREADY" and not record.status.network and not record.status.infra_id:
             return  # torn down already
         self._tear_down(record)
         self.records.set(record.id, state="NOTREADY", network={}, infra_id="", infra_pid=0)
@@ -289,19 +291,19 @@ class Sandboxes:
         """Called after the kubelet resized the pod's cgroup (in-place pod resize): resize what hulld owns of the
         pod, its own pod cgroup (a pod without a cgroup parent) and its sandbox (a gVisor pod's), and keep the
         new size."""
-        if record.state != "READY":
+        if record.status.state != "READY":
             raise errors.FailedPrecondition(f"sandbox {record.id} is not ready")
         limits = container_spec.pod_resources(resources, overhead)
         if not record.cgroup_parent:
             cgroups.apply_limits(container_spec.pod_cgroup(record), limits)
         handler = self.handlers.get(record.handler)
-        if record.infra_pid and handler.sandbox_per_pod:
-            handler.update_resources(record.infra_id, limits)
+        if record.status.infra_pid and handler.sandbox_per_pod:
+            handler.update_resources(record.status.infra_id, limits)
         self.records.set(record.id, resources=limits)
 
     def refresh(self, record: SandboxRecord) -> SandboxRecord:
         """A ready pod whose infra container exited is not ready any more (the kubelet makes a new one)."""
-        if record.state != "READY" or not self.infra_exited(record):
+        if record.status.state != "READY" or not self.infra_exited(record):
             return record
         logger.warning("sandbox %s: its infra container exited; the pod is not ready", record.id)
         try:

@@ -36,7 +36,9 @@ class ContainerMethods(Scope):
     def ContainerStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         record = self._container(request.container_id)
         status = convert.container_status(record)
-        info = {"info": json.dumps({"pid": record.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
+        info = (
+            {"info": json.dumps({"pid": record.status.pid, "sandboxID": record.sandbox_id})} if request.verbose else {}
+        )
         return cri.ContainerStatusResponse(status=status, info=info)
 
     def ListContainers(self, request: Any, context: Any) -> Any:  # noqa: N802

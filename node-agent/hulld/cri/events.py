@@ -33,7 +33,7 @@ class EventMethods(Scope):
                 if sandbox is not None:
                     pod = cri.PodSandboxStatus(
                         id=sandbox.id,
-                        state=convert.SANDBOX_STATES[sandbox.state],
+                        state=convert.SANDBOX_STATES[sandbox.status.state],
                         metadata=cri.PodSandboxMetadata(**sandbox.metadata),
                     )
                 status = convert.container_status(record)

@@ -11,15 +11,15 @@ from cri_api.v1 import api_pb2_grpc
 
 from hulld.images.registry import Credentials
 from hulld.images.service import ImageService
-from hulld.images.store import ImageRecord
+from hulld.store.records import ImageRecord
 
 
 def image_message(record: ImageRecord) -> Any:
     user = str(record.config.get("User") or "").split(":")[0]
     message = cri.Image(
         id=record.id,
-        repo_tags=list(record.repo_tags),
-        repo_digests=list(record.repo_digests),
+        repo_tags=list(record.status.repo_tags),
+        repo_digests=list(record.status.repo_digests),
         size=record.size,
         spec=cri.ImageSpec(image=record.id),
         pinned=False,

@@ -40,10 +40,10 @@ class SandboxMethods(Scope):
         status = cri.PodSandboxStatus(
             id=record.id,
             metadata=cri.PodSandboxMetadata(**record.metadata),
-            state=convert.SANDBOX_STATES[record.state],
+            state=convert.SANDBOX_STATES[record.status.state],
             created_at=record.created_at,
             network=cri.PodSandboxNetworkStatus(
-                ip=record.ip, additional_ips=[cri.PodIP(ip=ip) for ip in record.additional_ips]
+                ip=record.status.ip, additional_ips=[cri.PodIP(ip=ip) for ip in record.status.additional_ips]
             ),
             linux=cri.LinuxPodSandboxStatus(
                 namespaces=cri.Namespace(
@@ -61,7 +61,11 @@ class SandboxMethods(Scope):
         info = (
             {
                 "info": json.dumps(
-                    {"namespaces": record.namespaces, "hostname": record.hostname, "infra": record.infra_id}
+                    {
+                        "namespaces": record.status.namespaces,
+                        "hostname": record.hostname,
+                        "infra": record.status.infra_id,
+                    }
                 )
             }
             if request.verbose

@@ -58,7 +58,7 @@ class Scope:
             and (
                 not by_state
                 or not wanted.HasField("state")
-                or convert.CONTAINER_STATES[record.state] == wanted.state.state
+                or convert.CONTAINER_STATES[record.status.state] == wanted.state.state
             )
             and convert.labels_match(record.labels, wanted.label_selector)
         ]
@@ -73,7 +73,7 @@ class Scope:
             and (
                 not by_state
                 or not wanted.HasField("state")
-                or convert.SANDBOX_STATES[record.state] == wanted.state.state
+                or convert.SANDBOX_STATES[record.status.state] == wanted.state.state
             )
             and convert.labels_match(record.labels, wanted.label_selector)
         ]

@@ -19,8 +19,9 @@ from typing import Any
 from hulld import errors
 from hulld.config import Config
 from hulld.images import reference, registry, unpack
-from hulld.images.store import ImageRecord, ImageStore
+from hulld.images.store import ImageStore
 from hulld.metrics import Metrics
+from hulld.store.records import ImageRecord, ImageStatus
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 
@@ -116,12 +117,13 @@ class ImageService:
                     shutil.rmtree(scratch, ignore_errors=True)
         record = ImageRecord(
             id=config_digest,
-            repo_tags=(ref.tagged,) if ref.tagged else (),
-            repo_digests=(f"{ref.name}@{top.digest}",),
             layers=tuple(diff_ids),
             size=int(data["config"]["size"]) + sum(int(layer["size"]) for layer in layers),
             config=image_config.get("config") or {},
             manifest_digest=manifest.digest,
+            status=ImageStatus(
+                repo_tags=(ref.tagged,) if ref.tagged else (), repo_digests=(f"{ref.name}@{top.digest}",)
+            ),
         )
         return self.store.add(record)
 

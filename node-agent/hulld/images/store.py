@@ -2,61 +2,28 @@
 
     <root>/images/blobs/sha256/<hex>      manifests, configs, compressed layers (verified before they land)
     <root>/images/layers/<hex of diff_id> one unpacked layer each, shared by every image that has it
-    <root>/images/records/<hex of id>.json one image: id (config digest), tags, digests, layers, config
+    <root>/images/records/<hex of id>.json one image (``hulld.store.records.ImageRecord``): its ID (the config's
+                                          digest), layers and config; tags and digests as its status
     <root>/images/ingest/                 downloads and unpacks in progress; emptied at start-up
 
-Everything lands by an atomic rename, so a crash leaves either nothing or a complete item. Records are
-versioned JSON; a record of an unknown version is refused, not guessed at.
+Everything lands by an atomic rename, so a crash leaves either nothing or a complete item. Records are kept in a
+``hulld.store.table.Table``, as sandboxes and containers are: versioned JSON, a record of an unknown version
+refused (and reported), not guessed at.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from hulld import errors
-from hulld.atomic import write_atomically
-
-RECORD_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRecord:
-    id: str
-    """The image config's digest."""
-    repo_tags: tuple[str, ...]
-    repo_digests: tuple[str, ...]
-    layers: tuple[str, ...]
-    """diff_ids, bottom layer first."""
-    size: int
-    """Bytes of the compressed layers and config (what a pull transfers)."""
-    config: dict[str, Any]
-    """The image config's ``config`` object: Entrypoint, Cmd, Env, User, WorkingDir, ..."""
-    manifest_digest: str
-
-    def to_json(self) -> str:
-        return json.dumps({"version": RECORD_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ImageRecord:
-        data = json.loads(text)
-        if data.pop("version", None) != RECORD_VERSION:
-            raise ValueError("unknown image record version")
-        return cls(
-            **{
-                **data,
-                "repo_tags": tuple(data["repo_tags"]),
-                "repo_digests": tuple(data["repo_digests"]),
-                "layers": tuple(data["layers"]),
-            }
-        )
+from hulld.store.records import ImageRecord, ImageStatus
+from hulld.store.table import Table
 
 
 def _hex(digest: str) -> str:
@@ -77,14 +44,8 @@ class ImageStore:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         shutil.rmtree(self.ingest, ignore_errors=True)  # half-finished downloads and unpacks of a crashed run
         self.ingest.mkdir(mode=0o700)
-        self._lock = threading.RLock()
-        self._images: dict[str, ImageRecord] = {}
-        for path in self.records.glob("*.json"):
-            try:
-                record = ImageRecord.from_json(path.read_text())
-            except (ValueError, KeyError, TypeError):
-                continue  # reported by the caller's health checks; never half-trusted
-            self._images[record.id] = record
+        self._lock = threading.RLock()  # a pull's retagging and a removal's collection are one step each
+        self._images = Table(self.records, ImageRecord, file_name=_hex)
 
     # --- blobs and layers -------------------------------------------------------------------------------------
 
@@ -121,67 +82,61 @@ class ImageStore:
 
     def add(self, record: ImageRecord) -> ImageRecord:
         """Store an image; tags it takes from other images move to it (as ``docker pull`` retags)."""
+        taken = set(record.status.repo_tags)
         with self._lock:
-            for other in list(self._images.values()):
-                if other.id != record.id and set(other.repo_tags) & set(record.repo_tags):
-                    self._save(
-                        dataclasses.replace(
-                            other, repo_tags=tuple(tag for tag in other.repo_tags if tag not in record.repo_tags)
-                        )
-                    )
-            existing = self._images.get(record.id)
-            if existing is not None:
-                record = dataclasses.replace(
-                    record,
-                    repo_tags=tuple(dict.fromkeys((*existing.repo_tags, *record.repo_tags))),
-                    repo_digests=tuple(dict.fromkeys((*existing.repo_digests, *record.repo_digests))),
-                )
-            self._save(record)
-            return record
+            for other in self._images.list(lambda other: other.id != record.id):
+                if taken & set(other.status.repo_tags):
+                    kept = tuple(tag for tag in other.status.repo_tags if tag not in taken)
+                    self._images.set(other.id, repo_tags=kept)
+            if self._images.find(record.id) is None:
+                return self._images.add(record)
 
-    def _save(self, record: ImageRecord) -> None:
-        write_atomically(self.records / f"{_hex(record.id)}.json", record.to_json())
-        self._images[record.id] = record
+            def merged(status: ImageStatus) -> ImageStatus:
+                return ImageStatus(
+                    repo_tags=tuple(dict.fromkeys((*status.repo_tags, *record.status.repo_tags))),
+                    repo_digests=tuple(dict.fromkeys((*status.repo_digests, *record.status.repo_digests))),
+                )
+
+            return self._images.update(record.id, merged)[1]
 
     def list(self) -> list[ImageRecord]:
-        with self._lock:
-            return list(self._images.values())
+        return self._images.list()
 
     def find(self, spec: str) -> ImageRecord | None:
         """By ID (full or a unique prefix of 12+ hex digits), by tag, or by repo digest."""
-        with self._lock:
-            candidates = self._images.values()
-            for record in candidates:
-                if spec in (record.id, _short(record.id)) or spec in record.repo_tags or spec in record.repo_digests:
-                    return record
-            if len(spec) >= 12 and all(c in "0123456789abcdef" for c in spec):
-                prefixed = [record for record in candidates if _hex(record.id).startswith(spec)]
-                if len(prefixed) == 1:
-                    return prefixed[0]
-            return None
+        candidates = self._images.list()
+        for record in candidates:
+            status = record.status
+            if spec in (record.id, _short(record.id)) or spec in status.repo_tags or spec in status.repo_digests:
+                return record
+        if len(spec) >= 12 and all(c in "0123456789abcdef" for c in spec):
+            prefixed = [record for record in candidates if _hex(record.id).startswith(spec)]
+            if len(prefixed) == 1:
+                return prefixed[0]
+        return None
 
     def remove(self, record: ImageRecord) -> None:
         with self._lock:
-            (self.records / f"{_hex(record.id)}.json").unlink(missing_ok=True)
-            self._images.pop(record.id, None)
+            self._images.remove(record)
             self._collect()
 
     def _collect(self) -> None:
         """Delete layers and blobs no image refers to any more."""
-        used_layers = {_hex(layer) for record in self._images.values() for layer in record.layers}
+        images = self._images.list()
+        used_layers = {_hex(layer) for record in images for layer in record.layers}
         for layer in self.layers.iterdir():
             if layer.name not in used_layers:
                 shutil.rmtree(layer, ignore_errors=True)
-        used_blobs = {_hex(record.id) for record in self._images.values()}
-        used_blobs |= {_hex(record.manifest_digest) for record in self._images.values()}
-        used_blobs |= self._layer_blobs()
+        used_blobs = {_hex(record.id) for record in images}
+        used_blobs |= {_hex(record.manifest_digest) for record in images}
+        used_blobs |= self._layer_blobs(images)
         for blob in self.blobs.iterdir():
             if blob.name not in used_blobs:
                 blob.unlink(missing_ok=True)
 
-    def _layer_blobs(self) -> set[str]:
+    def _layer_blobs(self, images: Iterable[ImageRecord]) -> set[str]:
         names: set[str] = set()
-        for record in self._images.values():
+        for record in images:
             manifest = self.blob_path(record.manifest_digest)
             if manifest.is_file():
                 names |= {_hex(layer["digest"]) for layer in json.loads(manifest.read_bytes()).get("layers", [])}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class Attachment:
 
 
 def attach(
-    network: NetworkConfig, *, container_id: str, netns: Path, args: str, port_mappings: list[dict[str, Any]]
+    network: NetworkConfig, *, container_id: str, netns: Path, args: str, port_mappings: Sequence[dict[str, Any]]
 ) -> Attachment:
     """CNI ADD: loopback up, then the pod network's plugin chain; returns the pod's IPs."""
     found = network_config(network)
@@ -140,7 +141,7 @@ def attach(
     _, data = found
     _invoke(network, "ADD", LOOPBACK, container_id=container_id, netns=netns, ifname="lo", args=args)
     previous: dict[str, Any] | None = None
-    for plugin in _chain(data, {"portMappings": port_mappings}):
+    for plugin in _chain(data, {"portMappings": list(port_mappings)}):
         if previous is not None:
             plugin["prevResult"] = previous
         previous = _invoke(network, "ADD", plugin, container_id=container_id, netns=netns, ifname="eth0", args=args)
@@ -157,13 +158,13 @@ def detach(
     netns: Path,
     args: str,
     attachment: dict[str, Any],
-    port_mappings: list[dict[str, Any]],
+    port_mappings: Sequence[dict[str, Any]],
 ) -> None:
     """CNI DEL, in reverse order, with the configuration and result of the ADD."""
     data = attachment.get("config") or (network_config(network) or (None, None))[1]
     if data is None:
         return
-    for plugin in reversed(_chain(data, {"portMappings": port_mappings})):
+    for plugin in reversed(_chain(data, {"portMappings": list(port_mappings)})):
         if attachment.get("result"):
             plugin["prevResult"] = attachment["result"]
         _invoke(network, "DEL", plugin, container_id=container_id, netns=netns, ifname="eth0", args=args)

@@ -313,16 +313,16 @@ def pid_namespace(sandbox: SandboxRecord, in_sandbox: bool) -> dict[str, str] | 
     puts a container whose spec names no PID namespace in the root one, where the infra runs."""
     if sandbox.host_pid or (in_sandbox and sandbox.shared_pid):
         return None
-    if sandbox.shared_pid and sandbox.infra_pid:
-        return {"type": "pid", "path": f"/proc/{sandbox.infra_pid}/ns/pid"}
+    if sandbox.shared_pid and sandbox.status.infra_pid:
+        return {"type": "pid", "path": f"/proc/{sandbox.status.infra_pid}/ns/pid"}
     return {"type": "pid"}
 
 
 def container_annotations(sandbox: SandboxRecord) -> dict[str, str]:
     """What tells a sandbox runtime (runsc) that a container joins its pod's sandbox; ignored by runc."""
-    if not sandbox.infra_id:
+    if not sandbox.status.infra_id:
         return {}
-    return {CONTAINER_TYPE: "container", SANDBOX_ID: sandbox.infra_id}
+    return {CONTAINER_TYPE: "container", SANDBOX_ID: sandbox.status.infra_id}
 
 
 def _working_dir(config: dict[str, Any], image: dict[str, Any]) -> str:
@@ -369,8 +369,8 @@ def build(inputs: Inputs) -> dict[str, Any]:
     elif container_pid == "POD" and (pid := pid_namespace(sandbox, inputs.handler.sandbox_per_pod)) is not None:
         namespaces.append(pid)
     for kind, oci in (("net", "network"), ("ipc", "ipc"), ("uts", "uts")):
-        if kind in sandbox.namespaces:
-            namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
+        if kind in sandbox.status.namespaces:
+            namespaces.append({"type": oci, "path": sandbox.status.namespaces[kind]})
     device_nodes, device_rules = _devices(config, inputs.handler)
     spec_resources = container_resources(linux.get("resources") or {})
     spec_resources["devices"] = device_rules
@@ -391,7 +391,7 @@ def build(inputs: Inputs) -> dict[str, Any]:
             "sysctl": dict(sandbox.sysctls),
         },
     }
-    if "uts" in sandbox.namespaces:  # with the host's UTS namespace the host's name stands
+    if "uts" in sandbox.status.namespaces:  # with the host's UTS namespace the host's name stands
         spec["hostname"] = sandbox.hostname
     if not privileged:
         spec["linux"]["maskedPaths"] = list(MASKED_PATHS)

@@ -26,8 +26,8 @@ def build(sandbox: SandboxRecord, infra_id: str, rootfs: Path) -> dict[str, Any]
     if not sandbox.host_pid:
         namespaces.append({"type": "pid"})
     for kind, oci in (("net", "network"), ("ipc", "ipc"), ("uts", "uts")):
-        if kind in sandbox.namespaces:
-            namespaces.append({"type": oci, "path": sandbox.namespaces[kind]})
+        if kind in sandbox.status.namespaces:
+            namespaces.append({"type": oci, "path": sandbox.status.namespaces[kind]})
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
@@ -61,6 +61,6 @@ def build(sandbox: SandboxRecord, infra_id: str, rootfs: Path) -> dict[str, Any]
             "seccomp": seccomp.load(seccomp.RUNTIME_DEFAULT, []),
         },
     }
-    if "uts" in sandbox.namespaces:
+    if "uts" in sandbox.status.namespaces:
         spec["hostname"] = sandbox.hostname
     return spec

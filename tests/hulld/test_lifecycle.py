@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
+from cri_api.v1 import api_pb2_grpc
 
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
@@ -130,6 +131,35 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
     assert leftovers == []
 
 
+@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc"])
+def test_exec_sync_output_is_capped(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
+) -> None:
+    """A command that floods stdout: hulld keeps the first 8 MiB of each stream (so that both fit the kubelet's
+    16 MiB message limit), drains the rest so the command can finish, and reports its exit code."""
+    hulld = hulld_with_network
+    image = oci_registry.images["busybox"].reference
+    hulld.crictl("pull", image)
+    pod_file = pod_config(tmp_path, f"flood-{handler}")
+    pod = hulld.crictl("runp", "--runtime", handler, pod_file).stdout.strip()
+    container = hulld.crictl(
+        "create", pod, container_config(tmp_path, "idle", image, ["sleep", "600"]), pod_file
+    ).stdout.strip()
+    hulld.crictl("start", container)
+    channel = grpc.insecure_channel(
+        f"unix://{hulld.socket}", options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    )
+    flood = "head -c 41943040 /dev/zero; head -c 1000 /dev/zero >&2; exit 3"  # 40 MiB out, 1000 bytes err
+    response = api_pb2_grpc.RuntimeServiceStub(channel).ExecSync(
+        cri.ExecSyncRequest(container_id=container, cmd=["sh", "-c", flood], timeout=60), timeout=90
+    )
+    assert (len(response.stdout), len(response.stderr), response.exit_code) == (8 * 1024 * 1024, 1000, 3)
+    assert "ExecSync stdout: kept the first 8388608 bytes, dropped 33554432 more" in hulld.log
+    hulld.crictl("rm", "--force", container)
+    hulld.crictl("stopp", pod)
+    hulld.crictl("rmp", pod)
+
+
 @pytest.mark.parametrize("handler", ["runc", "shim-runc", "shim-runsc"])
 def test_hulld_killed_and_restarted_keeps_containers(
     hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
@@ -195,7 +225,7 @@ def test_interrupted_create_is_garbage_collected_at_start(
     hulld.stop()
     record_path = hulld.root / "records" / "containers" / f"{container}.json"
     record = json.loads(record_path.read_text())
-    record["pid"] = 0
+    record["status"]["pid"] = 0
     record_path.write_text(json.dumps(record))
     orphan = hulld.root / "containers" / ("0" * 64)
     (orphan / "upper").mkdir(parents=True)
@@ -220,9 +250,9 @@ def test_pod_whose_infra_a_crash_left_unstarted_is_not_ready_and_cleans_up(
     hulld.stop()
     record_path = hulld.root / "records" / "sandboxes" / f"{pod}.json"
     record = json.loads(record_path.read_text())
-    infra = record["infra_id"]
+    infra = record["status"]["infra_id"]
     assert infra
-    record["infra_pid"] = 0
+    record["status"]["infra_pid"] = 0
     record_path.write_text(json.dumps(record))
 
     hulld.start()

@@ -28,6 +28,7 @@ from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
 from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.output import CappedOutput
 
 CONMON = "conmon"
 CREATE_TIMEOUT = 120.0
@@ -309,15 +310,26 @@ class OCIHandler(Handler):
             raise errors.InvalidArgument("ExecSync needs a command")
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
         pid_flag = "--internal-pid-file" if self._exec_has_internal_pid else "--pid-file"
-        process = subprocess.Popen(
-            [str(self.path), *self.global_args, "exec", f"{pid_flag}={pid_file}", container_id, *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
+        (stdout_read, stdout_write), (stderr_read, stderr_write) = os.pipe(), os.pipe()
+        output = CappedOutput({"stdout": stdout_read, "stderr": stderr_read})
         try:
-            stdout, stderr = process.communicate(timeout=timeout or None)
+            process = subprocess.Popen(
+                [str(self.path), *self.global_args, "exec", f"{pid_flag}={pid_file}", container_id, *command],
+                stdout=stdout_write,
+                stderr=stderr_write,
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            output.close()
+            raise
+        finally:
+            os.close(stdout_write)
+            os.close(stderr_write)
+        drain = 10.0  # how long the output may stay open after the command ended (a child of it may hold it)
+        try:
+            process.wait(timeout=timeout or None)
         except subprocess.TimeoutExpired:
+            drain = 1.0
             # The command runs inside the container, not under `runtime exec`: kill it there, and let `runtime
             # exec` reap it (killing that first would leave the command running, or a zombie).
             with contextlib.suppress(OSError, ValueError):
@@ -327,14 +339,16 @@ class OCIHandler(Handler):
                 else:
                     os.kill(pid, signals.SIGKILL)
             try:
-                process.communicate(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.communicate()
+                process.wait()
             raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
         finally:
             pid_file.unlink(missing_ok=True)
-        return ExecResult(stdout=stdout, stderr=stderr, exit_code=process.returncode)
+            kept = output.result(drain)
+            output.close()
+        return ExecResult(stdout=kept["stdout"], stderr=kept["stderr"], exit_code=process.returncode)
 
     def version(self) -> str:
         result = self._runtime("--version", timeout=10)

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import secrets
-import select
 import shutil
 import signal as signals
 import socket
@@ -54,6 +53,7 @@ from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
 from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.output import CappedOutput
 from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
 from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
 
@@ -549,7 +549,7 @@ class ShimHandler(Handler):
         fifos = {"stdout": directory / "stdout", "stderr": directory / "stderr"}
         for fifo in fifos.values():
             os.mkfifo(fifo, 0o600)
-        output = _Collector(fifos)
+        output = CappedOutput({name: stdio.open_fifo(path) for name, path in fifos.items()})
         client = self._client(note.sandbox)
         try:
             request = task_pb2.ExecProcessRequest(
@@ -577,8 +577,8 @@ class ShimHandler(Handler):
                 raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
             except ttrpc.TTRPCError as error:
                 raise errors.FailedPrecondition(f"{self.name} Wait: {error}") from error
-            stdout, stderr = output.result()
-            return ExecResult(stdout=stdout, stderr=stderr, exit_code=int(code))
+            kept = output.result()
+            return ExecResult(stdout=kept["stdout"], stderr=kept["stderr"], exit_code=int(code))
         finally:
             output.close()
             with contextlib.suppress(ttrpc.TTRPCError):
@@ -597,42 +597,3 @@ class ShimHandler(Handler):
         request = task_pb2.UpdateTaskRequest(id=container_id)
         request.resources.CopyFrom(_spec_any("LinuxResources", resources))
         self._call(note.sandbox, "Update", request, task_pb2.Empty)
-
-
-class _Collector:
-    """Reads an exec's stdout and stderr FIFOs to their end, each in a thread."""
-
-    def __init__(self, fifos: dict[str, Path]) -> None:
-        self._data = {name: bytearray() for name in fifos}
-        self._descriptors = {name: stdio.open_fifo(path) for name, path in fifos.items()}
-        self._threads = [
-            threading.Thread(target=self._read, args=(name,), name=f"exec {name}", daemon=True) for name in fifos
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _read(self, name: str) -> None:
-        descriptor = self._descriptors[name]
-        poller = select.poll()
-        poller.register(descriptor, select.POLLIN)
-        while True:
-            poller.poll()
-            try:
-                chunk = os.read(descriptor, stdio.READ_SIZE)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
-            if not chunk:
-                return
-            self._data[name] += chunk
-
-    def result(self, timeout: float = 10.0) -> tuple[bytes, bytes]:
-        for thread in self._threads:
-            thread.join(timeout)
-        return bytes(self._data["stdout"]), bytes(self._data["stderr"])
-
-    def close(self) -> None:
-        for descriptor in self._descriptors.values():
-            with contextlib.suppress(OSError):
-                os.close(descriptor)

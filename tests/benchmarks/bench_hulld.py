@@ -1,6 +1,7 @@
 """hulld vs containerd: pod start latency, teardown, and memory at 50 pods; prints figures side by side.
 
     .venv/bin/python tests/benchmarks/bench_hulld.py [--pods 20] [--parallel 10] [--memory-pods 50] [--only ...]
+                                                     [--breakdown]
 
 Columns, each a runtime and one of its handlers, measured one after the other on the same machine:
 hulld with runc and runsc (OCI handlers, under conmon) and with containerd's runc shim (a shim v2 handler);
@@ -75,6 +76,8 @@ class Memory:
     uss: float
     """MiB"""
     helpers: int
+    by_command: dict[str, tuple[int, float]]
+    """Process name (comm) → how many, their PSS in MiB: where the memory goes (``--breakdown``)."""
 
 
 class Runtime:
@@ -101,15 +104,19 @@ class Runtime:
                 except OSError:
                     continue
         pss = uss = 0
+        by_command: dict[str, tuple[int, float]] = {}
         for pid in pids:
             try:
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]  # after the range line
+                command = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
             kib = {key: int(value.split()[0]) for key, value in (line.split(":", 1) for line in rollup)}
             pss += kib["Pss"]
             uss += kib["Private_Clean"] + kib["Private_Dirty"]
-        return Memory(pss=pss / 1024, uss=uss / 1024, helpers=len(pids) - 1)
+            count, total = by_command.get(command, (0, 0.0))
+            by_command[command] = (count + 1, total + kib["Pss"] / 1024)
+        return Memory(pss=pss / 1024, uss=uss / 1024, helpers=len(pids) - 1, by_command=by_command)
 
 
 def wait_socket(process: processes.ManagedProcess, socket: Path) -> None:
@@ -246,7 +253,19 @@ state = "{work}/state"
 KUBELET_NAMESPACES = cri.NamespaceOption(pid=cri.CONTAINER)
 
 
-def start_pod(runtime: Runtime, handler: str, name: str, image: str, logs: Path) -> tuple[str, str, float]:
+@dataclasses.dataclass(frozen=True)
+class Started:
+    pod: str
+    container: str
+    seconds: float
+    phases: dict[str, float]
+    """Seconds per CRI call: where a pod start's time goes."""
+
+
+PHASES = ("RunPodSandbox", "CreateContainer", "StartContainer")
+
+
+def start_pod(runtime: Runtime, handler: str, name: str, image: str, logs: Path) -> Started:
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, namespace="bench", uid=name),
         hostname=name,
@@ -258,6 +277,7 @@ def start_pod(runtime: Runtime, handler: str, name: str, image: str, logs: Path)
     started = time.perf_counter()
     request = cri.RunPodSandboxRequest(config=config, runtime_handler=handler)
     pod = runtime.runtime.RunPodSandbox(request, timeout=120).pod_sandbox_id
+    ran = time.perf_counter()
     container = runtime.runtime.CreateContainer(
         cri.CreateContainerRequest(
             pod_sandbox_id=pod,
@@ -274,8 +294,11 @@ def start_pod(runtime: Runtime, handler: str, name: str, image: str, logs: Path)
         ),
         timeout=120,
     ).container_id
+    created = time.perf_counter()
     runtime.runtime.StartContainer(cri.StartContainerRequest(container_id=container), timeout=120)
-    return pod, container, time.perf_counter() - started
+    ended = time.perf_counter()
+    phases = dict(zip(PHASES, (ran - started, created - ran, ended - created), strict=True))
+    return Started(pod, container, ended - started, phases)
 
 
 def stop_pod(runtime: Runtime, pod: str, container: str) -> float:
@@ -293,30 +316,33 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def measure(runtime: Runtime, handler: str, image: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
-    def start(name: str) -> tuple[str, str, float]:
+    def start(name: str) -> Started:
         return start_pod(runtime, handler, name, image, logs)
 
     for index in range(2):  # warm caches and lazily set-up state (bridge, cgroups, pause image)
-        stop_pod(runtime, *start(f"warm-{handler}-{index}")[:2])
+        warm = start(f"warm-{handler}-{index}")
+        stop_pod(runtime, warm.pod, warm.container)
     sequential, teardown = [], []
     for index in range(args.pods):
-        pod, container, elapsed = start(f"seq-{handler}-{index}")
-        sequential.append(elapsed)
-        teardown.append(stop_pod(runtime, pod, container))
+        one = start(f"seq-{handler}-{index}")
+        sequential.append(one)
+        teardown.append(stop_pod(runtime, one.pod, one.container))
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         begun = time.perf_counter()
         started = list(pool.map(lambda i: start(f"par-{handler}-{i}"), range(args.parallel * 2)))
         parallel_wall = time.perf_counter() - begun
-        list(pool.map(lambda item: stop_pod(runtime, item[0], item[1]), started))
-    parallel = [elapsed for _, _, elapsed in started]
+        list(pool.map(lambda item: stop_pod(runtime, item.pod, item.container), started))
+    parallel = [one.seconds for one in started]
     running = [start(f"mem-{handler}-{index}") for index in range(args.memory_pods)]
     time.sleep(2)
     memory = runtime.memory()
-    for pod, container, _ in running:
-        stop_pod(runtime, pod, container)
+    for one in running:
+        stop_pod(runtime, one.pod, one.container)
+    seconds = [one.seconds for one in sequential]
     return {
-        "start p50": statistics.median(sequential),
-        "start p90": percentile(sequential, 0.9),
+        "start p50": statistics.median(seconds),
+        "start p90": percentile(seconds, 0.9),
+        **{f"  {phase} p50": statistics.median(one.phases[phase] for one in sequential) for phase in PHASES},
         "parallel p50": statistics.median(parallel),
         "parallel p90": percentile(parallel, 0.9),
         "parallel wall": parallel_wall,
@@ -354,6 +380,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=10, help="concurrent clients (2 pods each)")
     parser.add_argument("--memory-pods", type=int, default=50)
     parser.add_argument("--only", nargs="*", default=[], help="only these columns (labels), e.g. 'hulld runc'")
+    parser.add_argument("--breakdown", action="store_true", help="also print memory by process name")
     args = parser.parse_args()
     if shutil.which("containerd") is None:
         print("containerd is not installed (Debian package containerd)", file=sys.stderr)
@@ -391,13 +418,20 @@ def main() -> int:
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     labels = list(results)
     print("\n" + f"{'':<34}" + "".join(f"{label:>17}" for label in labels))
-    for key in ("start p50", "start p90", "parallel p50", "parallel p90", "parallel wall", "teardown p50"):
+    keys = ("start p50", "start p90", *(f"  {phase} p50" for phase in PHASES))
+    for key in (*keys, "parallel p50", "parallel p90", "parallel wall", "teardown p50"):
         label = f"{key} ({args.parallel * 2} pods, {args.parallel} clients)" if key.startswith("parallel") else key
         print(f"{label:<34}" + "".join(f"{results[column][key] * 1000:>15.0f}ms" for column in labels))
     for kind in ("pss", "uss"):
         cells = "".join(f"{getattr(results[column]['memory'], kind):>14.0f}MiB" for column in labels)
         print(f"{kind.upper() + f' at {args.memory_pods} pods':<34}" + cells)
     print(f"{'(helper processes)':<34}" + "".join(f"{results[column]['memory'].helpers:>17}" for column in labels))
+    if args.breakdown:
+        for column in labels:
+            print(f"\nPSS by process, {column}:")
+            by_command = results[column]["memory"].by_command
+            for command, (count, pss) in sorted(by_command.items(), key=lambda item: -item[1][1]):
+                print(f"  {command:<24}{count:>5} x {pss / count:>6.1f} MiB = {pss:>7.0f} MiB")
     print()
     for column, peer, target in TARGETS:
         if column in results and peer in results:

@@ -67,7 +67,8 @@ CNI = {
 
 
 POD_SANDBOX_PROCESSES = ("runsc-sandbox", "runsc-gofer")
-"""gVisor's sandbox and gofer of each pod: the pod's own, the same under every runtime, so not counted."""
+"""gVisor's sandbox and gofers of each pod (their argv[0]; their comm is "exe", as runsc runs itself through
+/proc/self/exe): the pod's own, the same under every runtime, so not counted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +98,7 @@ class Runtime:
             if entry.name.isdigit() and int(entry.name) != self.process.popen.pid:
                 try:
                     command_line = (entry / "cmdline").read_bytes().decode(errors="replace")
-                    if str(self.work) in command_line and (entry / "comm").read_text().strip() not in (
-                        POD_SANDBOX_PROCESSES
-                    ):
+                    if str(self.work) in command_line and command_line.split("\0")[0] not in POD_SANDBOX_PROCESSES:
                         pids.append(int(entry.name))
                 except OSError:
                     continue

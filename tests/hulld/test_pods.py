@@ -94,6 +94,46 @@ def test_a_gvisor_pod_is_one_sandbox(
     assert hulld.crictl("pods", "-q").stdout.split() == []
 
 
+def processes_naming(*words: str) -> list[tuple[int, list[str]]]:
+    """(PID, argv) of every process whose command line holds all of ``words``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command_line = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
+            argv = command_line.removesuffix("\0").split("\0") if command_line else []
+        except OSError:
+            continue
+        if argv and all(any(word in argument for argument in argv) for word in words):
+            found.append((int(entry.name), argv))
+    return found
+
+
+def test_a_gvisor_pod_ends_with_its_sandbox(hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path) -> None:
+    """conmon watches a gVisor pod's sandbox process itself (no `runsc wait` for the infra container, one per
+    other container): when the sandbox dies, the pod is not ready and its containers have exited."""
+    hulld = hulld_with_network
+    pod, pod_file = run_pod(hulld, tmp_path, "gv-dies", "runsc", CONTAINER_PID)
+    container = start(hulld, tmp_path, pod, pod_file, "idle", images["busybox"], CONTAINER_PID, "sleep", "3600")
+    infra = json.loads(hulld.crictl("inspectp", pod).stdout)["info"]["infra"]
+    waiters = processes_naming(str(hulld.work_dir), "wait")
+    assert [argv[-1] for _, argv in waiters if argv[-2] == "wait"] == [container]
+    [(sandbox, _)] = [(pid, argv) for pid, argv in processes_naming(infra) if argv[0] == "runsc-sandbox"]
+
+    os.kill(sandbox, 9)
+    wait_until(
+        lambda: json.loads(hulld.crictl("inspectp", pod).stdout)["status"]["state"] == "SANDBOX_NOTREADY",
+        30,
+        "the pod not ready",
+    )
+    wait_until(
+        lambda: json.loads(hulld.crictl("inspect", container).stdout)["status"]["state"] == "CONTAINER_EXITED",
+        30,
+        "its container exited",
+    )
+    hulld.crictl("rmp", "-f", pod)
+    assert processes_naming(infra) == []
+
+
 @pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str

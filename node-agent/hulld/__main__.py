@@ -29,6 +29,7 @@ from hulld.images.store import ImageStore
 from hulld.metrics import Metrics
 from hulld.node import confined
 from hulld.sandboxes import Sandboxes
+from hulld.streaming.server import StreamingServer
 
 logger = logging.getLogger("hulld")
 
@@ -78,8 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     count(metrics, sandboxes, containers)
     edge = Edge(metrics, handler_of=lambda request: handler_of(request, sandboxes, containers))
     image_servicer = ImageServicer(images)
+    streaming = StreamingServer(
+        current.streaming.address,
+        current.streaming.port,
+        lambda request: containers.exec(
+            request.container_id, list(request.command), tty=request.tty, stdin=request.stdin
+        ),
+        metrics,
+    )
     servicers = {
-        private: RuntimeServicer(current, sandboxes, containers, private=private, recovered=edge.ready)
+        private: RuntimeServicer(current, sandboxes, containers, streaming, private=private, recovered=edge.ready)
         for private in (False, True)
     }
     grpc_servers = [
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("stopping")
     for stopped in [grpc_server.stop(grace=5) for grpc_server in grpc_servers]:
         stopped.wait()
+    streaming.close()
     return 0
 
 

@@ -54,6 +54,15 @@ class ServerConfig(Section):
         return self
 
 
+class StreamingConfig(Section):
+    address: str = "127.0.0.1"
+    """Where the streaming server (kubectl exec) listens. The kubelet on the node is its only client, and the
+    single-use token in each URL its only credential: keep it on loopback unless the kubelet reaches the runtime
+    over the network."""
+    port: int = Field(default=0, ge=0, le=65535)
+    """0: a free port chosen at start (the URL the CRI returns names it)."""
+
+
 class StorageConfig(Section):
     root: Path = Path("/var/lib/hulld")
     """Persistent state: images, layers, sandbox and container records."""
@@ -167,6 +176,7 @@ class RuntimeConfig(Section):
 
 class Config(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -26,7 +26,7 @@ from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts
-from hulld.runtimes.base import ContainerPaths, ExecResult, Handler
+from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, Handler
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
@@ -319,6 +319,23 @@ class Containers:
         if record.status.state != "RUNNING":
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         return self.handler(record.handler).exec_sync(record.id, command, timeout)
+
+    def check_exec(self, container_id: str) -> ContainerRecord:
+        """The container, if an interactive exec (CRI Exec) can run in it now."""
+        record = self.get(container_id)
+        if record.status.state != "RUNNING":
+            raise errors.FailedPrecondition(f"container {record.id} is not running")
+        if not self.handler(record.handler).interactive_exec:
+            raise errors.Unimplemented(
+                f"Exec: interactive exec is not supported yet for the handler {record.handler!r} (shim v2 "
+                "handlers); ExecSync is"
+            )
+        return record
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+        """An interactive exec's command, started (by the streaming server, when its client connects)."""
+        record = self.check_exec(container_id)
+        return self.handler(record.handler).exec(record.id, command, tty=tty, stdin=stdin)
 
     def reopen_log(self, container_id: str) -> None:
         record = self.get(container_id)

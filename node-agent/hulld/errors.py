@@ -33,3 +33,7 @@ class DeadlineExceeded(HulldError):
 
 class Unavailable(HulldError):
     """A dependency (a registry, a runtime binary) could not be reached; the client may retry."""
+
+
+class ResourceExhausted(HulldError):
+    """Too many of something at once (streaming requests waiting for their client); the client may retry."""

@@ -60,3 +60,15 @@ class Metrics:
             ["state", "handler"],
             registry=self.registry,
         )
+        self.streaming_sessions = Counter(
+            "hulld_streaming_sessions",
+            "Streaming sessions (kubectl exec and the like) served, by kind and result (ok, error, abandoned).",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.streaming_bytes = Counter(
+            "hulld_streaming_bytes",
+            "Bytes of streaming sessions, framing included, by kind and direction (in: from the client).",
+            ["kind", "direction"],
+            registry=self.registry,
+        )

@@ -281,7 +281,9 @@ def test_every_query_selects_what_the_running_components_export(
         pod_file = pod_config(tmp_path, "dashboards")
         pod = hulld.crictl("runp", "--runtime", "runc", pod_file).stdout.strip()
         sleeper = container_config(tmp_path, "sleeper", image, ["sleep", "3600"])
-        hulld.crictl("start", hulld.crictl("create", pod, sleeper, pod_file).stdout.strip())
+        sleeping = hulld.crictl("create", pod, sleeper, pod_file).stdout.strip()
+        hulld.crictl("start", sleeping)
+        hulld.crictl("exec", sleeping, "true")  # a streaming session
         # A CRI call that fails: the error counter.
         with pytest.raises(grpc.RpcError) as failed:
             hulld.runtime().PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id="0" * 64), timeout=10)

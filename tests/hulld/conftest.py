@@ -172,17 +172,20 @@ sandbox_per_pod = true
     def images(self) -> Any:
         return api_pb2_grpc.ImageServiceStub(self.channel())
 
+    def crictl_argv(self, *, private: bool = False) -> list[str]:
+        """crictl on the kubelet's socket, or on the private one (the node agent's), without a subcommand."""
+        endpoint = f"unix://{self.private_socket if private else self.socket}"
+        return [
+            str(toolchain.binary("crictl")),
+            f"--runtime-endpoint={endpoint}",
+            f"--image-endpoint={endpoint}",
+            "--timeout=60s",
+        ]
+
     def crictl(self, *args: str, check: bool = True, private: bool = False) -> subprocess.CompletedProcess[str]:
         """crictl on the kubelet's socket, or on the private one (the node agent's)."""
-        endpoint = f"unix://{self.private_socket if private else self.socket}"
         result = subprocess.run(
-            [
-                str(toolchain.binary("crictl")),
-                f"--runtime-endpoint={endpoint}",
-                f"--image-endpoint={endpoint}",
-                "--timeout=60s",
-                *args,
-            ],
+            [*self.crictl_argv(private=private), *args],
             capture_output=True,
             text=True,
             timeout=120,

@@ -457,6 +457,38 @@ def nodes() -> models.Dashboard:
                 w=6,
             )
         )
+        # --- streaming
+        .with_row(row("Streaming"))
+        .with_panel(
+            graph(
+                "Streaming sessions by result",
+                "kubectl exec sessions ended per second: ok, error (the command could not start), abandoned (the "
+                "client never opened its streams) (hulld_streaming_sessions_total).",
+                [
+                    query(
+                        f"sum by (kind, result) (rate(hulld_streaming_sessions_total{{{NODE}}}[{RATE}]))",
+                        "{{kind}} {{result}}",
+                    )
+                ],
+                unit="reqps",
+                w=12,
+            )
+        )
+        .with_panel(
+            graph(
+                "Streaming throughput",
+                "Bytes per second through streaming sessions, in (from the client) and out "
+                "(hulld_streaming_bytes_total).",
+                [
+                    query(
+                        f"sum by (direction) (rate(hulld_streaming_bytes_total{{{NODE}}}[{RATE}]))",
+                        "{{direction}}",
+                    )
+                ],
+                unit="Bps",
+                w=12,
+            )
+        )
         # --- agent
         .with_row(row("Agent"))
         .with_panel(

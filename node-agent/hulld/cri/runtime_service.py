@@ -9,8 +9,9 @@ domain, build the answer):
     container     CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
                   ListContainers, ExecSync, ReopenContainerLog, UpdateContainerResources
     events        GetContainerEvents
+    streaming     Exec (a URL on hulld's streaming server)
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    unsupported   UNIMPLEMENTED with the reason (streaming, checkpoints, CRI metrics)
+    unsupported   UNIMPLEMENTED with the reason (Attach, PortForward, checkpoints, CRI metrics)
     convert       records to CRI messages and back
 """
 
@@ -23,6 +24,7 @@ from hulld.cri.events import EventMethods
 from hulld.cri.runtime_info import RuntimeInfoMethods
 from hulld.cri.sandbox import SandboxMethods
 from hulld.cri.stats import StatsMethods
+from hulld.cri.streaming import StreamingMethods
 from hulld.cri.unsupported import UnsupportedMethods
 
 
@@ -32,6 +34,7 @@ class RuntimeServicer(
     ContainerMethods,
     EventMethods,
     StatsMethods,
+    StreamingMethods,
     UnsupportedMethods,
     api_pb2_grpc.RuntimeServiceServicer,
 ):

@@ -15,6 +15,7 @@ from hulld.containers import Containers
 from hulld.cri import convert
 from hulld.sandboxes import Sandboxes
 from hulld.store.records import ContainerRecord, SandboxRecord
+from hulld.streaming.server import StreamingServer
 
 
 class Scope:
@@ -23,6 +24,7 @@ class Scope:
         config: Config,
         sandboxes: Sandboxes,
         containers: Containers,
+        streaming: StreamingServer,
         *,
         private: bool,
         recovered: threading.Event,
@@ -30,6 +32,7 @@ class Scope:
         self.config = config
         self.sandboxes = sandboxes
         self.containers = containers
+        self.streaming = streaming
         self.private = private
         """Serving the private socket: only private pods exist here; else only the others."""
         self.recovered = recovered

@@ -7,15 +7,12 @@ from typing import Any
 
 from hulld import errors
 
-STREAMING = "streaming (Exec, Attach, PortForward) is not supported yet; ExecSync is"
+STREAMING = "not supported yet (Exec is)"
 NO_CRI_METRICS = "hulld does not serve CRI metrics; the kubelet uses cAdvisor"
 
 
 class UnsupportedMethods:
-    def Exec(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
-        raise errors.Unimplemented(f"Exec: {STREAMING}")
-
-    def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
         raise errors.Unimplemented(f"Attach: {STREAMING}")
 
     def PortForward(self, request: Any, context: Any) -> Any:  # noqa: N802

@@ -6,6 +6,7 @@ import abc
 import dataclasses
 from pathlib import Path
 
+from hulld import errors
 from hulld.config import HandlerConfig
 
 
@@ -46,6 +47,36 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     exit_code: int
+
+
+class ExecProcess(abc.ABC):
+    """A command running in a container for an interactive exec (CRI Exec): descriptors hulld writes the
+    client's input to and reads its output from, owned by this object until ``close``. With a terminal, the
+    command's output (both streams) comes through ``stdout``, and ``stderr`` is None."""
+
+    stdin: int | None
+    stdout: int
+    stderr: int | None
+
+    @abc.abstractmethod
+    def wait(self) -> int:
+        """Block until the command exits; its exit code."""
+
+    @abc.abstractmethod
+    def resize(self, width: int, height: int) -> None:
+        """The client's terminal changed size (only with a terminal)."""
+
+    @abc.abstractmethod
+    def end_input(self) -> None:
+        """The client closed its input."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """The client went away before the command ended."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the descriptors (after ``wait``)."""
 
 
 class Handler(abc.ABC):
@@ -90,6 +121,13 @@ class Handler(abc.ABC):
 
     @abc.abstractmethod
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult: ...
+
+    interactive_exec: bool = False
+    """Whether ``exec`` is implemented (CRI Exec, kubectl exec); handlers without it answer UNIMPLEMENTED."""
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+        """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``."""
+        raise errors.Unimplemented("Exec: interactive exec is not supported by this handler type yet; ExecSync is")
 
     @abc.abstractmethod
     def version(self) -> str: ...

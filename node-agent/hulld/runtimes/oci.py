@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import json
 import os
@@ -20,14 +21,18 @@ import re
 import select
 import shlex
 import signal as signals
+import struct
 import subprocess
+import termios
 import time
+import tty as terminal
+from collections.abc import Callable
 from pathlib import Path
 
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, ExitStatus, Handler, recorded_exit
 from hulld.runtimes.output import CappedOutput
 
 CONMON = "conmon"
@@ -116,6 +121,8 @@ echo $! >"$pidfile"
 
 
 class OCIHandler(Handler):
+    interactive_exec = True
+
     def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
         self.name = name
         self._sandbox_per_pod = config.sandbox_per_pod
@@ -317,26 +324,45 @@ class OCIHandler(Handler):
             self._release_waiter(paths)  # deleted before its start, its waiting wrapper still waits
 
     @functools.cached_property
+    def _exec_help(self) -> bytes:
+        result = self._runtime("exec", "--help", timeout=10)
+        return result.stdout + result.stderr
+
+    @property
     def _exec_has_internal_pid(self) -> bool:
         """Runtimes with a PID space of their own (runsc) report the exec'd process's PID in it, and take
         ``kill --pid`` for it; runc's exec pid file holds the host PID. Asked of the runtime, not assumed."""
-        result = self._runtime("exec", "--help", timeout=10)
-        return b"internal-pid-file" in result.stdout + result.stderr
+        return b"internal-pid-file" in self._exec_help
+
+    @property
+    def _exec_takes_tty_flag(self) -> bool:
+        """runc asks for a terminal with ``--tty``; runsc has no such flag and sees that its stdio is one."""
+        return b"--tty" in self._exec_help
+
+    def _exec_argv(self, container_id: str, command: list[str], pid_file: Path, *, tty: bool = False) -> list[str]:
+        if not command:
+            raise errors.InvalidArgument("exec needs a command")
+        pid_flag = "--internal-pid-file" if self._exec_has_internal_pid else "--pid-file"
+        terminal = ["--tty"] if tty and self._exec_takes_tty_flag else []
+        return [str(self.path), *self.global_args, "exec", *terminal, f"{pid_flag}={pid_file}", container_id, *command]
+
+    def _kill_exec(self, container_id: str, pid_file: Path) -> None:
+        """Kill an exec'd command inside the container, and let `runtime exec` reap it (killing that first would
+        leave the command running, or a zombie)."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            if self._exec_has_internal_pid:
+                self._runtime("kill", f"--pid={pid}", container_id, "KILL")
+            else:
+                os.kill(pid, signals.SIGKILL)
 
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
-        if not command:
-            raise errors.InvalidArgument("ExecSync needs a command")
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
-        pid_flag = "--internal-pid-file" if self._exec_has_internal_pid else "--pid-file"
+        argv = self._exec_argv(container_id, command, pid_file)
         (stdout_read, stdout_write), (stderr_read, stderr_write) = os.pipe(), os.pipe()
         output = CappedOutput({"stdout": stdout_read, "stderr": stderr_read})
         try:
-            process = subprocess.Popen(
-                [str(self.path), *self.global_args, "exec", f"{pid_flag}={pid_file}", container_id, *command],
-                stdout=stdout_write,
-                stderr=stderr_write,
-                stdin=subprocess.DEVNULL,
-            )
+            process = subprocess.Popen(argv, stdout=stdout_write, stderr=stderr_write, stdin=subprocess.DEVNULL)
         except BaseException:
             output.close()
             raise
@@ -348,14 +374,7 @@ class OCIHandler(Handler):
             process.wait(timeout=timeout or None)
         except subprocess.TimeoutExpired:
             drain = 1.0
-            # The command runs inside the container, not under `runtime exec`: kill it there, and let `runtime
-            # exec` reap it (killing that first would leave the command running, or a zombie).
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text())
-                if self._exec_has_internal_pid:
-                    self._runtime("kill", f"--pid={pid}", container_id, "KILL")
-                else:
-                    os.kill(pid, signals.SIGKILL)
+            self._kill_exec(container_id, pid_file)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -367,6 +386,13 @@ class OCIHandler(Handler):
             kept = output.result(drain)
             output.close()
         return ExecResult(stdout=kept["stdout"], stderr=kept["stderr"], exit_code=process.returncode)
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+        pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
+        argv = self._exec_argv(container_id, command, pid_file, tty=tty)
+        return _InteractiveExec(
+            argv, tty=tty, stdin=stdin, kill=lambda: self._kill_exec(container_id, pid_file), pid_file=pid_file
+        )
 
     def version(self) -> str:
         result = self._runtime("--version", timeout=10)
@@ -393,3 +419,65 @@ class OCIHandler(Handler):
         result = self._runtime("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
         if result.returncode != 0:
             raise errors.FailedPrecondition(f"{self.name} update: {result.stderr.decode(errors='replace').strip()}")
+
+
+class _InteractiveExec(ExecProcess):
+    """`runtime exec` in the foreground with pipes, or with a terminal: a pseudo-terminal whose other end is
+    the runtime's stdio, which it puts into raw mode and copies to and from the container's own terminal; a
+    resize is set on it and announced to the runtime with SIGWINCH, as a terminal emulator would."""
+
+    def __init__(self, argv: list[str], *, tty: bool, stdin: bool, kill: Callable[[], None], pid_file: Path) -> None:
+        self._kill = kill
+        self._pid_file = pid_file
+        self._terminal: int | None = None
+        if tty:
+            main, other = os.openpty()
+            # Only a conduit: the container's own terminal (runc's, gVisor's) echoes and translates, so this
+            # one must not (runc puts it in raw mode itself, runsc does not).
+            terminal.setraw(other)
+            ends = {"stdin": other, "stdout": other, "stderr": other}
+            self._terminal = main
+            self.stdin, self.stdout, self.stderr = (os.dup(main) if stdin else None), main, None
+        else:
+            (in_read, in_write), (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe(), os.pipe()
+            ends = {"stdin": in_read, "stdout": out_write, "stderr": err_write}
+            self.stdin, self.stdout, self.stderr = in_write, out_read, err_read
+            if not stdin:
+                os.close(in_write)
+                self.stdin = None
+        try:
+            self._process = subprocess.Popen(argv, **ends, start_new_session=True)  # type: ignore[call-overload]
+        finally:
+            for end in set(ends.values()):
+                os.close(end)
+
+    def wait(self) -> int:
+        return int(self._process.wait())
+
+    def resize(self, width: int, height: int) -> None:
+        if self._terminal is not None:
+            fcntl.ioctl(self._terminal, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signals.SIGWINCH)
+
+    def end_input(self) -> None:
+        if self.stdin is None:
+            return
+        if self._terminal is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.stdin, b"\x04")  # a terminal's end of input is ^D, not a closed descriptor
+            return
+        os.close(self.stdin)
+        self.stdin = None
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._kill()
+
+    def close(self) -> None:
+        for descriptor in (self.stdin, self.stdout, self.stderr):
+            if descriptor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+        self.stdin = self.stderr = None
+        self._pid_file.unlink(missing_ok=True)

@@ -1,0 +1,32 @@
+"""CRI streaming methods: Exec. The call only checks the request and returns the URL of hulld's streaming
+server (``hulld.streaming``) where the client then runs the command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cri_api.v1 import api_pb2 as cri
+
+from hulld import errors
+from hulld.cri.scope import Scope
+from hulld.streaming.remotecommand import ExecRequest
+
+
+class StreamingMethods(Scope):
+    def Exec(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
+        if not request.cmd:
+            raise errors.InvalidArgument("Exec: cmd is empty")
+        if request.tty and request.stderr:
+            raise errors.InvalidArgument("Exec: tty and stderr cannot both be true (a terminal has one output)")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise errors.InvalidArgument("Exec: one of stdin, stdout and stderr must be true")
+        record = self.containers.check_exec(self._container(request.container_id).id)
+        prepared = ExecRequest(
+            container_id=record.id,
+            command=tuple(request.cmd),
+            tty=request.tty,
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+        )
+        return cri.ExecResponse(url=self.streaming.prepare_exec(prepared))

@@ -1,0 +1,186 @@
+"""Kubernetes' remote-command protocol (``channel.k8s.io``, v1 to v4) over SPDY: an exec's streams and its end.
+
+The client opens one stream per channel, each named by its ``streamtype`` header: ``error`` always, then
+``stdin``, ``stdout``, ``stderr`` (not with a terminal) and, from v3 with a terminal, ``resize`` (a series of
+``{"Width": W, "Height": H}`` JSON values). Which of them come follows from the CRI request the token names,
+not from the HTTP request (the kubelet proxies to the URL as it is). The command starts once they are all
+there. Its output goes out as DATA; the client's input comes in until it half-closes stdin. When the command
+exits, stdout and stderr end, and the error stream carries the result and ends: from v4 a Kubernetes
+``Status`` (a non-zero exit as ``NonZeroExitCode`` with an ``ExitCode`` cause, which ``kubectl exec`` turns
+into its own exit code); before v4, plain text on failure and nothing on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from hulld import errors
+from hulld.runtimes.base import ExecProcess
+from hulld.streaming.spdy import Connection, Stream
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+"""What hulld speaks, preferred first (v5 exists only over WebSocket)."""
+STREAM_TIMEOUT = 30.0
+FIRST_SIZE_WAIT = 1.0
+"""How long the client's input waits for its terminal's size (clients send it first), so that what the input
+runs sees the right size."""
+OUTPUT_GRACE = 2.0
+"""How long output may keep flowing after the command exited (a child it left behind may hold it open)."""
+READ_SIZE = 32 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecRequest:
+    container_id: str
+    command: tuple[str, ...]
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+
+
+def status(exit_code: int | None, error: str = "") -> dict[str, object]:
+    """The v4 error stream's Status: success, a non-zero exit code, or an internal error."""
+    if error:
+        return {"status": "Failure", "message": error, "reason": "InternalError", "code": 500}
+    if exit_code == 0:
+        return {"status": "Success"}
+    return {
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: exit status {exit_code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]},
+    }
+
+
+class ExecSession:
+    """One exec over one SPDY connection: collects the client's streams, runs the command, reports its end."""
+
+    def __init__(self, protocol: str, request: ExecRequest) -> None:
+        self.protocol = protocol
+        self.request = request
+        self.expected = {"error"}
+        self.expected |= {"stdin"} if request.stdin else set()
+        self.expected |= {"stdout"} if request.stdout else set()
+        self.expected |= {"stderr"} if request.stderr and not request.tty else set()
+        self.expected |= {"resize"} if request.tty and protocol in PROTOCOLS[:2] else set()
+        self.streams: dict[str, Stream] = {}
+        self._all_there = threading.Event()
+        self._sized = threading.Event()
+
+    def accept(self, stream: Stream) -> bool:
+        """Every stream is answered; one of a type not expected (or seen before) is left unused."""
+        if stream.type in self.expected and stream.type not in self.streams:
+            self.streams[stream.type] = stream
+            if set(self.streams) == self.expected:
+                self._all_there.set()
+        else:
+            logger.info("streaming: an unexpected %r stream, ignored", stream.type)
+        return True
+
+    def run(self, connection: Connection, start: Callable[[], ExecProcess]) -> str:
+        """Serve the exec; returns how it ended ("ok", "error" or "abandoned"), for the metrics."""
+        if not self._all_there.wait(STREAM_TIMEOUT):
+            logger.warning("streaming: the client opened %s of %s streams", sorted(self.streams), sorted(self.expected))
+            return "abandoned"
+        try:
+            process = start()
+        except errors.HulldError as error:
+            self._finish(None, f"error executing command in container: {error}")
+            return "error"
+        try:
+            pumps = [
+                self._thread(self._copy_out, process.stdout, self.streams.get("stdout")),
+                *([self._thread(self._copy_out, process.stderr, self.streams.get("stderr"))] if process.stderr else []),
+            ]
+            if "resize" in self.streams:
+                self._thread(self._resize, self.streams["resize"], process)
+            else:
+                self._sized.set()
+            if "stdin" in self.streams:
+                self._thread(self._copy_in, self.streams["stdin"], process)
+            self._thread(self._abandon_when_gone, connection, process)
+            exit_code = process.wait()
+            for pump in pumps:
+                pump.join(OUTPUT_GRACE)
+        finally:
+            process.close()
+        self._finish(exit_code, "")
+        return "ok"
+
+    @staticmethod
+    def _thread(target: Callable[..., None], *args: object) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=f"exec {target.__name__}", daemon=True)
+        thread.start()
+        return thread
+
+    @staticmethod
+    def _copy_out(descriptor: int, stream: Stream | None) -> None:
+        while True:
+            try:
+                data = os.read(descriptor, READ_SIZE)
+            except OSError:  # EIO: the terminal's other end is closed, its end of output
+                data = b""
+            if not data:
+                break
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.write(data)
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def _copy_in(self, stream: Stream, process: ExecProcess) -> None:
+        self._sized.wait(FIRST_SIZE_WAIT)
+        while data := stream.read():
+            if process.stdin is None:
+                continue
+            try:
+                os.write(process.stdin, data)
+            except OSError:
+                return  # the command stopped reading (it exited)
+        process.end_input()
+
+    def _resize(self, stream: Stream, process: ExecProcess) -> None:
+        decoder, buffer = json.JSONDecoder(), ""
+        while data := stream.read():
+            buffer += data.decode(errors="replace")
+            while buffer.strip():
+                try:
+                    size, end = decoder.raw_decode(buffer.lstrip())
+                except json.JSONDecodeError:
+                    break  # the rest of the value is still on its way
+                buffer = buffer.lstrip()[end:]
+                with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+                    process.resize(int(size["Width"]), int(size["Height"]))
+                self._sized.set()
+        self._sized.set()
+
+    @staticmethod
+    def _abandon_when_gone(connection: Connection, process: ExecProcess) -> None:
+        """The client went away: the command has no one to talk to."""
+        connection.ended.wait()
+        with contextlib.suppress(OSError):
+            process.kill()
+
+    def _finish(self, exit_code: int | None, error: str) -> None:
+        for name in ("stdout", "stderr"):
+            if name in self.streams:
+                with contextlib.suppress(OSError):
+                    self.streams[name].close()
+        if self.protocol == PROTOCOLS[0]:
+            message = json.dumps(status(exit_code, error and f"Internal error occurred: {error}")).encode()
+        elif error or exit_code:
+            message = (error or f"command terminated with non-zero exit code: exit status {exit_code}").encode()
+        else:
+            message = b""
+        with contextlib.suppress(OSError):
+            self.streams["error"].close(message)

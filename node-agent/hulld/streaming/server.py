@@ -1,0 +1,161 @@
+"""hulld's streaming server: the URL a CRI Exec returns, where the client's connection is upgraded to SPDY.
+
+    CRI Exec ──▶ ``prepare_exec`` stores the request under a token ──▶ ``http://127.0.0.1:PORT/exec/TOKEN``
+    client ──▶ GET/POST /exec/TOKEN, Upgrade: SPDY/3.1, X-Stream-Protocol-Version: ... ──▶ 101 ──▶ SPDY
+
+A connection is served by a thread of its own. The HTTP request head is parsed by h11; what follows the 101 is
+SPDY (``spdy``) carrying the remote-command protocol (``remotecommand``). Refusals are plain HTTP, as the
+kubelet's own streaming library answers: 404 for an unknown, used or expired token, 400 without the upgrade
+headers, 403 when no protocol version is common. The server listens on loopback by default: the kubelet on the
+same node is its only client (it proxies kubectl's connection), and the token is the only credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import h11
+
+from hulld.metrics import Metrics
+from hulld.runtimes.base import ExecProcess
+from hulld.streaming import remotecommand
+from hulld.streaming.spdy import Connection
+from hulld.streaming.tokens import TokenCache
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_HEAD = 16 * 1024
+HEAD_TIMEOUT = 10.0
+
+StartExec = Callable[[remotecommand.ExecRequest], ExecProcess]
+
+
+class StreamingServer:
+    def __init__(self, address: str, port: int, start_exec: StartExec, metrics: Metrics) -> None:
+        self._start_exec = start_exec
+        self.metrics = metrics
+        self.tokens: TokenCache[remotecommand.ExecRequest] = TokenCache()
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                owner._serve(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+        self._server = Server((address, port), Handler)
+        host, bound_port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        self.base_url = f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
+        threading.Thread(target=self._server.serve_forever, name="streaming server", daemon=True).start()
+        logger.info("streaming server on %s", self.base_url)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def prepare_exec(self, request: remotecommand.ExecRequest) -> str:
+        """The URL (absolute: kubelets before 1.37 refuse a relative one) where the client runs the exec."""
+        return f"{self.base_url}/exec/{self.tokens.issue(request)}"
+
+    # --- one connection --------------------------------------------------------------------------------------
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(HEAD_TIMEOUT)
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        try:
+            request = self._request_head(client, http)
+        except (OSError, h11.RemoteProtocolError) as error:
+            logger.info("streaming: a bad request: %s", error)
+            return
+        if request is None:
+            return
+        headers = {name.decode().lower(): value.decode() for name, value in request.headers}
+        offered = [
+            version.strip()
+            for name, value in request.headers
+            if name.decode().lower() == "x-stream-protocol-version"
+            for version in value.decode().split(",")
+        ]
+        kind, _, token = request.target.decode().lstrip("/").partition("/")
+        exec_request = self.tokens.take(token) if kind == "exec" and request.method in (b"GET", b"POST") else None
+        if exec_request is None:
+            self._refuse(client, http, 404, "unknown, used or expired streaming token")
+            return
+        if (
+            "upgrade" not in headers.get("connection", "").lower()
+            or "spdy/3.1" not in headers.get("upgrade", "").lower()
+        ):
+            self._refuse(client, http, 400, "unable to upgrade: missing upgrade headers in request")
+            return
+        protocol = next((version for version in offered if version in remotecommand.PROTOCOLS), None)
+        if protocol is None:
+            message = f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts "
+            self._refuse(client, http, 403, message + str(list(remotecommand.PROTOCOLS)))
+            return
+        client.sendall(
+            http.send(
+                h11.InformationalResponse(
+                    status_code=101,
+                    headers=[
+                        ("Connection", "Upgrade"),
+                        ("Upgrade", "SPDY/3.1"),
+                        ("X-Stream-Protocol-Version", protocol),
+                    ],
+                )
+            )
+            or b""
+        )
+        client.settimeout(None)
+        self._exec(client, http.trailing_data[0], protocol, exec_request)
+
+    @staticmethod
+    def _request_head(client: socket.socket, http: h11.Connection) -> Any:
+        """The request, once h11 has read all of it (these requests have no body) and waits for our answer."""
+        request = None
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                data = client.recv(4096)
+                if not data:
+                    return None
+                http.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+            elif event is h11.PAUSED or (isinstance(event, h11.EndOfMessage) and http.their_state is h11.DONE):
+                return request
+            elif not isinstance(event, h11.Data | h11.EndOfMessage):
+                return None
+
+    @staticmethod
+    def _refuse(client: socket.socket, http: h11.Connection, code: int, message: str) -> None:
+        body = (message + "\n").encode()
+        try:
+            client.sendall(
+                (http.send(h11.Response(status_code=code, headers=[("Content-Length", str(len(body)))])) or b"")
+                + (http.send(h11.Data(data=body)) or b"")
+                + (http.send(h11.EndOfMessage()) or b"")
+            )
+        except (OSError, h11.LocalProtocolError) as error:
+            logger.info("streaming: refusing a request (%d %s): %s", code, message, error)
+
+    def _exec(self, client: socket.socket, pending: bytes, protocol: str, request: remotecommand.ExecRequest) -> None:
+        session = remotecommand.ExecSession(protocol, request)
+        connection = Connection(client, pending, session.accept)
+        reader = threading.Thread(target=connection.run, name="spdy reader", daemon=True)
+        reader.start()
+        result = "error"
+        try:
+            result = session.run(connection, lambda: self._start_exec(request))
+        finally:
+            connection.close()
+            self.metrics.streaming_sessions.labels("exec", result).inc()
+            self.metrics.streaming_bytes.labels("exec", "in").inc(connection.bytes_in)
+            self.metrics.streaming_bytes.labels("exec", "out").inc(connection.bytes_out)

@@ -1,0 +1,151 @@
+"""Interactive exec through hulld's streaming server, driven by crictl (SPDY, as the kubelet speaks it): output,
+exit codes, stdin, a terminal with its size; and what the server refuses, still serving afterwards."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import http.client
+import os
+import select
+import struct
+import subprocess
+import termios
+import time
+import urllib.parse
+from pathlib import Path
+
+import grpc
+import pytest
+from cri_api.v1 import api_pb2 as cri
+
+from kubehull_harness.pytest_plugin import OCIRegistry
+from tests.hulld.conftest import Hulld
+from tests.hulld.test_lifecycle import container_config, pod_config
+
+pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+
+def running_container(hulld: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str, pod: str = "") -> str:
+    image = oci_registry.images["busybox"].reference
+    hulld.crictl("pull", image)
+    pod_file = pod_config(tmp_path, pod or f"exec-{handler}")
+    pod = hulld.crictl("runp", "--runtime", handler, pod_file).stdout.strip()
+    config = container_config(tmp_path, "idle", image, ["sleep", "3600"])
+    container = hulld.crictl("create", pod, config, pod_file).stdout.strip()
+    hulld.crictl("start", container)
+    return container
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_exec_output_exit_code_and_input(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
+) -> None:
+    hulld = hulld_with_network
+    container = running_container(hulld, oci_registry, tmp_path, handler)
+    result = hulld.crictl("exec", container, "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (result.stdout, result.returncode) == ("out\n", 1)
+    assert "err\n" in result.stderr
+    assert "command terminated with exit code 3" in result.stderr  # the Status hulld sent, as kubectl shows it
+    assert hulld.crictl("exec", container, "uname", "-r").stdout.strip()  # exit 0, output
+    # Input to its end: 1 MiB through `cat` and `md5sum`, the digest compared.
+    data = os.urandom(1024 * 1024)
+    piped = subprocess.run(
+        [*hulld.crictl_argv(), "exec", "-i", container, "md5sum"], input=data, capture_output=True, timeout=60
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()  # noqa: S324 - a checksum
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_exec_with_a_terminal(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
+) -> None:
+    """crictl exec -it from a 33x101 terminal: the command sees a terminal of that size, and its exit code."""
+    hulld = hulld_with_network
+    container = running_container(hulld, oci_registry, tmp_path, handler)
+    main, other = os.openpty()
+    fcntl.ioctl(other, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    client = subprocess.Popen(
+        [*hulld.crictl_argv(), "exec", "-it", container, "sh"], stdin=other, stdout=other, stderr=other
+    )
+    # `other` stays open here until the end: a terminal whose last other end closed may drop unread output.
+    try:
+        os.write(main, b"[ -t 0 ] && echo on a terminal; stty size; exit 4\n")
+        output = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 0.5)[0]:
+                output += os.read(main, 4096)
+            elif client.poll() is not None:
+                break  # exited, and nothing more came for half a second
+        assert client.wait(timeout=30) == 1, output
+    finally:
+        client.kill()
+        os.close(main)
+        os.close(other)
+    text = output.decode(errors="replace")
+    assert "on a terminal" in text
+    assert "33 101" in text
+    assert "command terminated with exit code 4" in text
+
+
+def exec_url(hulld: Hulld, container: str) -> str:
+    request = cri.ExecRequest(container_id=container, cmd=["true"], stdout=True)
+    return str(hulld.runtime().Exec(request).url)
+
+
+def upgrade(url: str, protocols: list[str], *, spdy: bool = True) -> tuple[int, str]:
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    headers = {"X-Stream-Protocol-Version": ", ".join(protocols)}
+    if spdy:
+        headers |= {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+    connection.request("POST", parts.path, headers=headers)
+    response = connection.getresponse()
+    body = response.read().decode() if response.status != 101 else ""
+    connection.close()
+    return response.status, body
+
+
+def test_refusals_name_their_reason_and_the_server_keeps_serving(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path
+) -> None:
+    hulld = hulld_with_network
+    container = running_container(hulld, oci_registry, tmp_path, "runc")
+    url = exec_url(hulld, container)
+    assert url.startswith("http://127.0.0.1:")  # absolute: kubelets refuse a relative URL
+
+    assert upgrade(url, ["v9.channel.k8s.io"])[0] == 403  # no common protocol version
+    assert upgrade(url, ["v4.channel.k8s.io"]) == (404, "unknown, used or expired streaming token\n")  # used
+    assert upgrade(url.rsplit("/", 1)[0] + "/forged", ["v4.channel.k8s.io"])[0] == 404
+    assert upgrade(exec_url(hulld, container), ["v4.channel.k8s.io"], spdy=False)[0] == 400
+    assert upgrade(url.replace("/exec/", "/attach/"), ["v4.channel.k8s.io"])[0] == 404
+
+    runtime = hulld.runtime()
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.Exec(cri.ExecRequest(container_id=container, cmd=["sh"], tty=True, stderr=True, stdout=True))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tty and stderr" in str(refused.value.details())
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.Exec(cri.ExecRequest(container_id=container, cmd=[], stdout=True))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.Exec(cri.ExecRequest(container_id="0" * 64, cmd=["true"], stdout=True))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+    shim_container = running_container(hulld, oci_registry, tmp_path, "shim-runc")
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.Exec(cri.ExecRequest(container_id=shim_container, cmd=["true"], stdout=True))
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ExecSync is" in str(refused.value.details())
+
+    hulld.crictl("stop", container)
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.Exec(cri.ExecRequest(container_id=container, cmd=["true"], stdout=True))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # Still serving.
+    other = running_container(hulld, oci_registry, tmp_path, "runc", pod="exec-other")
+    assert hulld.crictl("exec", other, "echo", "still here").stdout == "still here\n"
+    metrics = hulld.metrics()
+    assert 'hulld_streaming_sessions_total{kind="exec",result="ok"} 1.0' in metrics

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +168,29 @@ def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
     assert host_kernel not in gvisor_log.splitlines()[0], gvisor_log
     assert runc_log.splitlines()[0] == host_kernel, runc_log
     assert "gVisor" not in runc_log
+
+
+def test_kubectl_exec_reaches_runc_and_gvisor_pods(env: Environment) -> None:
+    """kubectl exec through the API server and the kubelet to hulld's streaming server: output, the command's
+    exit code as kubectl's own, and 10 MiB of input through the pod without loss (checksum compared)."""
+    local = env.local
+    kubectl = [str(toolchain.binary("kubectl")), f"--kubeconfig={local.kubeconfig}", "exec", "-n", "default"]
+    data = os.urandom(10 * 1024 * 1024)
+    host_kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    for name in ("on-runc", "on-gvisor"):
+        said = subprocess.run(
+            [*kubectl, name, "--", "sh", "-c", "uname -r; echo to-stderr >&2; exit 3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert said.returncode == 3, said.stderr
+        assert (said.stdout.strip() == host_kernel) is (name == "on-runc"), said.stdout  # gVisor has its own
+        assert "to-stderr" in said.stderr
+        piped = subprocess.run([*kubectl, "-i", name, "--", "md5sum"], input=data, capture_output=True, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()  # noqa: S324 - a checksum
 
 
 def two_containers(name: str, image: str, runtime_class: str, first: str, second: str, **spec: Any) -> dict[str, Any]:

@@ -325,11 +325,6 @@ class Containers:
         record = self.get(container_id)
         if record.status.state != "RUNNING":
             raise errors.FailedPrecondition(f"container {record.id} is not running")
-        if not self.handler(record.handler).interactive_exec:
-            raise errors.Unimplemented(
-                f"Exec: interactive exec is not supported yet for the handler {record.handler!r} (shim v2 "
-                "handlers); ExecSync is"
-            )
         return record
 
     def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:

@@ -1,5 +1,5 @@
 """critest, the CRI's own validation suite, against hulld: every [Conformance] spec but Streaming's attach and
-port-forward (not built yet; exec is, for the OCI handlers — shim v2 handlers answer UNIMPLEMENTED to it).
+port-forward (not built yet; exec is).
 
 The images critest pulls are rebuilt locally under their upstream names, and hulld is configured with the local
 registry as the mirror of gcr.io, registry.k8s.io and k8s.gcr.io (harness ``images.CRITEST_IMAGES``). One spec
@@ -25,10 +25,8 @@ pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 UNREACHABLE = ["public image with digest should be pulled and removed"]
 NOT_YET = ["runtime should support attach", "runtime should support portforward"]
 """Streaming specs of features hulld does not have yet (Attach and PortForward answer UNIMPLEMENTED)."""
-EXEC = ["runtime should support exec with tty"]
-"""The two exec specs (without and with a terminal): OCI handlers only, for now."""
-SELECTED = {"runc": 47, "runsc": 47, "shim-runc": 45, "shim-runsc": 45}
-"""critest v1.37's [Conformance] specs less the unreachable one and the streaming features each lacks."""
+SELECTED = 47
+"""critest v1.37's [Conformance] specs less the unreachable one and the streaming features hulld lacks."""
 
 
 @pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
@@ -39,8 +37,7 @@ def test_critest_conformance(
     # critest makes its pods' log directories with os.MkdirTemp: they must be inside hulld's pod log root.
     hulld_with_network.pod_log_root.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "TMPDIR": str(hulld_with_network.pod_log_root)}
-    skipped = UNREACHABLE + NOT_YET + (EXEC if handler.startswith("shim-") else [])
-    skip = "|".join(re.escape(name) for name in skipped)
+    skip = "|".join(re.escape(name) for name in UNREACHABLE + NOT_YET)
     result = subprocess.run(
         [
             str(toolchain.binary("critest")),
@@ -69,4 +66,4 @@ def test_critest_conformance(
     assert result.returncode == 0
     ran, passed, failed = int(summary.group(1)), int(summary.group(3)), int(summary.group(4))
     # Exact: every selected spec passed, none skipped at run time (a feature missing), none dropped silently.
-    assert (ran, passed, failed) == (SELECTED[handler], SELECTED[handler], 0)
+    assert (ran, passed, failed) == (SELECTED, SELECTED, 0)

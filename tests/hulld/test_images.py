@@ -97,9 +97,9 @@ def test_errors_are_clear(hulld: Hulld, oci_registry: OCIRegistry) -> None:
         images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image="Not A Reference")))
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as streaming:
-        hulld.runtime().Exec(cri.ExecRequest(container_id="x", cmd=["sh"]))
+        hulld.runtime().Attach(cri.AttachRequest(container_id="x", stdout=True))
     assert streaming.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "streaming (Exec, Attach, PortForward) is not supported yet" in streaming.value.details()
+    assert streaming.value.details() == "Attach: not supported yet (Exec is)"
     metrics = hulld.metrics()
     assert 'hulld_cri_operation_errors_total{code="NOT_FOUND",handler="",operation="PullImage"} 1.0' in metrics
     assert 'hulld_image_pulls_total{result="NotFound"} 1.0' in metrics

@@ -6,7 +6,6 @@ import abc
 import dataclasses
 from pathlib import Path
 
-from hulld import errors
 from hulld.config import HandlerConfig
 
 
@@ -122,12 +121,9 @@ class Handler(abc.ABC):
     @abc.abstractmethod
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult: ...
 
-    interactive_exec: bool = False
-    """Whether ``exec`` is implemented (CRI Exec, kubectl exec); handlers without it answer UNIMPLEMENTED."""
-
+    @abc.abstractmethod
     def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
         """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``."""
-        raise errors.Unimplemented("Exec: interactive exec is not supported by this handler type yet; ExecSync is")
 
     @abc.abstractmethod
     def version(self) -> str: ...

@@ -121,8 +121,6 @@ echo $! >"$pidfile"
 
 
 class OCIHandler(Handler):
-    interactive_exec = True
-
     def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
         self.name = name
         self._sandbox_per_pod = config.sandbox_per_pod

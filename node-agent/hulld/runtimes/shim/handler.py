@@ -52,7 +52,7 @@ from google.protobuf.message import DecodeError
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, ExitStatus, Handler, recorded_exit
 from hulld.runtimes.output import CappedOutput
 from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
 from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
@@ -585,6 +585,51 @@ class ShimHandler(Handler):
                 client.call("Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse)
             shutil.rmtree(directory, ignore_errors=True)
 
+    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+        if not command:
+            raise errors.InvalidArgument("exec needs a command")
+        note = self._noted(container_id)
+        process = json.loads((Path(note.bundle) / "config.json").read_text())["process"]
+        process.update(args=command, terminal=tty)
+        exec_id = f"exec-{secrets.token_hex(8)}"
+        directory = self.state / "exec" / exec_id
+        directory.mkdir(mode=0o700)
+        names = ["stdout", *([] if tty else ["stderr"]), *(["stdin"] if stdin else [])]
+        fifos = {name: directory / name for name in names}
+        for fifo in fifos.values():
+            os.mkfifo(fifo, 0o600)
+        # Ours before the shim opens its ends (it waits for a reader); stdin read-write, so that opening it
+        # needs no reader yet and closing it is the shim's end of input.
+        ends = {name: stdio.open_fifo(path) for name, path in fifos.items() if name != "stdin"}
+        if stdin:
+            ends["stdin"] = os.open(fifos["stdin"], os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        client = self._client(note.sandbox)
+        session = _ShimExec(self, client, container_id, exec_id, directory, ends)
+        try:
+            request = task_pb2.ExecProcessRequest(
+                id=container_id,
+                exec_id=exec_id,
+                terminal=tty,
+                stdin=str(fifos.get("stdin", "")),
+                stdout=str(fifos["stdout"]),
+                stderr=str(fifos.get("stderr", "")),
+            )
+            request.spec.CopyFrom(_spec_any("Process", process))
+            self._call(note.sandbox, "Exec", request, task_pb2.Empty)
+            session.ended = client.call_async(
+                "Wait", task_pb2.WaitRequest(id=container_id, exec_id=exec_id), task_pb2.WaitResponse
+            )
+            self._call(
+                note.sandbox, "Start", task_pb2.StartRequest(id=container_id, exec_id=exec_id), task_pb2.StartResponse
+            )
+        except BaseException:
+            session.close()
+            raise
+        for name in ("stdout", "stderr"):
+            if name in ends:
+                os.set_blocking(ends[name], True)  # the shim holds its end now: a read waits for output or EOF
+        return session
+
     def version(self) -> str:
         return launch.version(self.binary)
 
@@ -597,3 +642,66 @@ class ShimHandler(Handler):
         request = task_pb2.UpdateTaskRequest(id=container_id)
         request.resources.CopyFrom(_spec_any("LinuxResources", resources))
         self._call(note.sandbox, "Update", request, task_pb2.Empty)
+
+
+class _ShimExec(ExecProcess):
+    """An interactive exec in a pod's shim: its FIFOs (read ends for output, the write end of stdin) and the
+    shim's calls for the rest: Wait, ResizePty, CloseIO, Kill, Delete."""
+
+    def __init__(
+        self,
+        handler: ShimHandler,
+        client: ttrpc.Service,
+        container_id: str,
+        exec_id: str,
+        directory: Path,
+        ends: dict[str, int],
+    ) -> None:
+        self._handler = handler
+        self._client = client
+        self._container_id, self._exec_id = container_id, exec_id
+        self._directory = directory
+        self.stdin = ends.get("stdin")
+        self.stdout = ends["stdout"]
+        self.stderr = ends.get("stderr")
+        self.ended: Future[task_pb2.WaitResponse] | None = None
+
+    def wait(self) -> int:
+        if self.ended is None:
+            raise errors.FailedPrecondition(f"{self._handler.name}: exec {self._exec_id} never started")
+        try:
+            return int(self.ended.result().exit_status)
+        except ttrpc.TTRPCError as error:
+            raise errors.FailedPrecondition(f"{self._handler.name} Wait: {error}") from error
+
+    def resize(self, width: int, height: int) -> None:
+        with contextlib.suppress(ttrpc.TTRPCError):
+            request = task_pb2.ResizePtyRequest(
+                id=self._container_id, exec_id=self._exec_id, width=width, height=height
+            )
+            self._client.call("ResizePty", request, task_pb2.Empty, CALL_TIMEOUT)
+
+    def end_input(self) -> None:
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
+        with contextlib.suppress(ttrpc.TTRPCError):
+            request = task_pb2.CloseIORequest(id=self._container_id, exec_id=self._exec_id, stdin=True)
+            self._client.call("CloseIO", request, task_pb2.Empty, CALL_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.ended is not None and not self.ended.done():
+            with contextlib.suppress(ttrpc.TTRPCError):
+                request = task_pb2.KillRequest(id=self._container_id, exec_id=self._exec_id, signal=signals.SIGKILL)
+                self._client.call("Kill", request, task_pb2.Empty, CALL_TIMEOUT)
+
+    def close(self) -> None:
+        for descriptor in (self.stdin, self.stdout, self.stderr):
+            if descriptor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+        self.stdin = self.stderr = None
+        with contextlib.suppress(ttrpc.TTRPCError):
+            request = task_pb2.DeleteRequest(id=self._container_id, exec_id=self._exec_id)
+            self._client.call("Delete", request, task_pb2.DeleteResponse, CALL_TIMEOUT)
+        shutil.rmtree(self._directory, ignore_errors=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import os
 from pathlib import Path
 
 from hulld.config import HandlerConfig
@@ -75,7 +77,14 @@ class ExecProcess(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the descriptors (after ``wait``)."""
+        """Release the descriptors and whatever else the exec holds (after ``wait``)."""
+
+    def _close_descriptors(self) -> None:
+        for descriptor in (self.stdin, self.stdout, self.stderr):
+            if descriptor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+        self.stdin = self.stderr = None
 
 
 class Handler(abc.ABC):

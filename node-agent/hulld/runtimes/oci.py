@@ -473,9 +473,5 @@ class _InteractiveExec(ExecProcess):
             self._kill()
 
     def close(self) -> None:
-        for descriptor in (self.stdin, self.stdout, self.stderr):
-            if descriptor is not None:
-                with contextlib.suppress(OSError):
-                    os.close(descriptor)
-        self.stdin = self.stderr = None
+        self._close_descriptors()
         self._pid_file.unlink(missing_ok=True)

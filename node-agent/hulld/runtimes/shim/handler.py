@@ -537,18 +537,28 @@ class ShimHandler(Handler):
         if not self._pod_containers(note.sandbox):
             self._shut_down(note.sandbox)
 
-    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+    def _new_exec(
+        self, container_id: str, command: list[str], fifo_names: list[str], *, tty: bool
+    ) -> tuple[_Container, dict[str, Any], str, Path, dict[str, Path]]:
+        """What an Exec call needs: the container's note, the process (the container's own, running
+        ``command``), a fresh exec ID, its directory and the stdio FIFOs made in it."""
         if not command:
-            raise errors.InvalidArgument("ExecSync needs a command")
+            raise errors.InvalidArgument("exec needs a command")
         note = self._noted(container_id)
         process = json.loads((Path(note.bundle) / "config.json").read_text())["process"]
-        process.update(args=command, terminal=False)
+        process.update(args=command, terminal=tty)
         exec_id = f"exec-{secrets.token_hex(8)}"
         directory = self.state / "exec" / exec_id
         directory.mkdir(mode=0o700)
-        fifos = {"stdout": directory / "stdout", "stderr": directory / "stderr"}
+        fifos = {name: directory / name for name in fifo_names}
         for fifo in fifos.values():
             os.mkfifo(fifo, 0o600)
+        return note, process, exec_id, directory, fifos
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        note, process, exec_id, directory, fifos = self._new_exec(
+            container_id, command, ["stdout", "stderr"], tty=False
+        )
         output = CappedOutput({name: stdio.open_fifo(path) for name, path in fifos.items()})
         client = self._client(note.sandbox)
         try:
@@ -586,18 +596,8 @@ class ShimHandler(Handler):
             shutil.rmtree(directory, ignore_errors=True)
 
     def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
-        if not command:
-            raise errors.InvalidArgument("exec needs a command")
-        note = self._noted(container_id)
-        process = json.loads((Path(note.bundle) / "config.json").read_text())["process"]
-        process.update(args=command, terminal=tty)
-        exec_id = f"exec-{secrets.token_hex(8)}"
-        directory = self.state / "exec" / exec_id
-        directory.mkdir(mode=0o700)
         names = ["stdout", *([] if tty else ["stderr"]), *(["stdin"] if stdin else [])]
-        fifos = {name: directory / name for name in names}
-        for fifo in fifos.values():
-            os.mkfifo(fifo, 0o600)
+        note, process, exec_id, directory, fifos = self._new_exec(container_id, command, names, tty=tty)
         # Ours before the shim opens its ends (it waits for a reader); stdin read-write, so that opening it
         # needs no reader yet and closing it is the shim's end of input.
         ends = {name: stdio.open_fifo(path) for name, path in fifos.items() if name != "stdin"}
@@ -696,11 +696,7 @@ class _ShimExec(ExecProcess):
                 self._client.call("Kill", request, task_pb2.Empty, CALL_TIMEOUT)
 
     def close(self) -> None:
-        for descriptor in (self.stdin, self.stdout, self.stderr):
-            if descriptor is not None:
-                with contextlib.suppress(OSError):
-                    os.close(descriptor)
-        self.stdin = self.stderr = None
+        self._close_descriptors()
         with contextlib.suppress(ttrpc.TTRPCError):
             request = task_pb2.DeleteRequest(id=self._container_id, exec_id=self._exec_id)
             self._client.call("Delete", request, task_pb2.DeleteResponse, CALL_TIMEOUT)

@@ -135,6 +135,7 @@ class Agent:
             self.metrics.hulld_info.labels(version).set(1)
         self.metrics.handler_ready.clear()
         handlers = []
+        configs = {handler.name: handler for handler in node_runtime.spec.handlers}
         for name, result in sorted(results.items()):
             self.metrics.handler_ready.labels(name).set(1 if result.ready else 0)
             self.metrics.probe_duration.labels(name, "ready" if result.ready else result.reason).observe(
@@ -143,6 +144,7 @@ class Agent:
             handlers.append(
                 {
                     "name": name,
+                    "configDigest": configs[name].runtime_digest(),
                     "ready": result.ready,
                     "reason": result.reason,
                     "message": result.message,

@@ -8,6 +8,8 @@ and whether each handler passed its probe.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 from typing import Annotated
 
 from pydantic import Field
@@ -41,8 +43,13 @@ class HandlerConfig(KubeModel):
 
     def same_runtime(self, other: HandlerConfig) -> bool:
         """Whether both configure the handler identically (the profile they came from aside)."""
-        ignored = {"profile", "profile_generation"}
-        return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
+        return self.runtime_digest() == other.runtime_digest()
+
+    def runtime_digest(self) -> str:
+        """``sha256:<hex>`` of the runtime settings (the profile they came from aside): what a probe is about."""
+        settings = self.model_dump(mode="json", exclude={"profile", "profile_generation"})
+        canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class NodeRuntimeSpec(KubeModel):
@@ -62,6 +69,9 @@ class RuntimeInfo(KubeModel):
 class HandlerStatus(KubeModel):
     name: str = Field(max_length=63)
     """The handler."""
+    config_digest: str = Field(default="", max_length=71)
+    """``sha256:`` digest of the handler's runtime settings this report is about (the operator matches it with
+    the spec, so a report on one handler stays current while another is reconfigured)."""
     ready: bool
     """Whether its configuration is applied and a probe container ran under it."""
     reason: str = ""
@@ -109,8 +119,12 @@ class NodeRuntime(KubeModel):
         return next((handler for handler in self.spec.handlers if handler.name == name), None)
 
     def handler_status(self, name: str) -> HandlerStatus | None:
-        """The agent's report on ``name``, only if it describes the current spec."""
-        status = self.status
-        if status is None or status.observed_generation != self.generation:
+        """The agent's report on ``name``, only if it is about the handler's configuration in the spec.
+
+        Matched per handler (by digest), not by the spec's generation: reconfiguring one handler of a node does
+        not make the reports on the others stale."""
+        config = self.handler(name)
+        if self.status is None or config is None:
             return None
-        return next((handler for handler in status.handlers if handler.name == name), None)
+        digest = config.runtime_digest()
+        return next((h for h in self.status.handlers if h.name == name and h.config_digest == digest), None)

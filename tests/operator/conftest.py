@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_harness import processes, toolchain
 from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.waiting import wait_until
@@ -216,17 +217,19 @@ class Cluster:
     def handler(self, node: str, name: str) -> dict[str, Any] | None:
         return self.handlers(node).get(name)
 
-    def report(self, node: str, handlers: dict[str, bool | str], *, generation: int | None = None) -> None:
+    def report(self, node: str, handlers: dict[str, bool | str], *, read: dict[str, Any] | None = None) -> None:
         """Write the NodeRuntime status as the node's agent would: True is ready, a string a failure reason.
 
-        ``generation`` is that of the spec the handlers were read from (an agent reports what it applied); by
-        default the current one."""
-        if generation is None:
-            generation = self.node_runtime(node)["metadata"]["generation"]
+        ``read`` is the NodeRuntime as the agent read it (an agent reports on the configuration it applied, and
+        that spec may have changed since); by default the current one."""
+        if read is None:
+            read = self.node_runtime(node)
+        configs = {entry["name"]: HandlerConfig.model_validate(entry) for entry in read["spec"].get("handlers", [])}
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         statuses = [
             {
                 "name": name,
+                "configDigest": configs[name].runtime_digest(),
                 "ready": state is True,
                 "reason": "" if state is True else str(state),
                 "message": "" if state is True else f"{name}: {state} (simulated agent)",
@@ -236,7 +239,7 @@ class Cluster:
             for name, state in handlers.items()
         ]
         status = {
-            "observedGeneration": generation,
+            "observedGeneration": read["metadata"]["generation"],
             "runtime": {"name": "hulld", "version": "0.1.0", "ready": True},
             "handlers": statuses,
         }
@@ -247,7 +250,7 @@ class Cluster:
     def report_all_ready(self, node: str) -> None:
         current = self.node_runtime(node)
         handlers = [entry["name"] for entry in current["spec"].get("handlers", [])]
-        self.report(node, dict.fromkeys(handlers, True), generation=current["metadata"]["generation"])
+        self.report(node, dict.fromkeys(handlers, True), read=current)
 
     # --- cleanup -----------------------------------------------------------------------------------------------
 

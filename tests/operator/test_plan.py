@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from kubehull_api.noderuntime import NodeRuntime
+from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.reconcile import placement, plan, rollout, runtimeclass
 from kubehull_operator.reconcile.model import (
@@ -38,17 +38,24 @@ def node(name: str, **labels: str) -> NodeRecord:
 
 
 def node_runtime(
-    name: str, handlers: list[Any], ready: dict[str, bool] | None = None, generation: int = 2
+    name: str,
+    handlers: list[HandlerConfig],
+    ready: dict[str, bool] | None = None,
+    *,
+    reported_on: list[HandlerConfig] | None = None,
 ) -> NodeRuntime:
+    """A NodeRuntime with ``handlers`` in its spec and, with ``ready``, the agent's report on ``reported_on``
+    (by default the spec's handlers; other configurations make a report the agent wrote before a change)."""
     status = None
     if ready is not None:
+        digests = {config.name: config.runtime_digest() for config in reported_on or handlers}
         status = {
-            "observedGeneration": generation,
-            "handlers": [{"name": key, "ready": value} for key, value in ready.items()],
+            "observedGeneration": 2 if reported_on is None else 1,
+            "handlers": [{"name": key, "configDigest": digests[key], "ready": value} for key, value in ready.items()],
         }
     return NodeRuntime.model_validate(
         {
-            "metadata": {"name": name, "generation": generation},
+            "metadata": {"name": name, "generation": 2},
             "spec": {"handlers": [h.model_dump() for h in handlers]},
             "status": status,
         }
@@ -103,14 +110,31 @@ def test_label_kept_while_the_agent_catches_up_and_dropped_when_it_reports_failu
     rp = profile("p", RUNC)
     config = placement.handler_config(rp)
     labelled = node("a", **{"handler.kubehull.io/runc": "true"})
-    lagging = node_runtime("a", [config], ready={"runc": True}, generation=3)
-    lagging = lagging.model_copy(update={"status": lagging.status.model_copy(update={"observed_generation": 2})})  # type: ignore[union-attr]
+    before = config.model_copy(update={"options": {"systemdCgroup": "true"}})
+    lagging = node_runtime("a", [config], ready={"runc": True}, reported_on=[before])
     assert not [
         a for a in plan.plan(snapshot([rp], [labelled], [lagging]), NOW).actions if isinstance(a, SetNodeLabels)
     ]
+    assert plan.plan(snapshot([rp], [labelled], [lagging]), NOW).statuses["p"].nodes.updating == 1
     failing = node_runtime("a", [config], ready={"runc": False})
     actions = plan.plan(snapshot([rp], [labelled], [failing]), NOW).actions
     assert SetNodeLabels(node="a", labels={"handler.kubehull.io/runc": None}) in actions
+
+
+def test_reconfiguring_one_handler_leaves_the_others_ready() -> None:
+    """The spec's generation moves with every handler; a report stays current for the handlers it is about."""
+    gvisor_spec = {"handler": "gvisor", "runtime": {"engine": "gvisor", "options": {"platform": "ptrace"}}}
+    runc, gvisor = profile("rc", RUNC), profile("gv", gvisor_spec)
+    runc_config, gvisor_config = placement.handler_config(runc), placement.handler_config(gvisor)
+    previous = gvisor_config.model_copy(update={"options": {}})
+    labelled = node("a", **{"handler.kubehull.io/runc": "true", "handler.kubehull.io/gvisor": "true"})
+    reported = node_runtime(
+        "a", [runc_config, gvisor_config], ready={"runc": True, "gvisor": True}, reported_on=[runc_config, previous]
+    )
+    result = plan.plan(snapshot([runc, gvisor], [labelled], [reported]), NOW)
+    assert result.statuses["rc"].nodes.ready == 1
+    assert result.statuses["gv"].nodes.updating == 1
+    assert not [a for a in result.actions if isinstance(a, SetNodeLabels)]  # both labels stay
 
 
 def test_status_keeps_transition_times_and_emits_ready_once() -> None:

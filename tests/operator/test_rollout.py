@@ -55,10 +55,9 @@ class SimulatedAgents:
             if not current and name not in self.paused:
                 since = self._lagging_since.setdefault(name, time.monotonic())
                 if time.monotonic() - since >= self.delay:
-                    # The generation the listed spec had: if it changed since, this report is stale and the
-                    # next round reports again, as an agent that applies one spec at a time would.
-                    generation = item["metadata"]["generation"]
-                    self.cluster.report(name, dict.fromkeys(spec, True), generation=generation)
+                    # On the listed spec: if it changed since, this report is stale and the next round reports
+                    # again, as an agent that applies one spec at a time would.
+                    self.cluster.report(name, dict.fromkeys(spec, True), read=item)
                     del self._lagging_since[name]
         self.max_unavailable = max(self.max_unavailable, unavailable)
 

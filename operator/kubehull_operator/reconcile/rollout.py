@@ -5,8 +5,8 @@ For one profile, every selected node is in one of four states:
     pending  ──(its turn: pushed to the NodeRuntime)──▶  updating  ──(agent reports ready)──▶  ready
                                                             └──────(agent reports not ready)──▶  failed
 
-A node is updating from the moment the new configuration is in its NodeRuntime until the agent's status has
-caught up with that spec (status.observedGeneration) and reports the handler. Updating and failed nodes are
+A node is updating from the moment the new configuration is in its NodeRuntime until the agent reports on that
+configuration (a handler status whose configDigest is the configuration's). Updating and failed nodes are
 unavailable; a pending node gets its turn only while fewer than maxUnavailable nodes are unavailable, so a
 configuration that fails stops spreading. Pending nodes keep the configuration they had. Removing a handler
 (the node is no longer selected, the profile is gone) is never held back.

@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     streaming = StreamingServer(
         current.streaming.address,
         current.streaming.port,
-        lambda request: containers.exec(
+        start_exec=lambda request: containers.exec(
             request.container_id, list(request.command), tty=request.tty, stdin=request.stdin
         ),
-        metrics,
+        connect_port=lambda request, port: sandboxes.connect(request.sandbox_id, port),
+        metrics=metrics,
     )
     servicers = {
         private: RuntimeServicer(current, sandboxes, containers, streaming, private=private, recovered=edge.ready)

@@ -62,7 +62,8 @@ class Metrics:
         )
         self.streaming_sessions = Counter(
             "hulld_streaming_sessions",
-            "Streaming sessions (kubectl exec and the like) served, by kind and result (ok, error, abandoned).",
+            "Streaming sessions served, by kind (exec, portforward) and result (ok; error: the command could not "
+            "start or a forwarded port could not be reached; abandoned: the client never opened its streams).",
             ["kind", "result"],
             registry=self.registry,
         )

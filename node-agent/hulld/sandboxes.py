@@ -23,7 +23,7 @@ from typing import Any
 from hulld import errors, validation
 from hulld.config import Config
 from hulld.node import cgroups, cni, namespaces
-from hulld.runtimes.base import ContainerPaths
+from hulld.runtimes.base import ContainerPaths, PortConnection
 from hulld.runtimes.registry import Handlers
 from hulld.spec import container as container_spec
 from hulld.spec import infra
@@ -300,6 +300,20 @@ class Sandboxes:
         if record.status.infra_pid and handler.sandbox_per_pod:
             handler.update_resources(record.status.infra_id, limits)
         self.records.set(record.id, resources=limits)
+
+    def check_ready(self, sandbox_id: str) -> SandboxRecord:
+        """The pod, if it is ready (a port-forward can reach it)."""
+        record = self.get(sandbox_id)
+        if record.status.state != "READY":
+            raise errors.FailedPrecondition(f"pod sandbox {record.id} is not ready")
+        return record
+
+    def connect(self, sandbox_id: str, port: int) -> PortConnection:
+        """A TCP connection to ``port`` on the pod's loopback (a port-forward's, when its client connects)."""
+        record = self.check_ready(sandbox_id)
+        network = record.status.namespaces.get("net")
+        handler = self.handlers.get(record.handler)
+        return handler.connect(record.status.infra_id, Path(network) if network else None, port)
 
     def refresh(self, record: SandboxRecord) -> SandboxRecord:
         """A ready pod whose infra container exited is not ready any more (the kubelet makes a new one)."""

@@ -462,8 +462,9 @@ def nodes() -> models.Dashboard:
         .with_panel(
             graph(
                 "Streaming sessions by result",
-                "kubectl exec sessions ended per second: ok, error (the command could not start), abandoned (the "
-                "client never opened its streams) (hulld_streaming_sessions_total).",
+                "kubectl exec and port-forward sessions ended per second: ok, error (the command could not start, "
+                "a forwarded port could not be reached), abandoned (the client never opened its streams) "
+                "(hulld_streaming_sessions_total).",
                 [
                     query(
                         f"sum by (kind, result) (rate(hulld_streaming_sessions_total{{{NODE}}}[{RATE}]))",
@@ -481,8 +482,8 @@ def nodes() -> models.Dashboard:
                 "(hulld_streaming_bytes_total).",
                 [
                     query(
-                        f"sum by (direction) (rate(hulld_streaming_bytes_total{{{NODE}}}[{RATE}]))",
-                        "{{direction}}",
+                        f"sum by (kind, direction) (rate(hulld_streaming_bytes_total{{{NODE}}}[{RATE}]))",
+                        "{{kind}} {{direction}}",
                     )
                 ],
                 unit="Bps",

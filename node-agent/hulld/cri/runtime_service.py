@@ -11,7 +11,7 @@ domain, build the answer):
     events        GetContainerEvents
     streaming     Exec (a URL on hulld's streaming server)
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    unsupported   UNIMPLEMENTED with the reason (Attach, PortForward, checkpoints, CRI metrics)
+    unsupported   UNIMPLEMENTED with the reason (Attach, checkpoints, CRI metrics)
     convert       records to CRI messages and back
 """
 

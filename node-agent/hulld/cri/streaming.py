@@ -1,5 +1,5 @@
-"""CRI streaming methods: Exec. The call only checks the request and returns the URL of hulld's streaming
-server (``hulld.streaming``) where the client then runs the command."""
+"""CRI streaming methods: Exec and PortForward. A call only checks the request and returns the URL of hulld's
+streaming server (``hulld.streaming``) where the client then runs the command or forwards its connections."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from cri_api.v1 import api_pb2 as cri
 
 from hulld import errors
 from hulld.cri.scope import Scope
+from hulld.streaming.portforward import PortForwardRequest
 from hulld.streaming.remotecommand import ExecRequest
 
 
@@ -29,4 +30,14 @@ class StreamingMethods(Scope):
             stdout=request.stdout,
             stderr=request.stderr,
         )
-        return cri.ExecResponse(url=self.streaming.prepare_exec(prepared))
+        return cri.ExecResponse(url=self.streaming.prepare(prepared))
+
+    def PortForward(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if not request.pod_sandbox_id:
+            raise errors.InvalidArgument("PortForward: pod_sandbox_id is empty")
+        for port in request.port:
+            if not 0 < port < 65536:
+                raise errors.InvalidArgument(f"PortForward: port {port} is not a TCP port (1-65535)")
+        record = self.sandboxes.check_ready(self._sandbox(request.pod_sandbox_id).id)
+        prepared = PortForwardRequest(sandbox_id=record.id)
+        return cri.PortForwardResponse(url=self.streaming.prepare(prepared))

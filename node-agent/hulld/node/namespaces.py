@@ -3,18 +3,25 @@
 ``unshare --net=FILE --ipc=FILE --uts=FILE hostname NAME`` creates the namespaces, sets the pod's hostname in
 the new UTS namespace, and bind-mounts each namespace onto its file, so it outlives the short-lived process.
 Containers then join them by path. The files live in a directory that is a private bind mount of itself, as
-such bind mounts require; ``remove`` unmounts and deletes them and is idempotent.
+such bind mounts require; ``remove`` unmounts and deletes them and is idempotent. ``connect_loopback`` opens a
+TCP connection inside a pod's network namespace (port-forward).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from hulld import errors
 
 KINDS = ("net", "ipc", "uts")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)  # setns: os.setns arrives with Python 3.12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +72,45 @@ def remove(pinned: Pinned) -> None:
         if _is_mountpoint(path):
             subprocess.run(["umount", str(path)], check=False, capture_output=True)
         path.unlink(missing_ok=True)
+
+
+def connect_loopback(net: Path | None, port: int, timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to ``port`` on the loopback of the network namespace ``net`` (None: the host's), to
+    127.0.0.1 and else ::1, as containerd's port-forward does."""
+    if net is None:
+        return _dial_loopback(port, timeout)
+    outcome: list[socket.socket | Exception] = []
+
+    def in_namespace() -> None:
+        # setns moves only the calling thread; this one ends right after, so nothing else ever runs in the pod's
+        # namespace. The socket keeps the namespace it was made in.
+        try:
+            descriptor = os.open(net, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(descriptor, CLONE_NEWNET) != 0:
+                    number = ctypes.get_errno()
+                    raise OSError(number, f"entering the pod's network namespace: {os.strerror(number)}")
+            finally:
+                os.close(descriptor)
+            outcome.append(_dial_loopback(port, timeout))
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=in_namespace, name=f"connect to port {port} in {net.name}", daemon=True)
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _dial_loopback(port: int, timeout: float) -> socket.socket:
+    try:
+        connection = socket.create_connection(("127.0.0.1", port), timeout)
+    except OSError as ipv4_error:
+        try:
+            connection = socket.create_connection(("::1", port), timeout)
+        except OSError:
+            raise ipv4_error from None
+    connection.settimeout(None)
+    return connection

@@ -6,9 +6,11 @@ import abc
 import contextlib
 import dataclasses
 import os
+import socket
 from pathlib import Path
 
 from hulld.config import HandlerConfig
+from hulld.node import namespaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,17 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     exit_code: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PortConnection:
+    """A connection to a port in a pod (CRI PortForward)."""
+
+    socket: socket.socket
+    half_close: bool = True
+    """Whether the pod's side goes on sending after ours ends (``shutdown(SHUT_WR)``). gVisor's port-forward
+    drops the whole connection at the end of our input, which would cut the reply short: there, input stays
+    open until the client closes its connection completely."""
 
 
 class ExecProcess(abc.ABC):
@@ -133,6 +146,12 @@ class Handler(abc.ABC):
     @abc.abstractmethod
     def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
         """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``."""
+
+    def connect(self, sandbox: str, network: Path | None, port: int) -> PortConnection:
+        """A TCP connection to ``port`` on the pod's loopback (CRI PortForward). ``sandbox``: the pod's infra
+        container, if it has one; ``network``: its network namespace (None: the host's). By default made in
+        that namespace, which the pod's containers share with the host kernel's network stack."""
+        return PortConnection(namespaces.connect_loopback(network, port))
 
     @abc.abstractmethod
     def version(self) -> str: ...

@@ -21,8 +21,10 @@ import re
 import select
 import shlex
 import signal as signals
+import socket
 import struct
 import subprocess
+import tempfile
 import termios
 import time
 import tty as terminal
@@ -32,7 +34,15 @@ from pathlib import Path
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.base import (
+    ContainerPaths,
+    ExecProcess,
+    ExecResult,
+    ExitStatus,
+    Handler,
+    PortConnection,
+    recorded_exit,
+)
 from hulld.runtimes.output import CappedOutput
 
 CONMON = "conmon"
@@ -391,6 +401,28 @@ class OCIHandler(Handler):
         return _InteractiveExec(
             argv, tty=tty, stdin=stdin, kill=lambda: self._kill_exec(container_id, pid_file), pid_file=pid_file
         )
+
+    def connect(self, sandbox: str, network: Path | None, port: int) -> PortConnection:
+        if not self._sandbox_per_pod:
+            return super().connect(sandbox, network, port)
+        # The sandbox has a network stack of its own (gVisor's netstack): the pod's loopback is inside it.
+        # ``runsc port-forward --stream`` connects to our socket and hands its end to the sandbox, which
+        # connects it to the port.
+        with tempfile.TemporaryDirectory(dir=self.attach_dir, prefix="pf") as directory:
+            path = Path(directory) / "s"  # a socket's path is at most 107 bytes
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(str(path))
+                listener.listen(1)
+                listener.settimeout(10)
+                result = self._runtime("port-forward", f"--stream={path}", sandbox, str(port), timeout=30)
+                if result.returncode != 0:
+                    message = result.stderr.decode(errors="replace").strip().splitlines()
+                    raise errors.FailedPrecondition(
+                        f"{self.name} port-forward to port {port}: {message[-1] if message else 'failed'}"
+                    )
+                connection, _ = listener.accept()
+        connection.settimeout(None)
+        return PortConnection(connection, half_close=False)
 
     def version(self) -> str:
         result = self._runtime("--version", timeout=10)

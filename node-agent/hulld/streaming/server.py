@@ -1,10 +1,12 @@
-"""hulld's streaming server: the URL a CRI Exec returns, where the client's connection is upgraded to SPDY.
+"""hulld's streaming server: the URL a CRI Exec or PortForward returns, where the client's connection is
+upgraded to SPDY.
 
-    CRI Exec ──▶ ``prepare_exec`` stores the request under a token ──▶ ``http://127.0.0.1:PORT/exec/TOKEN``
+    CRI Exec ──▶ ``prepare`` stores the request under a token ──▶ ``http://127.0.0.1:PORT/exec/TOKEN``
     client ──▶ GET/POST /exec/TOKEN, Upgrade: SPDY/3.1, X-Stream-Protocol-Version: ... ──▶ 101 ──▶ SPDY
 
 A connection is served by a thread of its own. The HTTP request head is parsed by h11; what follows the 101 is
-SPDY (``spdy``) carrying the remote-command protocol (``remotecommand``). Refusals are plain HTTP, as the
+SPDY (``spdy``) carrying the remote-command protocol (``remotecommand``, for /exec) or the port-forward protocol
+(``portforward``, for /portforward). Refusals are plain HTTP, as the
 kubelet's own streaming library answers: 404 for an unknown, used or expired token, 400 without the upgrade
 headers, 403 when no protocol version is common. The server listens on loopback by default: the kubelet on the
 same node is its only client (it proxies kubectl's connection), and the token is the only credential.
@@ -12,6 +14,7 @@ same node is its only client (it proxies kubectl's connection), and the token is
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import socketserver
@@ -22,9 +25,11 @@ from typing import Any
 import h11
 
 from hulld.metrics import Metrics
-from hulld.runtimes.base import ExecProcess
-from hulld.streaming import remotecommand
-from hulld.streaming.spdy import Connection
+from hulld.runtimes.base import ExecProcess, PortConnection
+from hulld.streaming import portforward, remotecommand
+from hulld.streaming.portforward import PortForwardRequest
+from hulld.streaming.remotecommand import ExecRequest
+from hulld.streaming.spdy import Connection, Stream
 from hulld.streaming.tokens import TokenCache
 
 logger = logging.getLogger(__name__)
@@ -32,14 +37,24 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
-StartExec = Callable[[remotecommand.ExecRequest], ExecProcess]
+StartExec = Callable[[ExecRequest], ExecProcess]
+ConnectPort = Callable[[PortForwardRequest, int], PortConnection]
+Prepared = ExecRequest | PortForwardRequest
+ROUTES: dict[str, tuple[type[Prepared], tuple[str, ...]]] = {
+    "exec": (ExecRequest, remotecommand.PROTOCOLS),
+    "portforward": (PortForwardRequest, (portforward.PROTOCOL,)),
+}
+"""URL path → the prepared request it serves, and the protocol versions spoken there (preferred first)."""
 
 
 class StreamingServer:
-    def __init__(self, address: str, port: int, start_exec: StartExec, metrics: Metrics) -> None:
+    def __init__(
+        self, address: str, port: int, *, start_exec: StartExec, connect_port: ConnectPort, metrics: Metrics
+    ) -> None:
         self._start_exec = start_exec
+        self._connect_port = connect_port
         self.metrics = metrics
-        self.tokens: TokenCache[remotecommand.ExecRequest] = TokenCache()
+        self.tokens: TokenCache[Prepared] = TokenCache()
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -61,9 +76,10 @@ class StreamingServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def prepare_exec(self, request: remotecommand.ExecRequest) -> str:
-        """The URL (absolute: kubelets before 1.37 refuse a relative one) where the client runs the exec."""
-        return f"{self.base_url}/exec/{self.tokens.issue(request)}"
+    def prepare(self, request: Prepared) -> str:
+        """The URL (absolute: kubelets before 1.37 refuse a relative one) where the client runs the request."""
+        route = next(path for path, (kind, _) in ROUTES.items() if isinstance(request, kind))
+        return f"{self.base_url}/{route}/{self.tokens.issue(request)}"
 
     # --- one connection --------------------------------------------------------------------------------------
 
@@ -84,21 +100,22 @@ class StreamingServer:
             if name.decode().lower() == "x-stream-protocol-version"
             for version in value.decode().split(",")
         ]
-        kind, _, token = request.target.decode().lstrip("/").partition("/")
-        exec_request = self.tokens.take(token) if kind == "exec" and request.method in (b"GET", b"POST") else None
-        if exec_request is None:
+        route, _, token = request.target.decode().lstrip("/").partition("/")
+        prepared = self.tokens.take(token) if route in ROUTES and request.method in (b"GET", b"POST") else None
+        if prepared is None or not isinstance(prepared, ROUTES[route][0]):
             self._refuse(client, http, 404, "unknown, used or expired streaming token")
             return
+        protocols = ROUTES[route][1]
         if (
             "upgrade" not in headers.get("connection", "").lower()
             or "spdy/3.1" not in headers.get("upgrade", "").lower()
         ):
             self._refuse(client, http, 400, "unable to upgrade: missing upgrade headers in request")
             return
-        protocol = next((version for version in offered if version in remotecommand.PROTOCOLS), None)
+        protocol = next((version for version in offered if version in protocols), None)
         if protocol is None:
             message = f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts "
-            self._refuse(client, http, 403, message + str(list(remotecommand.PROTOCOLS)))
+            self._refuse(client, http, 403, message + str(list(protocols)))
             return
         client.sendall(
             http.send(
@@ -114,7 +131,14 @@ class StreamingServer:
             or b""
         )
         client.settimeout(None)
-        self._exec(client, http.trailing_data[0], protocol, exec_request)
+        pending = http.trailing_data[0]
+        if isinstance(prepared, ExecRequest):
+            exec_session = remotecommand.ExecSession(protocol, prepared)
+            start = functools.partial(self._start_exec, prepared)
+            self._session("exec", client, pending, exec_session.accept, lambda spdy: exec_session.run(spdy, start))
+        else:
+            forwarding = portforward.PortForwardSession(prepared, functools.partial(self._connect_port, prepared))
+            self._session("portforward", client, pending, forwarding.accept, forwarding.run)
 
     @staticmethod
     def _request_head(client: socket.socket, http: h11.Connection) -> Any:
@@ -146,16 +170,23 @@ class StreamingServer:
         except (OSError, h11.LocalProtocolError) as error:
             logger.info("streaming: refusing a request (%d %s): %s", code, message, error)
 
-    def _exec(self, client: socket.socket, pending: bytes, protocol: str, request: remotecommand.ExecRequest) -> None:
-        session = remotecommand.ExecSession(protocol, request)
-        connection = Connection(client, pending, session.accept)
+    def _session(
+        self,
+        kind: str,
+        client: socket.socket,
+        pending: bytes,
+        accept: Callable[[Stream], bool],
+        serve: Callable[[Connection], str],
+    ) -> None:
+        """Speak SPDY on the upgraded connection while ``serve`` runs; it says how the session went."""
+        connection = Connection(client, pending, accept)
         reader = threading.Thread(target=connection.run, name="spdy reader", daemon=True)
         reader.start()
         result = "error"
         try:
-            result = session.run(connection, lambda: self._start_exec(request))
+            result = serve(connection)
         finally:
             connection.close()
-            self.metrics.streaming_sessions.labels("exec", result).inc()
-            self.metrics.streaming_bytes.labels("exec", "in").inc(connection.bytes_in)
-            self.metrics.streaming_bytes.labels("exec", "out").inc(connection.bytes_out)
+            self.metrics.streaming_sessions.labels(kind, result).inc()
+            self.metrics.streaming_bytes.labels(kind, "in").inc(connection.bytes_in)
+            self.metrics.streaming_bytes.labels(kind, "out").inc(connection.bytes_out)

@@ -49,6 +49,8 @@ class Stream:
         self.headers = headers
         self._incoming: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._closed = False  # our side: FIN or RST sent
+        self.reset_by_client = False
+        """The client reset the stream (RST_STREAM), rather than finishing its side (FIN)."""
 
     @property
     def type(self) -> str:
@@ -153,6 +155,7 @@ class Connection:
             stream_id = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
             closed = self._streams.pop(stream_id, None)
             if closed is not None:
+                closed.reset_by_client = True
                 closed._deliver(None)
         elif kind == PING:
             self.send_control(PING, 0, payload)  # the client's PINGs come back as they are

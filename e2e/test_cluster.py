@@ -225,6 +225,48 @@ def test_kubectl_port_forward_reaches_runc_and_gvisor_pods(env: Environment) -> 
     local.kubectl("delete", "pod", "-n", "default", "serve-runc", "serve-gvisor", "--wait=true")
 
 
+def test_kubectl_attach_and_cp_reach_runc_and_gvisor_pods(env: Environment, tmp_path: Path) -> None:
+    """kubectl attach -i to a pod made for it (stdin, stdinOnce): its shell runs what is sent and the pod ends
+    with its exit code; kubectl cp (tar through exec) copies a file into each kind of pod and back, unchanged."""
+    local = env.local
+    kubectl = [str(toolchain.binary("kubectl")), f"--kubeconfig={local.kubeconfig}", "-n", "default"]
+    data = os.urandom(1024 * 1024)
+    (tmp_path / "in").write_bytes(data)
+    for runtime_class in ("runc", "gvisor"):
+        name = f"attached-{runtime_class}"
+        manifest = pod(name, env.image, runtime_class, "")
+        manifest["spec"]["restartPolicy"] = "Never"
+        manifest["spec"]["containers"][0] |= {"command": ["sh"], "stdin": True, "stdinOnce": True}
+        apply(local, manifest)
+        wait_until(functools.partial(pod_running, local, name), 180, f"pod {name} Running", interval=1)
+        attached = subprocess.run(
+            [*kubectl, "attach", "-i", name],
+            input=b"echo attached-to-$(uname -s); exit 3\n",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert b"attached-to-Linux" in attached.stdout, attached.stderr
+
+        def ended(name: str = name) -> bool:
+            return pod_phase(local, name) == "Failed"
+
+        wait_until(ended, 60, f"pod {name} to end", interval=1)
+        terminated = get(local, "pod", name, "-n", "default")["status"]["containerStatuses"][0]["state"]
+        assert terminated["terminated"]["exitCode"] == 3
+
+        target = "on-runc" if runtime_class == "runc" else "on-gvisor"
+        copied = subprocess.run(
+            [*kubectl, "cp", str(tmp_path / "in"), f"{target}:/tmp/copied"], capture_output=True, timeout=60
+        )
+        assert copied.returncode == 0, copied.stderr
+        back = tmp_path / f"back-{runtime_class}"
+        copied = subprocess.run([*kubectl, "cp", f"{target}:/tmp/copied", str(back)], capture_output=True, timeout=60)
+        assert copied.returncode == 0, copied.stderr
+        assert back.read_bytes() == data
+    local.kubectl("delete", "pod", "-n", "default", "attached-runc", "attached-gvisor", "--wait=true")
+
+
 def _fetch(port: int) -> bytes | None:
     """GET /big on a local port: its body, or None while the forward is not there yet."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     streaming = StreamingServer(
         current.streaming.address,
         current.streaming.port,
-        start_exec=lambda request: containers.exec(
-            request.container_id, list(request.command), tty=request.tty, stdin=request.stdin
+        start_exec=lambda request, size: containers.exec(
+            request.container_id, list(request.command), tty=request.tty, stdin=request.stdin, size=size
+        ),
+        start_attach=lambda request, size: containers.attach(
+            request.container_id, stdin=request.stdin, tty=request.tty, size=size
         ),
         connect_port=lambda request, port: sandboxes.connect(request.sandbox_id, port),
         metrics=metrics,

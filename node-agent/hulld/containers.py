@@ -26,7 +26,7 @@ from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts
-from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, Handler
+from hulld.runtimes.base import ContainerPaths, ContainerStdio, ExecProcess, ExecResult, Handler, TerminalSize
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
@@ -195,6 +195,9 @@ class Containers:
             log_path=str(log_file or ""),
             mounts=tuple(config.get("mounts") or ()),
             private=sandbox.private,
+            stdin=bool(config.get("stdin")),
+            stdin_once=bool(config.get("stdinOnce")),
+            tty=bool(config.get("tty")),
             status=ContainerStatus(),
         )
         record = self.records.add(record)  # claims the name
@@ -225,7 +228,8 @@ class Containers:
             paths = self.paths(record)
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
-            pid = handler.create(record.id, record.name, paths, sandbox.status.infra_id)
+            stdio = ContainerStdio(stdin=record.stdin, stdin_once=record.stdin_once, tty=record.tty)
+            pid = handler.create(record.id, record.name, paths, sandbox.status.infra_id, stdio)
         except BaseException:
             self._discard(record)
             raise
@@ -327,10 +331,30 @@ class Containers:
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         return record
 
-    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+    def exec(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
+    ) -> ExecProcess:
         """An interactive exec's command, started (by the streaming server, when its client connects)."""
         record = self.check_exec(container_id)
-        return self.handler(record.handler).exec(record.id, command, tty=tty, stdin=stdin)
+        return self.handler(record.handler).exec(record.id, command, tty=tty, stdin=stdin, size=size)
+
+    def check_attach(self, container_id: str, *, stdin: bool, tty: bool) -> ContainerRecord:
+        """The container, if a client can attach to it now as asked (CRI Attach)."""
+        record = self.check_exec(container_id)
+        if tty != record.tty:
+            raise errors.InvalidArgument(
+                f"Attach: tty is {tty}, but container {record.id} was created with tty {record.tty}"
+            )
+        if stdin and not record.stdin:
+            raise errors.InvalidArgument(f"Attach: stdin asked for, but container {record.id} was created without")
+        self.handler(record.handler).check_attach()
+        return record
+
+    def attach(self, container_id: str, *, stdin: bool, tty: bool, size: TerminalSize | None) -> ExecProcess:
+        """A client attached to the container's stdio (by the streaming server, when its client connects)."""
+        record = self.check_attach(container_id, stdin=stdin, tty=tty)
+        handler = self.handler(record.handler)
+        return handler.attach(record.id, self.paths(record), stdin=stdin, tty=tty, size=size)
 
     def reopen_log(self, container_id: str) -> None:
         record = self.get(container_id)

@@ -23,7 +23,7 @@ from typing import Any
 from hulld import errors, validation
 from hulld.config import Config
 from hulld.node import cgroups, cni, namespaces
-from hulld.runtimes.base import ContainerPaths, PortConnection
+from hulld.runtimes.base import ContainerPaths, ContainerStdio, PortConnection
 from hulld.runtimes.registry import Handlers
 from hulld.spec import container as container_spec
 from hulld.spec import infra
@@ -175,7 +175,8 @@ class Sandboxes:
         (paths.bundle / "config.json").write_text(
             json.dumps(infra.build(record, record.status.infra_id, self.pause_rootfs))
         )
-        pid = handler.create(record.status.infra_id, f"{record.name}_infra", paths, record.status.infra_id)
+        infra_id = record.status.infra_id
+        pid = handler.create(infra_id, f"{record.name}_infra", paths, infra_id, ContainerStdio())
         handler.start(record.status.infra_id, paths)
         return self.records.set(record.id, infra_pid=pid)
 

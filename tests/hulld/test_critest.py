@@ -23,11 +23,13 @@ from tests.hulld.conftest import Hulld
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
 UNREACHABLE = ["public image with digest should be pulled and removed"]
-NOT_YET = ["runtime should support attach"]
-"""Streaming specs of features hulld does not have yet (Attach answers UNIMPLEMENTED)."""
-NOT_YET_BY_HANDLER = {"shim-runsc": ["runtime should support portforward"]}
-"""Port-forward through a shim reaches the pod network namespace's loopback, which gVisor's own network stack
-(behind containerd-shim-runsc-v1) does not use (docs/hulld.md, Streaming)."""
+NOT_YET_BY_HANDLER = {
+    "shim-runc": ["runtime should support attach"],
+    "shim-runsc": ["runtime should support attach", "runtime should support portforward"],
+}
+"""Streaming specs of features hulld lacks for a handler (docs/hulld.md, Streaming): shim v2 handlers answer
+Attach with UNIMPLEMENTED; port-forward through a shim reaches the pod network namespace's loopback, which
+gVisor's own network stack (behind containerd-shim-runsc-v1) does not use."""
 CONFORMANCE = 50
 """critest v1.37's [Conformance] specs."""
 
@@ -40,7 +42,7 @@ def test_critest_conformance(
     # critest makes its pods' log directories with os.MkdirTemp: they must be inside hulld's pod log root.
     hulld_with_network.pod_log_root.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "TMPDIR": str(hulld_with_network.pod_log_root)}
-    excluded = UNREACHABLE + NOT_YET + NOT_YET_BY_HANDLER.get(handler, [])
+    excluded = UNREACHABLE + NOT_YET_BY_HANDLER.get(handler, [])
     skip = "|".join(re.escape(name) for name in excluded)
     result = subprocess.run(
         [

@@ -96,10 +96,10 @@ def test_errors_are_clear(hulld: Hulld, oci_registry: OCIRegistry) -> None:
     with pytest.raises(grpc.RpcError) as invalid:
         images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image="Not A Reference")))
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.RpcError) as streaming:
-        hulld.runtime().Attach(cri.AttachRequest(container_id="x", stdout=True))
-    assert streaming.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert streaming.value.details() == "Attach: not supported yet (Exec and PortForward are)"
+    with pytest.raises(grpc.RpcError) as unsupported:
+        hulld.runtime().CheckpointContainer(cri.CheckpointContainerRequest(container_id="x"))
+    assert unsupported.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert unsupported.value.details() == "CheckpointContainer: hulld does not support container checkpoints"
     metrics = hulld.metrics()
     assert 'hulld_cri_operation_errors_total{code="NOT_FOUND",handler="",operation="PullImage"} 1.0' in metrics
     assert 'hulld_image_pulls_total{result="NotFound"} 1.0' in metrics

@@ -74,7 +74,8 @@ def test_exec_with_a_terminal(
     )
     # `other` stays open here until the end: a terminal whose last other end closed may drop unread output.
     try:
-        os.write(main, b"[ -t 0 ] && echo on a terminal; stty size; exit 4\n")
+        # runc and runsc size the command's terminal from ours just after it starts: stty looks a moment later.
+        os.write(main, b"[ -t 0 ] && echo on a terminal; sleep 1; stty size; exit 4\n")
         output = b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -9,9 +9,9 @@ domain, build the answer):
     container     CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
                   ListContainers, ExecSync, ReopenContainerLog, UpdateContainerResources
     events        GetContainerEvents
-    streaming     Exec (a URL on hulld's streaming server)
+    streaming     Exec, Attach, PortForward (URLs on hulld's streaming server)
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    unsupported   UNIMPLEMENTED with the reason (Attach, checkpoints, CRI metrics)
+    unsupported   UNIMPLEMENTED with the reason (checkpoints, CRI metrics)
     convert       records to CRI messages and back
 """
 

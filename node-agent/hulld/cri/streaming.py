@@ -1,4 +1,4 @@
-"""CRI streaming methods: Exec and PortForward. A call only checks the request and returns the URL of hulld's
+"""CRI streaming methods: Exec, Attach and PortForward. A call only checks the request and returns the URL of hulld's
 streaming server (``hulld.streaming``) where the client then runs the command or forwards its connections."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from cri_api.v1 import api_pb2 as cri
 from hulld import errors
 from hulld.cri.scope import Scope
 from hulld.streaming.portforward import PortForwardRequest
-from hulld.streaming.remotecommand import ExecRequest
+from hulld.streaming.remotecommand import AttachRequest, ExecRequest
 
 
 class StreamingMethods(Scope):
@@ -31,6 +31,22 @@ class StreamingMethods(Scope):
             stderr=request.stderr,
         )
         return cri.ExecResponse(url=self.streaming.prepare(prepared))
+
+    def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.tty and request.stderr:
+            raise errors.InvalidArgument("Attach: tty and stderr cannot both be true (a terminal has one output)")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise errors.InvalidArgument("Attach: one of stdin, stdout and stderr must be true")
+        container = self._container(request.container_id).id
+        record = self.containers.check_attach(container, stdin=request.stdin, tty=request.tty)
+        prepared = AttachRequest(
+            container_id=record.id,
+            tty=request.tty,
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+        )
+        return cri.AttachResponse(url=self.streaming.prepare(prepared))
 
     def PortForward(self, request: Any, context: Any) -> Any:  # noqa: N802
         if not request.pod_sandbox_id:

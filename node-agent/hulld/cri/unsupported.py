@@ -7,15 +7,11 @@ from typing import Any
 
 from hulld import errors
 
-STREAMING = "not supported yet (Exec and PortForward are)"
 NO_CRI_METRICS = "hulld does not serve CRI metrics; the kubelet uses cAdvisor"
 
 
 class UnsupportedMethods:
-    def Attach(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
-        raise errors.Unimplemented(f"Attach: {STREAMING}")
-
-    def CheckpointContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def CheckpointContainer(self, request: Any, context: Any) -> Any:  # noqa: N802 - the CRI's method names
         raise errors.Unimplemented("CheckpointContainer: hulld does not support container checkpoints")
 
     def ListMetricDescriptors(self, request: Any, context: Any) -> Any:  # noqa: N802

@@ -25,6 +25,22 @@ class ContainerPaths:
     """The monitor's per-container directory (``oom`` appears here on an OOM kill)."""
 
 
+TerminalSize = tuple[int, int]
+"""A client's terminal: (width, height) in characters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerStdio:
+    """How a container's own stdio is set up when it is created (the CRI's ``stdin``, ``stdin_once``, ``tty``)."""
+
+    stdin: bool = False
+    """Its input stays open for attached clients (else it reads end of file)."""
+    stdin_once: bool = False
+    """Its input ends when the first attached client's input ends (or that client goes away)."""
+    tty: bool = False
+    """It runs under a terminal of its own; its output is one stream."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ExitStatus:
     code: int
@@ -64,9 +80,10 @@ class PortConnection:
 
 
 class ExecProcess(abc.ABC):
-    """A command running in a container for an interactive exec (CRI Exec): descriptors hulld writes the
-    client's input to and reads its output from, owned by this object until ``close``. With a terminal, the
-    command's output (both streams) comes through ``stdout``, and ``stderr`` is None."""
+    """A client's connection to a command running in a container (CRI Exec) or to the container's own stdio
+    (CRI Attach): descriptors hulld writes the client's input to and reads its output from, owned by this
+    object until ``close``. With a terminal, the output (both streams) comes through ``stdout``, and ``stderr``
+    is None. An attach ``wait``s until the container's output ends, and reports 0."""
 
     stdin: int | None
     stdout: int
@@ -86,7 +103,7 @@ class ExecProcess(abc.ABC):
 
     @abc.abstractmethod
     def kill(self) -> None:
-        """The client went away before the command ended."""
+        """The client went away before the command ended: an exec's command is killed, an attach detaches."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -116,7 +133,7 @@ class Handler(abc.ABC):
         reconfigured; its containers go on."""
 
     @abc.abstractmethod
-    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str, stdio: ContainerStdio) -> int:
         """Create the container (not started); returns its init process's PID. ``sandbox`` is the ID of the
         pod's infra container, which names the pod's sandbox (the infra's own ID when it is created)."""
 
@@ -144,8 +161,23 @@ class Handler(abc.ABC):
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult: ...
 
     @abc.abstractmethod
-    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
-        """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``."""
+    def exec(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
+    ) -> ExecProcess:
+        """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``,
+        of the client's ``size`` from the start (or as soon as the runtime allows)."""
+
+    def check_attach(self) -> None:  # noqa: B027 - most handlers can: nothing to check
+        """Raise ``Unimplemented`` if the handler cannot attach to its containers (checked when the CRI call
+        comes, before the client connects)."""
+
+    @abc.abstractmethod
+    def attach(
+        self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
+    ) -> ExecProcess:
+        """Connect a client to the running container's own stdio (CRI Attach); ``stdin``: the client sends
+        input; ``tty``: the container runs under a terminal (its output is one stream), set to the client's
+        ``size``."""
 
     def connect(self, sandbox: str, network: Path | None, port: int) -> PortConnection:
         """A TCP connection to ``port`` on the pod's loopback (CRI PortForward). ``sandbox``: the pod's infra

@@ -34,13 +34,16 @@ from pathlib import Path
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
+from hulld.runtimes.attach import ConmonAttach
 from hulld.runtimes.base import (
     ContainerPaths,
+    ContainerStdio,
     ExecProcess,
     ExecResult,
     ExitStatus,
     Handler,
     PortConnection,
+    TerminalSize,
     recorded_exit,
 )
 from hulld.runtimes.output import CappedOutput
@@ -102,6 +105,7 @@ for argument; do
     esac
 done
 container="$argument"
+exec 3<&0
 {shlex.quote(str(runtime))} "$@" || exit $?
 if [ -e "$bundle/{STARTS_SANDBOX}" ]; then  # conmon watches the sandbox, whose PID create wrote
     (
@@ -125,7 +129,7 @@ fi
     code=${{status##*exitStatus?:}}  # {{"id":"...","exitStatus":N}}
     code=${{code%%[!0-9]*}}
     exit "${{code:-255}}"
-) &
+) <&3 3<&- &  # the container's input is conmon's (a background list's own would be /dev/null)
 echo $! >"$pidfile"
 """
 
@@ -173,7 +177,7 @@ class OCIHandler(Handler):
             message = result.stderr.decode(errors="replace").strip() or result.stdout.decode(errors="replace")
             raise errors.FailedPrecondition(f"{self.name} {args[0]}: {message.strip()}")
 
-    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str, stdio: ContainerStdio) -> int:
         if not self.path.is_file():
             raise errors.FailedPrecondition(f"runtime handler {self.name}: {self.path} does not exist")
         paths.exits.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -211,6 +215,9 @@ class OCIHandler(Handler):
             log,
             "--log-level",
             "error",
+            *(["--terminal"] if stdio.tty else []),
+            *(["--stdin"] if stdio.stdin else []),
+            *(["--leave-stdin-open"] if stdio.stdin and not stdio.stdin_once else []),
         ]
         for arg in self.global_args:
             argv += ["--runtime-arg", arg]
@@ -395,12 +402,21 @@ class OCIHandler(Handler):
             output.close()
         return ExecResult(stdout=kept["stdout"], stderr=kept["stderr"], exit_code=process.returncode)
 
-    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+    def exec(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
+    ) -> ExecProcess:
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
         argv = self._exec_argv(container_id, command, pid_file, tty=tty)
-        return _InteractiveExec(
-            argv, tty=tty, stdin=stdin, kill=lambda: self._kill_exec(container_id, pid_file), pid_file=pid_file
-        )
+        kill = functools.partial(self._kill_exec, container_id, pid_file)
+        return _InteractiveExec(argv, tty=tty, stdin=stdin, size=size, kill=kill, pid_file=pid_file)
+
+    def attach(
+        self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
+    ) -> ExecProcess:
+        attached = ConmonAttach(self.attach_dir / container_id, paths.bundle / "ctl", stdin=stdin, tty=tty)
+        if tty and size is not None:
+            attached.resize(*size)
+        return attached
 
     def connect(self, sandbox: str, network: Path | None, port: int) -> PortConnection:
         if not self._sandbox_per_pod:
@@ -456,7 +472,16 @@ class _InteractiveExec(ExecProcess):
     the runtime's stdio, which it puts into raw mode and copies to and from the container's own terminal; a
     resize is set on it and announced to the runtime with SIGWINCH, as a terminal emulator would."""
 
-    def __init__(self, argv: list[str], *, tty: bool, stdin: bool, kill: Callable[[], None], pid_file: Path) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        size: TerminalSize | None,
+        kill: Callable[[], None],
+        pid_file: Path,
+    ) -> None:
         self._kill = kill
         self._pid_file = pid_file
         self._terminal: int | None = None
@@ -465,6 +490,8 @@ class _InteractiveExec(ExecProcess):
             # Only a conduit: the container's own terminal (runc's, gVisor's) echoes and translates, so this
             # one must not (runc puts it in raw mode itself, runsc does not).
             terminal.setraw(other)
+            if size is not None:  # before the runtime starts: it sizes the container's terminal from this one
+                _set_size(main, size)
             ends = {"stdin": other, "stdout": other, "stderr": other}
             self._terminal = main
             self.stdin, self.stdout, self.stderr = (os.dup(main) if stdin else None), main, None
@@ -486,7 +513,7 @@ class _InteractiveExec(ExecProcess):
 
     def resize(self, width: int, height: int) -> None:
         if self._terminal is not None:
-            fcntl.ioctl(self._terminal, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            _set_size(self._terminal, (width, height))
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(signals.SIGWINCH)
 
@@ -507,3 +534,8 @@ class _InteractiveExec(ExecProcess):
     def close(self) -> None:
         self._close_descriptors()
         self._pid_file.unlink(missing_ok=True)
+
+
+def _set_size(terminal: int, size: TerminalSize) -> None:
+    width, height = size
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))

@@ -144,6 +144,12 @@ class ContainerRecord(Record[ContainerStatus]):
     mounts: tuple[dict[str, Any], ...]
     private: bool = False
     """Its sandbox's ``private``."""
+    stdin: bool = False
+    """Created with its input open for attached clients (CRI ``stdin``)."""
+    stdin_once: bool = False
+    """Its input ends with the first attached client's (CRI ``stdin_once``)."""
+    tty: bool = False
+    """Runs under a terminal of its own (CRI ``tty``)."""
 
     @property
     def unique_name(self) -> str:

@@ -1,4 +1,5 @@
-"""Kubernetes' remote-command protocol (``channel.k8s.io``, v1 to v4) over SPDY: an exec's streams and its end.
+"""Kubernetes' remote-command protocol (``channel.k8s.io``, v1 to v4) over SPDY: an exec's or an attach's
+streams and its end.
 
 The client opens one stream per channel, each named by its ``streamtype`` header: ``error`` always, then
 ``stdin``, ``stdout``, ``stderr`` (not with a terminal) and, from v3 with a terminal, ``resize`` (a series of
@@ -7,7 +8,9 @@ not from the HTTP request (the kubelet proxies to the URL as it is). The command
 there. Its output goes out as DATA; the client's input comes in until it half-closes stdin. When the command
 exits, stdout and stderr end, and the error stream carries the result and ends: from v4 a Kubernetes
 ``Status`` (a non-zero exit as ``NonZeroExitCode`` with an ``ExitCode`` cause, which ``kubectl exec`` turns
-into its own exit code); before v4, plain text on failure and nothing on success.
+into its own exit code); before v4, plain text on failure and nothing on success. An attach is the same with
+the container's own stdio: it ends when the container's output does (or the client goes, which detaches), and
+reports success.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 from collections.abc import Callable
 
 from hulld import errors
-from hulld.runtimes.base import ExecProcess
+from hulld.runtimes.base import ExecProcess, TerminalSize
 from hulld.streaming.spdy import Connection, Stream
 
 logger = logging.getLogger(__name__)
@@ -30,8 +33,8 @@ PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "cha
 """What hulld speaks, preferred first (v5 exists only over WebSocket)."""
 STREAM_TIMEOUT = 30.0
 FIRST_SIZE_WAIT = 1.0
-"""How long the client's input waits for its terminal's size (clients send it first), so that what the input
-runs sees the right size."""
+"""How long the start waits for the client's terminal size (clients send it first), so that what runs starts
+with the right one."""
 OUTPUT_GRACE = 2.0
 """How long output may keep flowing after the command exited (a child it left behind may hold it open)."""
 READ_SIZE = 32 * 1024
@@ -41,6 +44,15 @@ READ_SIZE = 32 * 1024
 class ExecRequest:
     container_id: str
     command: tuple[str, ...]
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachRequest:
+    container_id: str
     tty: bool
     stdin: bool
     stdout: bool
@@ -61,10 +73,11 @@ def status(exit_code: int | None, error: str = "") -> dict[str, object]:
     }
 
 
-class ExecSession:
-    """One exec over one SPDY connection: collects the client's streams, runs the command, reports its end."""
+class RemoteCommandSession:
+    """One exec or attach over one SPDY connection: collects the client's streams, starts the command (or
+    attaches), reports its end."""
 
-    def __init__(self, protocol: str, request: ExecRequest) -> None:
+    def __init__(self, protocol: str, request: ExecRequest | AttachRequest) -> None:
         self.protocol = protocol
         self.request = request
         self.expected = {"error"}
@@ -75,6 +88,10 @@ class ExecSession:
         self.streams: dict[str, Stream] = {}
         self._all_there = threading.Event()
         self._sized = threading.Event()
+        self._lock = threading.Lock()
+        self._size: TerminalSize | None = None
+        """The client's latest terminal size."""
+        self._process: ExecProcess | None = None
 
     def accept(self, stream: Stream) -> bool:
         """Every stream is answered; one of a type not expected (or seen before) is left unused."""
@@ -86,25 +103,32 @@ class ExecSession:
             logger.info("streaming: an unexpected %r stream, ignored", stream.type)
         return True
 
-    def run(self, connection: Connection, start: Callable[[], ExecProcess]) -> str:
-        """Serve the exec; returns how it ended ("ok", "error" or "abandoned"), for the metrics."""
+    def run(self, connection: Connection, start: Callable[[TerminalSize | None], ExecProcess]) -> str:
+        """Serve the session; returns how it ended ("ok", "error" or "abandoned"), for the metrics. ``start``
+        gets the client's terminal size, if it has one."""
         if not self._all_there.wait(STREAM_TIMEOUT):
             logger.warning("streaming: the client opened %s of %s streams", sorted(self.streams), sorted(self.expected))
             return "abandoned"
+        if "resize" in self.streams:
+            self._thread(self._resize, self.streams["resize"])
+            self._sized.wait(FIRST_SIZE_WAIT)
+        with self._lock:
+            first_size = self._size
         try:
-            process = start()
+            process = start(first_size)
         except errors.HulldError as error:
             self._finish(None, f"error executing command in container: {error}")
             return "error"
         try:
+            with self._lock:
+                self._process = process
+                latest_size = self._size
+            if latest_size is not None and latest_size != first_size:
+                self._apply_size(process, latest_size)
             pumps = [
                 self._thread(self._copy_out, process.stdout, self.streams.get("stdout")),
                 *([self._thread(self._copy_out, process.stderr, self.streams.get("stderr"))] if process.stderr else []),
             ]
-            if "resize" in self.streams:
-                self._thread(self._resize, self.streams["resize"], process)
-            else:
-                self._sized.set()
             if "stdin" in self.streams:
                 self._thread(self._copy_in, self.streams["stdin"], process)
             self._thread(self._abandon_when_gone, connection, process)
@@ -138,8 +162,8 @@ class ExecSession:
             with contextlib.suppress(OSError):
                 stream.close()
 
-    def _copy_in(self, stream: Stream, process: ExecProcess) -> None:
-        self._sized.wait(FIRST_SIZE_WAIT)
+    @staticmethod
+    def _copy_in(stream: Stream, process: ExecProcess) -> None:
         while data := stream.read():
             if process.stdin is None:
                 continue
@@ -149,7 +173,8 @@ class ExecSession:
                 return  # the command stopped reading (it exited)
         process.end_input()
 
-    def _resize(self, stream: Stream, process: ExecProcess) -> None:
+    def _resize(self, stream: Stream) -> None:
+        """Sizes as they come: kept for the start, then applied to what runs."""
         decoder, buffer = json.JSONDecoder(), ""
         while data := stream.read():
             buffer += data.decode(errors="replace")
@@ -159,10 +184,22 @@ class ExecSession:
                 except json.JSONDecodeError:
                     break  # the rest of the value is still on its way
                 buffer = buffer.lstrip()[end:]
-                with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
-                    process.resize(int(size["Width"]), int(size["Height"]))
+                try:
+                    width, height = int(size["Width"]), int(size["Height"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                with self._lock:
+                    self._size = (width, height)
+                    process = self._process
+                if process is not None:
+                    self._apply_size(process, (width, height))
                 self._sized.set()
         self._sized.set()
+
+    @staticmethod
+    def _apply_size(process: ExecProcess, size: TerminalSize) -> None:
+        with contextlib.suppress(OSError):
+            process.resize(*size)
 
     @staticmethod
     def _abandon_when_gone(connection: Connection, process: ExecProcess) -> None:

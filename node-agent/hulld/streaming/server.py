@@ -1,12 +1,12 @@
-"""hulld's streaming server: the URL a CRI Exec or PortForward returns, where the client's connection is
-upgraded to SPDY.
+"""hulld's streaming server: the URL a CRI Exec, Attach or PortForward returns, where the client's connection
+is upgraded to SPDY.
 
     CRI Exec ──▶ ``prepare`` stores the request under a token ──▶ ``http://127.0.0.1:PORT/exec/TOKEN``
     client ──▶ GET/POST /exec/TOKEN, Upgrade: SPDY/3.1, X-Stream-Protocol-Version: ... ──▶ 101 ──▶ SPDY
 
 A connection is served by a thread of its own. The HTTP request head is parsed by h11; what follows the 101 is
-SPDY (``spdy``) carrying the remote-command protocol (``remotecommand``, for /exec) or the port-forward protocol
-(``portforward``, for /portforward). Refusals are plain HTTP, as the
+SPDY (``spdy``) carrying the remote-command protocol (``remotecommand``, for /exec and /attach) or the
+port-forward protocol (``portforward``, for /portforward). Refusals are plain HTTP, as the
 kubelet's own streaming library answers: 404 for an unknown, used or expired token, 400 without the upgrade
 headers, 403 when no protocol version is common. The server listens on loopback by default: the kubelet on the
 same node is its only client (it proxies kubectl's connection), and the token is the only credential.
@@ -25,10 +25,10 @@ from typing import Any
 import h11
 
 from hulld.metrics import Metrics
-from hulld.runtimes.base import ExecProcess, PortConnection
+from hulld.runtimes.base import ExecProcess, PortConnection, TerminalSize
 from hulld.streaming import portforward, remotecommand
 from hulld.streaming.portforward import PortForwardRequest
-from hulld.streaming.remotecommand import ExecRequest
+from hulld.streaming.remotecommand import AttachRequest, ExecRequest
 from hulld.streaming.spdy import Connection, Stream
 from hulld.streaming.tokens import TokenCache
 
@@ -37,11 +37,13 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
-StartExec = Callable[[ExecRequest], ExecProcess]
+StartExec = Callable[[ExecRequest, TerminalSize | None], ExecProcess]
+StartAttach = Callable[[AttachRequest, TerminalSize | None], ExecProcess]
 ConnectPort = Callable[[PortForwardRequest, int], PortConnection]
-Prepared = ExecRequest | PortForwardRequest
+Prepared = ExecRequest | AttachRequest | PortForwardRequest
 ROUTES: dict[str, tuple[type[Prepared], tuple[str, ...]]] = {
     "exec": (ExecRequest, remotecommand.PROTOCOLS),
+    "attach": (AttachRequest, remotecommand.PROTOCOLS),
     "portforward": (PortForwardRequest, (portforward.PROTOCOL,)),
 }
 """URL path → the prepared request it serves, and the protocol versions spoken there (preferred first)."""
@@ -49,9 +51,17 @@ ROUTES: dict[str, tuple[type[Prepared], tuple[str, ...]]] = {
 
 class StreamingServer:
     def __init__(
-        self, address: str, port: int, *, start_exec: StartExec, connect_port: ConnectPort, metrics: Metrics
+        self,
+        address: str,
+        port: int,
+        *,
+        start_exec: StartExec,
+        start_attach: StartAttach,
+        connect_port: ConnectPort,
+        metrics: Metrics,
     ) -> None:
         self._start_exec = start_exec
+        self._start_attach = start_attach
         self._connect_port = connect_port
         self.metrics = metrics
         self.tokens: TokenCache[Prepared] = TokenCache()
@@ -132,10 +142,13 @@ class StreamingServer:
         )
         client.settimeout(None)
         pending = http.trailing_data[0]
-        if isinstance(prepared, ExecRequest):
-            exec_session = remotecommand.ExecSession(protocol, prepared)
-            start = functools.partial(self._start_exec, prepared)
-            self._session("exec", client, pending, exec_session.accept, lambda spdy: exec_session.run(spdy, start))
+        if isinstance(prepared, ExecRequest | AttachRequest):
+            command = remotecommand.RemoteCommandSession(protocol, prepared)
+            if isinstance(prepared, ExecRequest):
+                kind, start = "exec", functools.partial(self._start_exec, prepared)
+            else:
+                kind, start = "attach", functools.partial(self._start_attach, prepared)
+            self._session(kind, client, pending, command.accept, lambda spdy: command.run(spdy, start))
         else:
             forwarding = portforward.PortForwardSession(prepared, functools.partial(self._connect_port, prepared))
             self._session("portforward", client, pending, forwarding.accept, forwarding.run)

@@ -174,7 +174,10 @@ class Connection:
             stream._deliver(None)
 
     def _headers(self, block: bytes) -> dict[str, str]:
-        raw = self._inflate.decompress(block, MAX_HEADER_BLOCK)
+        try:
+            raw = self._inflate.decompress(block, MAX_HEADER_BLOCK)
+        except zlib.error as error:
+            raise ProtocolError(f"a header block that does not inflate: {error}") from error
         if self._inflate.unconsumed_tail:
             raise ProtocolError(f"a header block over {MAX_HEADER_BLOCK} bytes")
         try:

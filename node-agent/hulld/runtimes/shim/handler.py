@@ -44,7 +44,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
@@ -52,7 +52,16 @@ from google.protobuf.message import DecodeError
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
-from hulld.runtimes.base import ContainerPaths, ExecProcess, ExecResult, ExitStatus, Handler, recorded_exit
+from hulld.runtimes.base import (
+    ContainerPaths,
+    ContainerStdio,
+    ExecProcess,
+    ExecResult,
+    ExitStatus,
+    Handler,
+    TerminalSize,
+    recorded_exit,
+)
 from hulld.runtimes.output import CappedOutput
 from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
 from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
@@ -64,6 +73,7 @@ TASK_SERVICES = ("containerd.task.v3.Task", "containerd.task.v2.Task")
 1.x shims (and Kata's, gVisor's) v2."""
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/"
+NOT_YET = "not supported for shim v2 handlers yet"
 """containerd's type URLs for OCI spec structures, which travel as JSON (Process, LinuxResources)."""
 RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 SIGKILL_EXIT = 128 + signals.SIGKILL
@@ -424,7 +434,10 @@ class ShimHandler(Handler):
 
     # --- Handler -------------------------------------------------------------------------------------------
 
-    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str) -> int:
+    def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str, stdio: ContainerStdio) -> int:
+        if stdio.stdin:
+            # Only an attached client could feed it: refused rather than created with no input at all.
+            raise errors.Unimplemented(f"CreateContainer: stdin (input for attached clients) is {NOT_YET}")
         note = _Container(sandbox=sandbox, bundle=str(paths.bundle), exits=str(paths.exits), log=str(paths.log or ""))
         spec = json.loads((paths.bundle / "config.json").read_text())
         terminal = bool(spec.get("process", {}).get("terminal"))
@@ -595,7 +608,17 @@ class ShimHandler(Handler):
                 client.call("Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse)
             shutil.rmtree(directory, ignore_errors=True)
 
-    def exec(self, container_id: str, command: list[str], *, tty: bool, stdin: bool) -> ExecProcess:
+    def check_attach(self) -> NoReturn:
+        raise errors.Unimplemented(f"Attach: {NOT_YET} (Exec is)")
+
+    def attach(
+        self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
+    ) -> ExecProcess:
+        self.check_attach()
+
+    def exec(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
+    ) -> ExecProcess:
         names = ["stdout", *([] if tty else ["stderr"]), *(["stdin"] if stdin else [])]
         note, process, exec_id, directory, fifos = self._new_exec(container_id, command, names, tty=tty)
         # Ours before the shim opens its ends (it waits for a reader); stdin read-write, so that opening it
@@ -628,6 +651,8 @@ class ShimHandler(Handler):
         for name in ("stdout", "stderr"):
             if name in ends:
                 os.set_blocking(ends[name], True)  # the shim holds its end now: a read waits for output or EOF
+        if tty and size is not None:
+            session.resize(*size)  # the shim's terminal exists once the exec has started
         return session
 
     def version(self) -> str:

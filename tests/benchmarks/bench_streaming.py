@@ -1,0 +1,250 @@
+"""hulld vs containerd 2.4: streaming (exec latency, exec and port-forward throughput); prints figures side by side.
+
+    .venv/bin/python tests/benchmarks/bench_streaming.py [--execs 50] [--mib 64] [--only 'hulld runc' ...]
+
+Each column is a runtime and one of its handlers, measured one after the other on the same machine, with the
+same runc and runsc binaries, image and CNI configuration as bench_hulld.py (whose launchers it uses). One pod
+per column runs busybox's ``nc -ll -p 7000 -e cat`` (an echo server); everything goes through crictl, as a
+client on the node would (the kubelet proxies kubectl's connection the same way), so crictl's own start is in
+every figure on both sides:
+
+- exec latency: ``crictl exec CONTAINER true``, ``--execs`` times, one after the other (p50, p90);
+- exec out: ``crictl exec CONTAINER head -c N /dev/zero`` read to the end, MiB/s;
+- exec in: ``crictl exec -i CONTAINER sh -c 'cat >/dev/null'`` fed N bytes, MiB/s;
+- port-forward: ``crictl port-forward POD L:7000``, N bytes sent and echoed back on one connection, MiB/s.
+
+Targets (issue #13): exec latency p50 at most containerd's; throughput at least 0.8 x containerd's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from cri_api.v1 import api_pb2 as cri
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.bench_hulld import (
+    CNI,
+    KUBELET_NAMESPACES,
+    Runtime,
+    containerd_2_4,
+    hulld,
+    percentile,
+)
+
+from kubehull_harness import images, processes, registry, toolchain
+
+ECHO_PORT = 7000
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    label: str
+    launch: Callable[[Path, str, Path], AbstractContextManager[Runtime]]
+    handler: str
+
+
+COLUMNS = (
+    Column("hulld runc", hulld, "runc"),
+    Column("hulld runsc", hulld, "runsc"),
+    Column("ctrd2.4 runc", containerd_2_4, "runc"),
+    Column("ctrd2.4 runsc", containerd_2_4, "runsc"),
+)
+PEERS = (("hulld runc", "ctrd2.4 runc"), ("hulld runsc", "ctrd2.4 runsc"))
+
+
+def crictl(runtime: Runtime) -> list[str]:
+    endpoint = f"unix://{runtime.socket}"
+    return [str(toolchain.binary("crictl")), f"--runtime-endpoint={endpoint}", f"--image-endpoint={endpoint}"]
+
+
+def echo_pod(runtime: Runtime, handler: str, image: str, logs: Path) -> tuple[str, str]:
+    config = cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=f"stream-{handler}", namespace="bench", uid=f"stream-{handler}"),
+        hostname="stream",
+        log_directory=str(logs / handler),
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(namespace_options=KUBELET_NAMESPACES)
+        ),
+    )
+    pod = runtime.runtime.RunPodSandbox(
+        cri.RunPodSandboxRequest(config=config, runtime_handler=handler), timeout=120
+    ).pod_sandbox_id
+    container = runtime.runtime.CreateContainer(
+        cri.CreateContainerRequest(
+            pod_sandbox_id=pod,
+            sandbox_config=config,
+            config=cri.ContainerConfig(
+                metadata=cri.ContainerMetadata(name="echo"),
+                image=cri.ImageSpec(image=image),
+                command=["nc", "-ll", "-p", str(ECHO_PORT), "-e", "cat"],
+                log_path="echo.log",
+            ),
+        ),
+        timeout=120,
+    ).container_id
+    runtime.runtime.StartContainer(cri.StartContainerRequest(container_id=container), timeout=120)
+    return pod, container
+
+
+def timed(argv: list[str], *, stdin: bytes | None = None) -> tuple[float, int]:
+    """Seconds the command took, and how many bytes it wrote to stdout (read to the end)."""
+    started = time.perf_counter()
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as run:
+        assert run.stdin is not None
+        assert run.stdout is not None
+        feeder = None
+        if stdin is not None:
+            feeder = concurrent.futures.ThreadPoolExecutor(1).submit(_feed, run.stdin, stdin)
+        else:
+            run.stdin.close()
+        received = 0
+        while chunk := run.stdout.read(MIB):
+            received += len(chunk)
+        if feeder is not None:
+            feeder.result()
+        code = run.wait()
+    assert code == 0, f"{argv} exited {code}"
+    return time.perf_counter() - started, received
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    pipe.write(data)
+    pipe.close()
+
+
+def port_forward_rate(runtime: Runtime, pod: str, size: int) -> float:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = int(probe.getsockname()[1])
+    forwarder = subprocess.Popen(
+        [*crictl(runtime), "port-forward", pod, f"{local}:{ECHO_PORT}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", local), timeout=60)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "crictl port-forward did not listen"
+                time.sleep(0.1)
+        payload = b"\x5a" * size
+        with connection, concurrent.futures.ThreadPoolExecutor(1) as sender:
+            started = time.perf_counter()
+            sent = sender.submit(connection.sendall, payload)
+            received = 0
+            while received < size:
+                chunk = connection.recv(MIB)
+                assert chunk, f"the echo ended after {received} bytes"
+                received += len(chunk)
+            elapsed = time.perf_counter() - started
+            sent.result()
+        return 2 * size / MIB / elapsed  # both directions on one connection
+    finally:
+        forwarder.terminate()
+        forwarder.wait(timeout=20)
+
+
+def measure(runtime: Runtime, handler: str, image: str, args: argparse.Namespace, logs: Path) -> dict[str, float]:
+    pod, container = echo_pod(runtime, handler, image, logs)
+    client = crictl(runtime)
+    timed([*client, "exec", container, "true"])  # the first one warms caches on both sides
+    latencies = [timed([*client, "exec", container, "true"])[0] for _ in range(args.execs)]
+    size = args.mib * MIB
+    out_seconds, received = timed([*client, "exec", container, "head", "-c", str(size), "/dev/zero"])
+    assert received == size, f"exec out: {received} of {size} bytes"
+    in_seconds, _ = timed([*client, "exec", "-i", container, "sh", "-c", "cat >/dev/null"], stdin=b"\0" * size)
+    results = {
+        "exec p50": percentile(latencies, 0.5) * 1000,
+        "exec p90": percentile(latencies, 0.9) * 1000,
+        "exec mean": statistics.mean(latencies) * 1000,
+        "exec out": args.mib / out_seconds,
+        "exec in": args.mib / in_seconds,
+        "port-forward": port_forward_rate(runtime, pod, size),
+    }
+    runtime.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=120)
+    runtime.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=120)
+    return results
+
+
+UNITS = {"exec p50": "ms", "exec p90": "ms", "exec mean": "ms", "exec out": "MiB/s", "exec in": "MiB/s"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--execs", type=int, default=50, help="execs timed one after the other")
+    parser.add_argument("--mib", type=int, default=64, help="MiB per throughput measurement")
+    parser.add_argument("--only", nargs="*", default=[], help="only these columns (labels)")
+    args = parser.parse_args()
+    columns = [column for column in COLUMNS if not args.only or column.label in args.only]
+    work = Path(tempfile.mkdtemp(prefix="hulld-bench-streaming-"))
+    served = registry.start(work / "registry", work / "logs")
+    results: dict[str, dict[str, float]] = {}
+    try:
+        pushed = images.preload(served, work / "images")
+        pause = images.ImageSpec(repository="pause", tag="3.9", cmd=("sleep", "2147483647"))
+        images.push(images.build(pause, work / "images" / "layout", work / "images"), pause, served, work / "images")
+        image = pushed["busybox"].reference
+        cni_dir = work / "cni"
+        cni_dir.mkdir()
+        (cni_dir / "10-bench.conflist").write_text(json.dumps(CNI))
+        for launch in dict.fromkeys(column.launch for column in columns):
+            directory = work / launch.__name__
+            directory.mkdir()
+            with launch(directory, served.host, cni_dir) as runtime:
+                runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
+                for column in (column for column in columns if column.launch is launch):
+                    print(f"measuring {column.label}...", flush=True)
+                    results[column.label] = measure(runtime, column.handler, image, args, directory / "pod-logs")
+    finally:
+        served.stop()
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            if str(work) in line.split()[4]:
+                processes.run(["umount", "--lazy", line.split()[4]], timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+    return 0
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    labels = list(results)
+    print("\n" + f"{'':<28}" + "".join(f"{label:>16}" for label in labels))
+    for key in ("exec p50", "exec p90", "exec mean", "exec out", "exec in", "port-forward"):
+        unit = UNITS.get(key, "MiB/s")
+        title = f"{key} ({args.execs} execs)" if key.startswith("exec p") or key == "exec mean" else key
+        print(f"{title:<28}" + "".join(f"{results[label][key]:>11.1f}{unit:>5}" for label in labels))
+    print()
+    for column, peer in PEERS:
+        if column in results and peer in results:
+            ours, theirs = results[column], results[peer]
+            latency = ours["exec p50"] / theirs["exec p50"]
+            rates = {key: ours[key] / theirs[key] for key in ("exec out", "exec in", "port-forward")}
+            met = latency <= 1.0 and all(rate >= 0.8 for rate in rates.values())
+            shown = ", ".join(f"{key} {rate:.2f}" for key, rate in rates.items())
+            print(
+                f"{column} / {peer}: exec p50 {latency:.2f} (target <= 1), {shown} (target >= 0.8): "
+                f"{'met' if met else 'NOT met'}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

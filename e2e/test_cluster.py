@@ -6,6 +6,7 @@ The steps share one cluster and run in order (each builds on the one before), as
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -174,10 +175,10 @@ def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
 
 def test_kubectl_exec_reaches_runc_and_gvisor_pods(env: Environment) -> None:
     """kubectl exec through the API server and the kubelet to hulld's streaming server: output, the command's
-    exit code as kubectl's own, and 10 MiB of input through the pod without loss (checksum compared)."""
+    exit code as kubectl's own, and 100 MiB of input through the pod without loss (checksum compared)."""
     local = env.local
     kubectl = [str(toolchain.binary("kubectl")), f"--kubeconfig={local.kubeconfig}", "exec", "-n", "default"]
-    data = os.urandom(10 * 1024 * 1024)
+    data = os.urandom(100 * 1024 * 1024)
     host_kernel = Path("/proc/sys/kernel/osrelease").read_text().strip()
     for name in ("on-runc", "on-gvisor"):
         said = subprocess.run(
@@ -197,7 +198,8 @@ def test_kubectl_exec_reaches_runc_and_gvisor_pods(env: Environment) -> None:
 
 def test_kubectl_port_forward_reaches_runc_and_gvisor_pods(env: Environment) -> None:
     """kubectl port-forward through the API server and the kubelet into a web server in each kind of pod (in
-    gVisor's own network stack, too): 5 MiB fetched over the forwarded port, checksum compared with the pod's."""
+    gVisor's own network stack, too): 5 MiB fetched over the forwarded port, checksum compared with the pod's,
+    then four times at once on parallel connections of the same session."""
     local = env.local
     serve = "mkdir /tmp/www && head -c 5242880 /dev/urandom > /tmp/www/big && httpd -f -p 8080 -h /tmp/www"
     apply(local, pod("serve-runc", env.image, "runc", serve), pod("serve-gvisor", env.image, "gvisor", serve))
@@ -217,7 +219,8 @@ def test_kubectl_port_forward_reaches_runc_and_gvisor_pods(env: Environment) -> 
             fetched = wait_until(functools.partial(_fetch, port), 60, "the forwarded port", interval=1)
             in_pod = local.kubectl("exec", "-n", "default", name, "--", "md5sum", "/tmp/www/big").split()[0]
             assert hashlib.md5(fetched).hexdigest() == in_pod  # noqa: S324 - a checksum
-            assert _fetch(port) == fetched  # a second connection on the same session
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:  # parallel connections on the same session
+                assert list(pool.map(_fetch, [port] * 4)) == [fetched] * 4
         finally:
             forwarder.terminate()
             output, _ = forwarder.communicate(timeout=20)

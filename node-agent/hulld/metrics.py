@@ -62,14 +62,16 @@ class Metrics:
         )
         self.streaming_sessions = Counter(
             "hulld_streaming_sessions",
-            "Streaming sessions served, by kind (exec, portforward) and result (ok; error: the command could not "
-            "start or a forwarded port could not be reached; abandoned: the client never opened its streams).",
-            ["kind", "result"],
+            "Streaming sessions served, by kind (exec, attach, portforward), runtime handler and result (ok; error: "
+            "the command could not start or a forwarded port could not be reached; abandoned: the client never "
+            "opened its streams).",
+            ["kind", "handler", "result"],
             registry=self.registry,
         )
         self.streaming_bytes = Counter(
             "hulld_streaming_bytes",
-            "Bytes of streaming sessions, framing included, by kind and direction (in: from the client).",
-            ["kind", "direction"],
+            "Bytes of streaming sessions, framing included, by kind, runtime handler and direction (in: from the "
+            "client).",
+            ["kind", "handler", "direction"],
             registry=self.registry,
         )

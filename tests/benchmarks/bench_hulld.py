@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from cri_api.v1 import api_pb2 as cri
@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "e2e"))
 from kubehull_harness import images, processes, registry, shims, toolchain  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
+T = TypeVar("T")
 CNI = {
     "cniVersion": "0.4.0",
     "name": "bench",
@@ -385,9 +386,19 @@ def main() -> int:
         print("containerd is not installed (Debian package containerd)", file=sys.stderr)
         return 2
     columns = [column for column in COLUMNS if not args.only or column.label in args.only]
+    results = measure_columns(
+        columns, lambda runtime, column, image, logs: measure(runtime, column.handler, image, args, logs)
+    )
+    report(results, args)
+    return 0
+
+
+def measure_columns(columns: list[Column], measure_one: Callable[[Runtime, Column, str, Path], T]) -> dict[str, T]:
+    """Serve the test images from a local registry, start each runtime once (in the columns' order) with the
+    same CNI configuration, and measure its columns with ``measure_one(runtime, column, image, pod_logs)``."""
     work = Path(tempfile.mkdtemp(prefix="hulld-bench-"))
     served = registry.start(work / "registry", work / "logs")
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, T] = {}
     try:
         pushed = images.preload(served, work / "images")
         pause = images.ImageSpec(repository="pause", tag="3.9", cmd=("sleep", "2147483647"))
@@ -403,15 +414,14 @@ def main() -> int:
                 runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
                 for column in (column for column in columns if column.launch is launch):
                     print(f"measuring {column.label}...", flush=True)
-                    results[column.label] = measure(runtime, column.handler, image, args, directory / "pod-logs")
+                    results[column.label] = measure_one(runtime, column, image, directory / "pod-logs")
     finally:
         served.stop()
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             if str(work) in line.split()[4]:
                 processes.run(["umount", "--lazy", line.split()[4]], timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
-    return 0
+    return results
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:

@@ -22,18 +22,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import dataclasses
-import json
 import math
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -42,25 +37,19 @@ from cri_api.v1 import api_pb2 as cri
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.bench_hulld import (
-    CNI,
     KUBELET_NAMESPACES,
+    Column,
     Runtime,
     containerd_2_4,
     hulld,
+    measure_columns,
     percentile,
 )
 
-from kubehull_harness import images, processes, registry, toolchain
+from kubehull_harness import toolchain
 
 WEB_PORT = 7000
 MIB = 1024 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class Column:
-    label: str
-    launch: Callable[[Path, str, Path], AbstractContextManager[Runtime]]
-    handler: str
 
 
 COLUMNS = (
@@ -204,31 +193,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[], help="only these columns (labels)")
     args = parser.parse_args()
     columns = [column for column in COLUMNS if not args.only or column.label in args.only]
-    work = Path(tempfile.mkdtemp(prefix="hulld-bench-streaming-"))
-    served = registry.start(work / "registry", work / "logs")
-    results: dict[str, dict[str, float]] = {}
-    try:
-        pushed = images.preload(served, work / "images")
-        pause = images.ImageSpec(repository="pause", tag="3.9", cmd=("sleep", "2147483647"))
-        images.push(images.build(pause, work / "images" / "layout", work / "images"), pause, served, work / "images")
-        image = pushed["busybox"].reference
-        cni_dir = work / "cni"
-        cni_dir.mkdir()
-        (cni_dir / "10-bench.conflist").write_text(json.dumps(CNI))
-        for launch in dict.fromkeys(column.launch for column in columns):
-            directory = work / launch.__name__
-            directory.mkdir()
-            with launch(directory, served.host, cni_dir) as runtime:
-                runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
-                for column in (column for column in columns if column.launch is launch):
-                    print(f"measuring {column.label}...", flush=True)
-                    results[column.label] = measure(runtime, column.handler, image, args, directory / "pod-logs")
-    finally:
-        served.stop()
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            if str(work) in line.split()[4]:
-                processes.run(["umount", "--lazy", line.split()[4]], timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+    results = measure_columns(
+        columns, lambda runtime, column, image, logs: measure(runtime, column.handler, image, args, logs)
+    )
     report(results, args)
     return 0
 

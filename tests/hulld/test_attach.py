@@ -89,6 +89,8 @@ def test_attach_feeds_stdin_once_and_the_container_ends(
     log = hulld.crictl("logs", container)
     assert "to-stdout" in log.stdout
     assert "to-stderr" in log.stderr
+    counted = f'hulld_streaming_sessions_total{{handler="{handler}",kind="attach",result="ok"}} 1.0'
+    wait_until(lambda: counted in hulld.metrics(), 10, "the session counted")
 
 
 @pytest.mark.parametrize("handler", HANDLERS)

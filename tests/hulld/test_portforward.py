@@ -135,7 +135,7 @@ def test_port_forward_carries_concurrent_connections_both_ways(
         output = stop(forwarder)
     assert "error" not in output.lower(), output
     metrics = hulld.metrics()
-    assert 'hulld_streaming_sessions_total{kind="portforward",result="ok"} 1.0' in metrics
+    assert f'hulld_streaming_sessions_total{{handler="{handler}",kind="portforward",result="ok"}} 1.0' in metrics
 
 
 def test_port_forward_refusals_name_their_reason(
@@ -161,7 +161,7 @@ def test_port_forward_refusals_name_their_reason(
     output, _ = forwarder.communicate(timeout=20)
     assert f"error forwarding port 7001 to pod {pod}" in output
     assert "connection refused" in output.lower()
-    ended = 'hulld_streaming_sessions_total{kind="portforward",result="error"} 1.0'
+    ended = 'hulld_streaming_sessions_total{handler="runc",kind="portforward",result="error"} 1.0'
     wait_until(lambda: ended in hulld.metrics(), 10, "the session to end")
 
     hulld.crictl("stopp", pod)

@@ -146,4 +146,4 @@ def test_refusals_name_their_reason_and_the_server_keeps_serving(
     other = running_container(hulld, oci_registry, tmp_path, "runc", pod="exec-other")
     assert hulld.crictl("exec", other, "echo", "still here").stdout == "still here\n"
     metrics = hulld.metrics()
-    assert 'hulld_streaming_sessions_total{kind="exec",result="ok"} 1.0' in metrics
+    assert 'hulld_streaming_sessions_total{handler="runc",kind="exec",result="ok"} 1.0' in metrics

@@ -462,8 +462,8 @@ def nodes() -> models.Dashboard:
         .with_panel(
             graph(
                 "Streaming sessions by result",
-                "kubectl exec and port-forward sessions ended per second: ok, error (the command could not start, "
-                "a forwarded port could not be reached), abandoned (the client never opened its streams) "
+                "kubectl exec, attach and port-forward sessions ended per second: ok, error (the command could not "
+                "start, a forwarded port could not be reached), abandoned (the client never opened its streams) "
                 "(hulld_streaming_sessions_total).",
                 [
                     query(

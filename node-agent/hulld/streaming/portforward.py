@@ -36,6 +36,7 @@ class PortForwardRequest:
     crictl and the kubelet), and any port of the pod may be forwarded, as with containerd and CRI-O."""
 
     sandbox_id: str
+    handler: str
 
 
 Connect = Callable[[int], PortConnection]

@@ -43,6 +43,7 @@ READ_SIZE = 32 * 1024
 @dataclasses.dataclass(frozen=True)
 class ExecRequest:
     container_id: str
+    handler: str
     command: tuple[str, ...]
     tty: bool
     stdin: bool
@@ -53,6 +54,7 @@ class ExecRequest:
 @dataclasses.dataclass(frozen=True)
 class AttachRequest:
     container_id: str
+    handler: str
     tty: bool
     stdin: bool
     stdout: bool

@@ -148,10 +148,12 @@ class StreamingServer:
                 kind, start = "exec", functools.partial(self._start_exec, prepared)
             else:
                 kind, start = "attach", functools.partial(self._start_attach, prepared)
-            self._session(kind, client, pending, command.accept, lambda spdy: command.run(spdy, start))
+            self._session(
+                kind, prepared.handler, client, pending, command.accept, lambda spdy: command.run(spdy, start)
+            )
         else:
             forwarding = portforward.PortForwardSession(prepared, functools.partial(self._connect_port, prepared))
-            self._session("portforward", client, pending, forwarding.accept, forwarding.run)
+            self._session("portforward", prepared.handler, client, pending, forwarding.accept, forwarding.run)
 
     @staticmethod
     def _request_head(client: socket.socket, http: h11.Connection) -> Any:
@@ -186,6 +188,7 @@ class StreamingServer:
     def _session(
         self,
         kind: str,
+        handler: str,
         client: socket.socket,
         pending: bytes,
         accept: Callable[[Stream], bool],
@@ -200,6 +203,6 @@ class StreamingServer:
             result = serve(connection)
         finally:
             connection.close()
-            self.metrics.streaming_sessions.labels(kind, result).inc()
-            self.metrics.streaming_bytes.labels(kind, "in").inc(connection.bytes_in)
-            self.metrics.streaming_bytes.labels(kind, "out").inc(connection.bytes_out)
+            self.metrics.streaming_sessions.labels(kind, handler, result).inc()
+            self.metrics.streaming_bytes.labels(kind, handler, "in").inc(connection.bytes_in)
+            self.metrics.streaming_bytes.labels(kind, handler, "out").inc(connection.bytes_out)

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except errors.HulldError as error:
         print(f"hulld: {error}", file=sys.stderr)
         return 2
+    try:
+        streaming_tls = _streaming_tls(current.streaming)
+    except (OSError, ssl.SSLError) as error:
+        print(f"hulld: streaming.tls_cert_file / tls_key_file: {error}", file=sys.stderr)
+        return 2
     # Root only: image layers and container root filesystems hold set-id binaries and device nodes of images.
     for directory in (current.storage.root, current.storage.state):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     streaming = StreamingServer(
         current.streaming.address,
         current.streaming.port,
+        tls=streaming_tls,
         start_exec=lambda request, size: containers.exec(
             request.container_id, list(request.command), tty=request.tty, stdin=request.stdin, size=size
         ),
@@ -165,6 +172,15 @@ def count(metrics: Metrics, sandboxes: Sandboxes, containers: Containers) -> Non
         metrics.sandboxes.labels(sandbox.status.state.lower(), sandbox.handler).inc()
     for container in containers.records.list():
         metrics.containers.labels(container.status.state.lower(), container.handler).inc()
+
+
+def _streaming_tls(streaming: config.StreamingConfig) -> ssl.SSLContext | None:
+    if streaming.tls_cert_file is None or streaming.tls_key_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(streaming.tls_cert_file, streaming.tls_key_file)
+    return context
 
 
 if __name__ == "__main__":

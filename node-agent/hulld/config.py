@@ -61,6 +61,20 @@ class StreamingConfig(Section):
     over the network."""
     port: int = Field(default=0, ge=0, le=65535)
     """0: a free port chosen at start (the URL the CRI returns names it)."""
+    tls_cert_file: Path | None = None
+    """A PEM certificate (chain) for the streaming server; with ``tls_key_file`` it serves https and the URLs
+    say so (read at start). For a kubelet that reaches the runtime over the network; on loopback, plain http."""
+    tls_key_file: Path | None = None
+    """The certificate's PEM private key."""
+
+    @model_validator(mode="after")
+    def _tls(self) -> StreamingConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("streaming.tls_cert_file and streaming.tls_key_file go together")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            _absolute(self.tls_cert_file, "streaming.tls_cert_file")
+            _absolute(self.tls_key_file, "streaming.tls_key_file")
+        return self
 
 
 class StorageConfig(Section):

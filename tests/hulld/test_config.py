@@ -47,6 +47,14 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.tom
             '[handlers.runc]\nruntime_path = "/usr/bin/runc"\nallowed_annotations = ["a*b"]',
             "handlers.runc.allowed_annotations.0",
         ),
+        (
+            '[streaming]\ntls_cert_file = "/etc/hulld/stream.crt"',
+            "tls_cert_file and streaming.tls_key_file go together",
+        ),
+        (
+            '[streaming]\ntls_cert_file = "stream.crt"\ntls_key_file = "/etc/hulld/stream.key"',
+            "streaming.tls_cert_file must be an absolute path",
+        ),
         ("[server", "Expected ']'"),
     ],
 )

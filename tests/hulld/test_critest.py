@@ -30,19 +30,29 @@ NOT_YET_BY_HANDLER = {
 """Streaming specs of features hulld lacks for a handler (docs/hulld.md, Streaming): shim v2 handlers answer
 Attach with UNIMPLEMENTED; port-forward through a shim reaches the pod network namespace's loopback, which
 gVisor's own network stack (behind containerd-shim-runsc-v1) does not use."""
-CONFORMANCE = 50
-"""critest v1.37's [Conformance] specs."""
+NOT_YET = ["runtime should support returning metrics descriptors", "runtime should support listing pod sandbox metrics"]
+"""Specs of features hulld lacks for every handler: CRI metrics (UNIMPLEMENTED), which critest would skip at run
+time, hidden from the counts below, rather than fail."""
+CONFORMANCE = 52
+"""critest v1.37's [Conformance] specs (``critest --ginkgo.focus=Conformance --ginkgo.dry-run``). A spec skipped
+at run time is not among those critest reports as ran, so ran == selected proves none was."""
 
 
-@pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
+@pytest.mark.parametrize(
+    ("handler", "transport"),
+    [("runc", "spdy"), ("runsc", "spdy"), ("shim-runc", "spdy"), ("shim-runsc", "spdy"), ("runc", "websocket")],
+)
 def test_critest_conformance(
-    hulld_with_network: Hulld, oci_registry: OCIRegistry, handler: str, component_logs: Path
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, handler: str, transport: str, component_logs: Path
 ) -> None:
     endpoint = f"unix://{hulld_with_network.socket}"
     # critest makes its pods' log directories with os.MkdirTemp: they must be inside hulld's pod log root.
     hulld_with_network.pod_log_root.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "TMPDIR": str(hulld_with_network.pod_log_root)}
-    excluded = UNREACHABLE + NOT_YET_BY_HANDLER.get(handler, [])
+    excluded = UNREACHABLE + NOT_YET + NOT_YET_BY_HANDLER.get(handler, [])
+    websocket = ["--websocket-exec", "--websocket-attach"] if transport == "websocket" else []
+    if transport == "websocket":
+        excluded.append("runtime should support portforward")  # port-forward is SPDY only (docs/hulld.md)
     skip = "|".join(re.escape(name) for name in excluded)
     result = subprocess.run(
         [
@@ -55,6 +65,7 @@ def test_critest_conformance(
             f"--ginkgo.skip={skip}",
             "--ginkgo.no-color",
             "--ginkgo.flake-attempts=1",
+            *websocket,
         ],
         capture_output=True,
         text=True,
@@ -63,7 +74,7 @@ def test_critest_conformance(
         env=environment,
     )
     output = result.stdout + result.stderr
-    (component_logs / f"critest-{handler}.log").write_text(output)
+    (component_logs / f"critest-{handler}-{transport}.log").write_text(output)
     summary = re.search(r"Ran (\d+) of (\d+) Specs.*?\n.*?(\d+) Passed \| (\d+) Failed", output, re.S)
     failures = re.findall(r"^\s*\[FAIL\] (.*)$", output, re.M)
     print(summary.group(0) if summary else output[-3000:])

@@ -111,30 +111,6 @@ def test_full_lifecycle(hulld_with_network: Hulld, oci_registry: OCIRegistry, tm
         assert [c.attributes.id for c in listed_stats[0].linux.containers] == [container]
         if not gvisor:  # the pod's usage is its containers'
             assert listed_stats[0].linux.memory.working_set_bytes.value > 0
-    # The same readings as cAdvisor's metrics, for a kubelet that takes them from the runtime: every metric
-    # described, with one value per label key.
-    runtime = hulld.runtime()
-    described = runtime.ListMetricDescriptors(cri.ListMetricDescriptorsRequest()).descriptors
-    label_keys = {descriptor.name: list(descriptor.label_keys) for descriptor in described}
-    pod_metrics = runtime.ListPodSandboxMetrics(cri.ListPodSandboxMetricsRequest()).pod_metrics
-    assert [item.pod_sandbox_id for item in pod_metrics] == [pod]
-    assert [item.container_id for item in pod_metrics[0].container_metrics] == [container]
-    values = {}
-    for metric in pod_metrics[0].container_metrics[0].metrics:
-        labels = dict(zip(label_keys[metric.name], metric.label_values, strict=True))
-        assert labels == {
-            "container": "main",
-            "pod": f"life-{handler}",
-            "namespace": "default",
-            "id": container,
-            "image": image,
-        }
-        values[metric.name] = metric.value.value
-    assert "container_fs_usage_bytes" in values
-    if not gvisor:
-        assert values["container_memory_working_set_bytes"] > 0
-        assert "container_cpu_usage_seconds_total" in values
-
     hulld.crictl("stop", "--timeout", "10", container)
     status = json.loads(hulld.crictl("inspect", container).stdout)["status"]
     assert status["state"] == "CONTAINER_EXITED"

@@ -56,31 +56,37 @@ class Client:
         return data
 
 
+def serve_in_thread(run: Callable[[], None], ours: socket.socket, theirs: socket.socket) -> Iterator[threading.Thread]:
+    """``run`` (a connection's reader) in a thread as the server runs it; afterwards, nothing escaped it."""
+    escaped: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            run()
+        except BaseException as error:  # what would kill the server's reader thread
+            escaped.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    yield reader
+    theirs.close()
+    reader.join(5)
+    ours.close()
+    assert escaped == []
+
+
 @pytest.fixture
 def session() -> Iterator[tuple[Client, Connection, list[Stream], threading.Thread]]:
     ours, theirs = socket.socketpair()
     accepted: list[Stream] = []
-    escaped: list[BaseException] = []
 
     def accept(stream: Stream) -> bool:
         accepted.append(stream)
         return True
 
     connection = Connection(ours, b"", accept)
-
-    def read() -> None:
-        try:
-            connection.run()
-        except BaseException as error:  # what would kill the server's reader thread
-            escaped.append(error)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    yield Client(theirs), connection, accepted, reader
-    theirs.close()
-    reader.join(5)
-    ours.close()
-    assert escaped == []
+    for reader in serve_in_thread(connection.run, ours, theirs):
+        yield Client(theirs), connection, accepted, reader
 
 
 def test_a_well_formed_session_is_served(session: tuple[Client, Connection, list[Stream], threading.Thread]) -> None:

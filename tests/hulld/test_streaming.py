@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import http.client
+import json
 import os
 import select
 import struct
@@ -19,8 +20,10 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
+from kubehull_harness import processes
 from kubehull_harness.pytest_plugin import OCIRegistry
 from tests.hulld.conftest import Hulld
+from tests.hulld.test_attach import interactive_container
 from tests.hulld.test_lifecycle import container_config, pod_config
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -147,3 +150,65 @@ def test_refusals_name_their_reason_and_the_server_keeps_serving(
     assert hulld.crictl("exec", other, "echo", "still here").stdout == "still here\n"
     metrics = hulld.metrics()
     assert 'hulld_streaming_sessions_total{handler="runc",kind="exec",result="ok"} 1.0' in metrics
+
+
+def test_exec_over_tls(hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path) -> None:
+    """With a certificate and key in [streaming], the URLs are https; crictl (which skips verification unless
+    given a CA) execs through it; a plain-HTTP client gets no answer, and the server goes on serving."""
+    hulld = hulld_with_network
+    certificate, key = tmp_path / "streaming.crt", tmp_path / "streaming.key"
+    make = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    files = ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)]
+    subprocess.run([*make, *files], check=True, capture_output=True)
+    hulld.stop()
+    tls = f'\n[streaming]\ntls_cert_file = "{certificate}"\ntls_key_file = "{key}"\n'
+    hulld.write_config(hulld.config_path.read_text() + tls)
+    hulld.start()
+    container = running_container(hulld, oci_registry, tmp_path, "runc")
+    url = exec_url(hulld, container)
+    assert url.startswith("https://127.0.0.1:")
+    with pytest.raises((OSError, http.client.HTTPException)):
+        upgrade(url.replace("https://", "http://"), ["v4.channel.k8s.io"])
+    assert hulld.crictl("exec", container, "echo", "over", "tls").stdout == "over tls\n"
+
+
+@pytest.mark.parametrize("handler", ["runc", "runsc"])
+def test_exec_and_attach_over_websocket(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
+) -> None:
+    """crictl --transport websocket (v5.channel.k8s.io): output on both streams, the exit code, input to its end
+    (v5's close signal) through exec and through attach; port-forward is SPDY only, and says so."""
+    hulld = hulld_with_network
+    container = running_container(hulld, oci_registry, tmp_path, handler)
+    websocket = [*hulld.crictl_argv(), "exec", "--transport", "websocket"]
+    said = subprocess.run(
+        [*websocket, container, "sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, timeout=60
+    )
+    assert (said.stdout, said.returncode) == (b"out\n", 1)
+    assert b"err\n" in said.stderr
+    assert b"command terminated with exit code 3" in said.stderr
+    data = os.urandom(4 * 1024 * 1024)
+    piped = subprocess.run([*websocket, "-i", container, "md5sum"], input=data, capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()  # noqa: S324 - a checksum
+
+    attachable = interactive_container(hulld, oci_registry, tmp_path, handler, "ws", stdin=True, stdin_once=True)
+    attached = subprocess.run(
+        [*hulld.crictl_argv(), "attach", "--transport", "websocket", "-i", attachable],
+        input=b"echo attached; exit 4\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (attached.returncode, attached.stdout) == (0, b"attached\n"), attached.stderr
+
+    pod = json.loads(hulld.crictl("ps", "-o", "json").stdout)["containers"][0]["podSandboxId"]
+    forwarded = subprocess.run(
+        [*hulld.crictl_argv(), "port-forward", "--transport", "websocket", pod, f"{processes.free_port()}:80"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert forwarded.returncode != 0  # refused with 400 "... port-forward over WebSocket is not supported (SPDY is)"
+    assert "unable to upgrade streaming request" in forwarded.stderr

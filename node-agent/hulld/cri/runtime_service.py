@@ -11,8 +11,7 @@ domain, build the answer):
     events        GetContainerEvents
     streaming     Exec, Attach, PortForward (URLs on hulld's streaming server)
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    metrics       ListMetricDescriptors, ListPodSandboxMetrics (cAdvisor's container metrics)
-    unsupported   UNIMPLEMENTED with the reason (checkpoints)
+    unsupported   UNIMPLEMENTED with the reason (checkpoints, CRI metrics)
     convert       records to CRI messages and back
 """
 
@@ -22,7 +21,6 @@ from cri_api.v1 import api_pb2_grpc
 
 from hulld.cri.container import ContainerMethods
 from hulld.cri.events import EventMethods
-from hulld.cri.metrics import MetricsMethods
 from hulld.cri.runtime_info import RuntimeInfoMethods
 from hulld.cri.sandbox import SandboxMethods
 from hulld.cri.stats import StatsMethods
@@ -36,7 +34,6 @@ class RuntimeServicer(
     ContainerMethods,
     EventMethods,
     StatsMethods,
-    MetricsMethods,
     StreamingMethods,
     UnsupportedMethods,
     api_pb2_grpc.RuntimeServiceServicer,

@@ -22,15 +22,18 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from hulld import errors
 from hulld.runtimes.base import ExecProcess, TerminalSize
-from hulld.streaming.spdy import Connection, Stream
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
-"""What hulld speaks, preferred first (v5 exists only over WebSocket)."""
+"""What hulld speaks over SPDY, preferred first (v5 exists only over WebSocket: ``websocket.PROTOCOLS``)."""
+WITH_RESIZE = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io")
+WITH_STATUS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+"""Versions whose error channel carries a Kubernetes Status (before v4: text on failure, nothing on success)."""
 STREAM_TIMEOUT = 30.0
 FIRST_SIZE_WAIT = 1.0
 """How long the start waits for the client's terminal size (clients send it first), so that what runs starts
@@ -38,6 +41,24 @@ with the right one."""
 OUTPUT_GRACE = 2.0
 """How long output may keep flowing after the command exited (a child it left behind may hold it open)."""
 READ_SIZE = 32 * 1024
+
+
+class Channel(Protocol):
+    """One of the session's streams, whatever carries it (a SPDY stream, a WebSocket channel)."""
+
+    @property
+    def type(self) -> str: ...
+
+    def read(self) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self, data: bytes = b"") -> None: ...
+
+
+class Transport(Protocol):
+    ended: threading.Event
+    """Set when the client has gone."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +107,8 @@ class RemoteCommandSession:
         self.expected |= {"stdin"} if request.stdin else set()
         self.expected |= {"stdout"} if request.stdout else set()
         self.expected |= {"stderr"} if request.stderr and not request.tty else set()
-        self.expected |= {"resize"} if request.tty and protocol in PROTOCOLS[:2] else set()
-        self.streams: dict[str, Stream] = {}
+        self.expected |= {"resize"} if request.tty and protocol in WITH_RESIZE else set()
+        self.streams: dict[str, Channel] = {}
         self._all_there = threading.Event()
         self._sized = threading.Event()
         self._lock = threading.Lock()
@@ -95,7 +116,7 @@ class RemoteCommandSession:
         """The client's latest terminal size."""
         self._process: ExecProcess | None = None
 
-    def accept(self, stream: Stream) -> bool:
+    def accept(self, stream: Channel) -> bool:
         """Every stream is answered; one of a type not expected (or seen before) is left unused."""
         if stream.type in self.expected and stream.type not in self.streams:
             self.streams[stream.type] = stream
@@ -105,7 +126,7 @@ class RemoteCommandSession:
             logger.info("streaming: an unexpected %r stream, ignored", stream.type)
         return True
 
-    def run(self, connection: Connection, start: Callable[[TerminalSize | None], ExecProcess]) -> str:
+    def run(self, connection: Transport, start: Callable[[TerminalSize | None], ExecProcess]) -> str:
         """Serve the session; returns how it ended ("ok", "error" or "abandoned"), for the metrics. ``start``
         gets the client's terminal size, if it has one."""
         if not self._all_there.wait(STREAM_TIMEOUT):
@@ -149,7 +170,7 @@ class RemoteCommandSession:
         return thread
 
     @staticmethod
-    def _copy_out(descriptor: int, stream: Stream | None) -> None:
+    def _copy_out(descriptor: int, stream: Channel | None) -> None:
         while True:
             try:
                 data = os.read(descriptor, READ_SIZE)
@@ -165,7 +186,7 @@ class RemoteCommandSession:
                 stream.close()
 
     @staticmethod
-    def _copy_in(stream: Stream, process: ExecProcess) -> None:
+    def _copy_in(stream: Channel, process: ExecProcess) -> None:
         while data := stream.read():
             if process.stdin is None:
                 continue
@@ -175,7 +196,7 @@ class RemoteCommandSession:
                 return  # the command stopped reading (it exited)
         process.end_input()
 
-    def _resize(self, stream: Stream) -> None:
+    def _resize(self, stream: Channel) -> None:
         """Sizes as they come: kept for the start, then applied to what runs."""
         decoder, buffer = json.JSONDecoder(), ""
         while data := stream.read():
@@ -204,7 +225,7 @@ class RemoteCommandSession:
             process.resize(*size)
 
     @staticmethod
-    def _abandon_when_gone(connection: Connection, process: ExecProcess) -> None:
+    def _abandon_when_gone(connection: Transport, process: ExecProcess) -> None:
         """The client went away: the command has no one to talk to."""
         connection.ended.wait()
         with contextlib.suppress(OSError):
@@ -215,7 +236,7 @@ class RemoteCommandSession:
             if name in self.streams:
                 with contextlib.suppress(OSError):
                     self.streams[name].close()
-        if self.protocol == PROTOCOLS[0]:
+        if self.protocol in WITH_STATUS:
             message = json.dumps(status(exit_code, error and f"Internal error occurred: {error}")).encode()
         elif error or exit_code:
             message = (error or f"command terminated with non-zero exit code: exit status {exit_code}").encode()

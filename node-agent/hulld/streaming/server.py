@@ -18,18 +18,19 @@ import functools
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import h11
 
 from hulld.metrics import Metrics
 from hulld.runtimes.base import ExecProcess, PortConnection, TerminalSize
-from hulld.streaming import portforward, remotecommand
+from hulld.streaming import portforward, remotecommand, websocket
 from hulld.streaming.portforward import PortForwardRequest
 from hulld.streaming.remotecommand import AttachRequest, ExecRequest
-from hulld.streaming.spdy import Connection, Stream
+from hulld.streaming.spdy import Connection
 from hulld.streaming.tokens import TokenCache
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
+T = TypeVar("T", Connection, websocket.WebSocketConnection)
 StartExec = Callable[[ExecRequest, TerminalSize | None], ExecProcess]
 StartAttach = Callable[[AttachRequest, TerminalSize | None], ExecProcess]
 ConnectPort = Callable[[PortForwardRequest, int], PortConnection]
@@ -59,12 +61,14 @@ class StreamingServer:
         start_attach: StartAttach,
         connect_port: ConnectPort,
         metrics: Metrics,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._start_exec = start_exec
         self._start_attach = start_attach
         self._connect_port = connect_port
         self.metrics = metrics
         self.tokens: TokenCache[Prepared] = TokenCache()
+        self._tls = tls
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -78,7 +82,8 @@ class StreamingServer:
 
         self._server = Server((address, port), Handler)
         host, bound_port = str(self._server.server_address[0]), int(self._server.server_address[1])
-        self.base_url = f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
+        scheme = "https" if tls is not None else "http"
+        self.base_url = f"{scheme}://[{host}]:{bound_port}" if ":" in host else f"{scheme}://{host}:{bound_port}"
         threading.Thread(target=self._server.serve_forever, name="streaming server", daemon=True).start()
         logger.info("streaming server on %s", self.base_url)
 
@@ -95,6 +100,12 @@ class StreamingServer:
 
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(HEAD_TIMEOUT)
+        if self._tls is not None:
+            try:
+                client = self._tls.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError) as error:
+                logger.info("streaming: a TLS handshake failed: %s", error)
+                return
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         try:
             request = self._request_head(client, http)
@@ -104,56 +115,61 @@ class StreamingServer:
         if request is None:
             return
         headers = {name.decode().lower(): value.decode() for name, value in request.headers}
-        offered = [
-            version.strip()
-            for name, value in request.headers
-            if name.decode().lower() == "x-stream-protocol-version"
-            for version in value.decode().split(",")
-        ]
         route, _, token = request.target.decode().lstrip("/").partition("/")
         prepared = self.tokens.take(token) if route in ROUTES and request.method in (b"GET", b"POST") else None
         if prepared is None or not isinstance(prepared, ROUTES[route][0]):
             self._refuse(client, http, 404, "unknown, used or expired streaming token")
             return
-        protocols = ROUTES[route][1]
-        if (
-            "upgrade" not in headers.get("connection", "").lower()
-            or "spdy/3.1" not in headers.get("upgrade", "").lower()
+        over_websocket = "websocket" in headers.get("upgrade", "").lower()
+        if "upgrade" not in headers.get("connection", "").lower() or not (
+            over_websocket or "spdy/3.1" in headers.get("upgrade", "").lower()
         ):
             self._refuse(client, http, 400, "unable to upgrade: missing upgrade headers in request")
             return
+        key = headers.get("sec-websocket-key", "")
+        if over_websocket and (isinstance(prepared, PortForwardRequest) or not key):
+            why = "port-forward over WebSocket is not supported (SPDY is)" if key else "no Sec-WebSocket-Key"
+            self._refuse(client, http, 400, f"unable to upgrade: {why}")
+            return
+        offered_in = "sec-websocket-protocol" if over_websocket else "x-stream-protocol-version"
+        offered = [
+            version.strip()
+            for name, value in request.headers
+            if name.decode().lower() == offered_in
+            for version in value.decode().split(",")
+        ]
+        protocols = websocket.PROTOCOLS if over_websocket else ROUTES[route][1]
         protocol = next((version for version in offered if version in protocols), None)
         if protocol is None:
             message = f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts "
             self._refuse(client, http, 403, message + str(list(protocols)))
             return
-        client.sendall(
-            http.send(
-                h11.InformationalResponse(
-                    status_code=101,
-                    headers=[
-                        ("Connection", "Upgrade"),
-                        ("Upgrade", "SPDY/3.1"),
-                        ("X-Stream-Protocol-Version", protocol),
-                    ],
-                )
-            )
-            or b""
+        answer = (
+            websocket.accept_headers(key, protocol)
+            if over_websocket
+            else [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), ("X-Stream-Protocol-Version", protocol)]
         )
+        client.sendall(http.send(h11.InformationalResponse(status_code=101, headers=answer)) or b"")
         client.settimeout(None)
         pending = http.trailing_data[0]
-        if isinstance(prepared, ExecRequest | AttachRequest):
-            command = remotecommand.RemoteCommandSession(protocol, prepared)
-            if isinstance(prepared, ExecRequest):
-                kind, start = "exec", functools.partial(self._start_exec, prepared)
-            else:
-                kind, start = "attach", functools.partial(self._start_attach, prepared)
-            self._session(
-                kind, prepared.handler, client, pending, command.accept, lambda spdy: command.run(spdy, start)
-            )
-        else:
+        if isinstance(prepared, PortForwardRequest):
             forwarding = portforward.PortForwardSession(prepared, functools.partial(self._connect_port, prepared))
-            self._session("portforward", prepared.handler, client, pending, forwarding.accept, forwarding.run)
+            spdy = Connection(client, pending, forwarding.accept)
+            self._session("portforward", prepared.handler, spdy, forwarding.run)
+            return
+        command = remotecommand.RemoteCommandSession(protocol, prepared)
+        if isinstance(prepared, ExecRequest):
+            kind, start = "exec", functools.partial(self._start_exec, prepared)
+        else:
+            kind, start = "attach", functools.partial(self._start_attach, prepared)
+        if over_websocket:
+            channels = websocket.WebSocketConnection(client, pending, protocol, command.expected)
+            for channel in channels.channels.values():
+                command.accept(channel)
+            self._session(kind, prepared.handler, channels, lambda connection: command.run(connection, start))
+        else:
+            spdy = Connection(client, pending, command.accept)
+            self._session(kind, prepared.handler, spdy, lambda connection: command.run(connection, start))
 
     @staticmethod
     def _request_head(client: socket.socket, http: h11.Connection) -> Any:
@@ -185,18 +201,9 @@ class StreamingServer:
         except (OSError, h11.LocalProtocolError) as error:
             logger.info("streaming: refusing a request (%d %s): %s", code, message, error)
 
-    def _session(
-        self,
-        kind: str,
-        handler: str,
-        client: socket.socket,
-        pending: bytes,
-        accept: Callable[[Stream], bool],
-        serve: Callable[[Connection], str],
-    ) -> None:
-        """Speak SPDY on the upgraded connection while ``serve`` runs; it says how the session went."""
-        connection = Connection(client, pending, accept)
-        reader = threading.Thread(target=connection.run, name="spdy reader", daemon=True)
+    def _session(self, kind: str, handler: str, connection: T, serve: Callable[[T], str]) -> None:
+        """Read the client's frames while ``serve`` runs the session; it says how the session went."""
+        reader = threading.Thread(target=connection.run, name=f"{kind} reader", daemon=True)
         reader.start()
         result = "error"
         try:

@@ -1,0 +1,167 @@
+"""The remote-command protocol over WebSocket (``v5.channel.k8s.io``, ``v4.channel.k8s.io``), as crictl and
+critest speak it with ``--transport websocket`` (the kubelet speaks SPDY to runtimes).
+
+Every message is binary: its first byte names the channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize),
+the rest is that channel's data. There is no stream set-up: the channels the request asks for exist from the
+start. v5 adds the close signal, ``255 <channel>``: the client's end of that channel (its stdin). The session
+ends with the result on the error channel and a normal closure (1000). wsproto does the framing (masking,
+fragments, control frames); the handshake's answer is made here, after h11 has read the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Iterable
+
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+"""What hulld speaks over WebSocket, preferred first (the base64 variants are not offered)."""
+CHANNELS = ("stdin", "stdout", "stderr", "error", "resize")
+CLOSE_SIGNAL = 255
+MAX_MESSAGE = 16 * 1024 * 1024
+"""A client's message may not be larger (as a SPDY frame may not): the connection is closed with 1009."""
+DATA_CHUNK = 32 * 1024
+
+
+def accept_headers(key: str, protocol: str) -> list[tuple[str, str]]:
+    """The 101 answer's headers for a client's ``Sec-WebSocket-Key``, with the protocol chosen."""
+    return [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode()),
+        ("Sec-WebSocket-Protocol", protocol),
+    ]
+
+
+class Channel:
+    """One channel of the session, as a SPDY stream is one: what the client sends on it, and our side."""
+
+    def __init__(self, connection: WebSocketConnection, number: int) -> None:
+        self.connection = connection
+        self.number = number
+        self.headers = {"streamtype": CHANNELS[number]}
+        self._incoming: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    @property
+    def type(self) -> str:
+        return CHANNELS[self.number]
+
+    def read(self) -> bytes:
+        """The next data the client sent; b"" once it closed the channel (v5) or the connection ended."""
+        data = self._incoming.get()
+        if data is None:
+            self._incoming.put(None)
+            return b""
+        return data
+
+    def write(self, data: bytes) -> None:
+        for start in range(0, len(data), DATA_CHUNK):
+            self.connection.send_message(bytes([self.number]) + data[start : start + DATA_CHUNK])
+
+    def close(self, data: bytes = b"") -> None:
+        """Our side ends with ``data``: the connection's closure ends every channel for the client."""
+        if data:
+            self.write(data)
+
+    def _deliver(self, data: bytes | None) -> None:
+        self._incoming.put(data)
+
+
+class WebSocketConnection:
+    """A WebSocket session on an upgraded socket carrying the channels ``names``. ``run`` reads until the
+    client goes; writes come from any thread."""
+
+    def __init__(self, sock: socket.socket, pending: bytes, protocol: str, names: Iterable[str]) -> None:
+        self.socket = sock
+        self.protocol = protocol
+        self.channels = {CHANNELS.index(name): Channel(self, CHANNELS.index(name)) for name in names}
+        self._ws = Connection(ConnectionType.SERVER)
+        self._pending = pending
+        self._write_lock = threading.Lock()
+        self.bytes_in = len(pending)
+        self.bytes_out = 0
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        """Read until the client closes, goes, or breaks the protocol; then every channel's reader sees its end."""
+        message = bytearray()
+        try:
+            data = self._pending
+            while True:
+                if data:
+                    self._ws.receive_data(data)
+                if self._handle_events(message):
+                    return
+                data = self.socket.recv(65536)
+                if not data:
+                    return
+                self.bytes_in += len(data)
+        except (OSError, RemoteProtocolError, LocalProtocolError) as error:
+            logger.info("streaming: the WebSocket connection ended: %s", error)
+        finally:
+            self.ended.set()
+            for channel in self.channels.values():
+                channel._deliver(None)
+
+    def _handle_events(self, message: bytearray) -> bool:
+        """Act on what the data received so far makes; True when the session is over."""
+        for event in self._ws.events():
+            if isinstance(event, Ping):
+                self._send(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                with contextlib.suppress(LocalProtocolError):
+                    self._send(self._ws.send(event.response()))
+                return True
+            elif isinstance(event, BytesMessage):
+                message += event.data
+                if len(message) > MAX_MESSAGE:
+                    self._close(1009, "message too big")
+                    return True
+                if event.message_finished:
+                    self._route(bytes(message))
+                    message.clear()
+            elif isinstance(event, Message):
+                self._close(1003, "the remote-command protocols are binary")
+                return True
+        return False
+
+    def _route(self, message: bytes) -> None:
+        if not message:
+            return
+        if message[0] == CLOSE_SIGNAL and self.protocol == PROTOCOLS[0]:
+            closed = self.channels.get(message[1]) if len(message) > 1 else None
+            if closed is not None:
+                closed._deliver(None)
+            return
+        channel = self.channels.get(message[0])
+        if channel is not None and len(message) > 1:
+            channel._deliver(message[1:])
+
+    def send_message(self, payload: bytes) -> None:
+        self._send(self._ws.send(BytesMessage(data=payload)))
+
+    def _send(self, raw: bytes) -> None:
+        with self._write_lock:
+            self.socket.sendall(raw)
+            self.bytes_out += len(raw)
+
+    def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(OSError, LocalProtocolError):
+            self._send(self._ws.send(CloseConnection(code=code, reason=reason)))
+
+    def close(self, linger: float = 5.0) -> None:
+        """A normal closure, our last frame; then let the client hang up (see spdy.Connection.close)."""
+        self._close(1000, "")
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_WR)
+        self.ended.wait(linger)
+        self.socket.close()

@@ -1,0 +1,78 @@
+"""hulld's WebSocket channels (remote command over WebSocket) over a socket pair, the client's frames made by
+wsproto's client side: routing by channel, v5's close signal, pings; and hostile input — a text message, a
+message past the size bound, frames that break the protocol — each ends that connection only."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from hulld.streaming.websocket import MAX_MESSAGE, WebSocketConnection
+from tests.hulld.test_spdy import serve_in_thread
+
+
+class Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.ws = Connection(ConnectionType.CLIENT)
+
+    def send(self, event: BytesMessage | TextMessage | Ping) -> None:
+        self.socket.sendall(self.ws.send(event))
+
+    def next_event(self) -> object:
+        while True:
+            for event in self.ws.events():
+                return event
+            data = self.socket.recv(65536)
+            self.ws.receive_data(data or None)
+
+
+@pytest.fixture
+def session() -> Iterator[tuple[Client, WebSocketConnection, threading.Thread]]:
+    ours, theirs = socket.socketpair()
+    connection = WebSocketConnection(ours, b"", "v5.channel.k8s.io", ["stdin", "stdout", "error"])
+    for reader in serve_in_thread(connection.run, ours, theirs):
+        yield Client(theirs), connection, reader
+
+
+def test_channels_close_signal_and_pings(
+    session: tuple[Client, WebSocketConnection, threading.Thread],
+) -> None:
+    client, connection, _ = session
+    stdin = connection.channels[0]
+    client.send(BytesMessage(data=b"\x00hello"))
+    assert stdin.read() == b"hello"
+    client.send(BytesMessage(data=b"\x07ignored"))  # no such channel: dropped
+    client.send(Ping(payload=b"beat"))
+    assert client.next_event() == Pong(payload=b"beat")
+    connection.channels[1].write(b"out")
+    assert client.next_event() == BytesMessage(data=b"\x01out", frame_finished=True, message_finished=True)
+    client.send(BytesMessage(data=b"\xff\x00"))  # v5: the client's stdin ends
+    assert stdin.read() == b""
+    assert not connection.ended.is_set()
+
+
+@pytest.mark.parametrize("hostile", ["a text message", "a message past the bound", "an unmasked frame"])
+def test_hostile_input_ends_the_connection(
+    session: tuple[Client, WebSocketConnection, threading.Thread], hostile: str
+) -> None:
+    client, connection, reader = session
+    if hostile == "a text message":
+        client.send(TextMessage(data="AGhlbGxv"))  # a base64 protocol's frame, not offered
+    elif hostile == "a message past the bound":
+        client.send(BytesMessage(data=b"\x00" + b"x" * MAX_MESSAGE))
+    else:
+        client.socket.sendall(b"\x82\x05\x00hello")  # a client frame must be masked
+    reader.join(10)
+    assert not reader.is_alive()
+    assert connection.ended.is_set()
+    assert connection.channels[0].read() == b""  # the reader sees the end
+    if hostile != "an unmasked frame":
+        closed = client.next_event()
+        assert isinstance(closed, CloseConnection)
+        assert closed.code == (1003 if hostile == "a text message" else 1009)

@@ -56,9 +56,9 @@ class ServerConfig(Section):
 
 class StreamingConfig(Section):
     address: str = "127.0.0.1"
-    """Where the streaming server (kubectl exec) listens. The kubelet on the node is its only client, and the
-    single-use token in each URL its only credential: keep it on loopback unless the kubelet reaches the runtime
-    over the network."""
+    """Where the streaming server (kubectl exec, attach, port-forward) listens. The kubelet on the node is its
+    only client, and the single-use token in each URL its only credential: keep it on loopback unless the
+    kubelet reaches the runtime over the network."""
     port: int = Field(default=0, ge=0, le=65535)
     """0: a free port chosen at start (the URL the CRI returns names it)."""
     tls_cert_file: Path | None = None

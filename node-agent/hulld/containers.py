@@ -26,7 +26,7 @@ from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts
-from hulld.runtimes.base import ContainerPaths, ContainerStdio, ExecProcess, ExecResult, Handler, TerminalSize
+from hulld.runtimes.base import ContainerPaths, ContainerStdio, ExecResult, Handler, StdioSession, TerminalSize
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
@@ -333,7 +333,7 @@ class Containers:
 
     def exec(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         """An interactive exec's command, started (by the streaming server, when its client connects)."""
         record = self.check_exec(container_id)
         return self.handler(record.handler).exec(record.id, command, tty=tty, stdin=stdin, size=size)
@@ -350,7 +350,7 @@ class Containers:
         self.handler(record.handler).check_attach()
         return record
 
-    def attach(self, container_id: str, *, stdin: bool, tty: bool, size: TerminalSize | None) -> ExecProcess:
+    def attach(self, container_id: str, *, stdin: bool, tty: bool, size: TerminalSize | None) -> StdioSession:
         """A client attached to the container's stdio (by the streaming server, when its client connects)."""
         record = self.check_attach(container_id, stdin=stdin, tty=tty)
         handler = self.handler(record.handler)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from hulld import errors
-from hulld.runtimes.base import ExecProcess
+from hulld.runtimes.base import StdioSession
 
 STDOUT, STDERR = 2, 3
 MESSAGE_SIZE = 8192 + 1
@@ -28,7 +28,7 @@ INPUT_CHUNK = 8192
 RESIZE_EVENT = 1
 
 
-class ConmonAttach(ExecProcess):
+class ConmonAttach(StdioSession):
     def __init__(self, socket_dir: Path, control: Path, *, stdin: bool, tty: bool) -> None:
         self._control = control
         # The socket's path can be longer than a socket address holds: reach it through our descriptor of its

@@ -79,7 +79,7 @@ class PortConnection:
     open until the client closes its connection completely."""
 
 
-class ExecProcess(abc.ABC):
+class StdioSession(abc.ABC):
     """A client's connection to a command running in a container (CRI Exec) or to the container's own stdio
     (CRI Attach): descriptors hulld writes the client's input to and reads its output from, owned by this
     object until ``close``. With a terminal, the output (both streams) comes through ``stdout``, and ``stderr``
@@ -163,7 +163,7 @@ class Handler(abc.ABC):
     @abc.abstractmethod
     def exec(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``,
         of the client's ``size`` from the start (or as soon as the runtime allows)."""
 
@@ -174,7 +174,7 @@ class Handler(abc.ABC):
     @abc.abstractmethod
     def attach(
         self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         """Connect a client to the running container's own stdio (CRI Attach); ``stdin``: the client sends
         input; ``tty``: the container runs under a terminal (its output is one stream), set to the client's
         ``size``."""

@@ -38,11 +38,11 @@ from hulld.runtimes.attach import ConmonAttach
 from hulld.runtimes.base import (
     ContainerPaths,
     ContainerStdio,
-    ExecProcess,
     ExecResult,
     ExitStatus,
     Handler,
     PortConnection,
+    StdioSession,
     TerminalSize,
     recorded_exit,
 )
@@ -404,7 +404,7 @@ class OCIHandler(Handler):
 
     def exec(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"
         argv = self._exec_argv(container_id, command, pid_file, tty=tty)
         kill = functools.partial(self._kill_exec, container_id, pid_file)
@@ -412,7 +412,7 @@ class OCIHandler(Handler):
 
     def attach(
         self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         attached = ConmonAttach(self.attach_dir / container_id, paths.bundle / "ctl", stdin=stdin, tty=tty)
         if tty and size is not None:
             attached.resize(*size)
@@ -467,7 +467,7 @@ class OCIHandler(Handler):
             raise errors.FailedPrecondition(f"{self.name} update: {result.stderr.decode(errors='replace').strip()}")
 
 
-class _InteractiveExec(ExecProcess):
+class _InteractiveExec(StdioSession):
     """`runtime exec` in the foreground with pipes, or with a terminal: a pseudo-terminal whose other end is
     the runtime's stdio, which it puts into raw mode and copies to and from the container's own terminal; a
     resize is set on it and announced to the runtime with SIGWINCH, as a terminal emulator would."""

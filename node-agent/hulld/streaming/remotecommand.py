@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from hulld import errors
-from hulld.runtimes.base import ExecProcess, TerminalSize
+from hulld.runtimes.base import StdioSession, TerminalSize
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class RemoteCommandSession:
         self._lock = threading.Lock()
         self._size: TerminalSize | None = None
         """The client's latest terminal size."""
-        self._process: ExecProcess | None = None
+        self._process: StdioSession | None = None
 
     def accept(self, stream: Channel) -> bool:
         """Every stream is answered; one of a type not expected (or seen before) is left unused."""
@@ -126,7 +126,7 @@ class RemoteCommandSession:
             logger.info("streaming: an unexpected %r stream, ignored", stream.type)
         return True
 
-    def run(self, connection: Transport, start: Callable[[TerminalSize | None], ExecProcess]) -> str:
+    def run(self, connection: Transport, start: Callable[[TerminalSize | None], StdioSession]) -> str:
         """Serve the session; returns how it ended ("ok", "error" or "abandoned"), for the metrics. ``start``
         gets the client's terminal size, if it has one."""
         if not self._all_there.wait(STREAM_TIMEOUT):
@@ -186,7 +186,7 @@ class RemoteCommandSession:
                 stream.close()
 
     @staticmethod
-    def _copy_in(stream: Channel, process: ExecProcess) -> None:
+    def _copy_in(stream: Channel, process: StdioSession) -> None:
         while data := stream.read():
             if process.stdin is None:
                 continue
@@ -220,12 +220,12 @@ class RemoteCommandSession:
         self._sized.set()
 
     @staticmethod
-    def _apply_size(process: ExecProcess, size: TerminalSize) -> None:
+    def _apply_size(process: StdioSession, size: TerminalSize) -> None:
         with contextlib.suppress(OSError):
             process.resize(*size)
 
     @staticmethod
-    def _abandon_when_gone(connection: Transport, process: ExecProcess) -> None:
+    def _abandon_when_gone(connection: Transport, process: StdioSession) -> None:
         """The client went away: the command has no one to talk to."""
         connection.ended.wait()
         with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import h11
 
 from hulld.metrics import Metrics
-from hulld.runtimes.base import ExecProcess, PortConnection, TerminalSize
+from hulld.runtimes.base import PortConnection, StdioSession, TerminalSize
 from hulld.streaming import portforward, remotecommand, websocket
 from hulld.streaming.portforward import PortForwardRequest
 from hulld.streaming.remotecommand import AttachRequest, ExecRequest
@@ -39,8 +39,8 @@ MAX_REQUEST_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
 T = TypeVar("T", Connection, websocket.WebSocketConnection)
-StartExec = Callable[[ExecRequest, TerminalSize | None], ExecProcess]
-StartAttach = Callable[[AttachRequest, TerminalSize | None], ExecProcess]
+StartExec = Callable[[ExecRequest, TerminalSize | None], StdioSession]
+StartAttach = Callable[[AttachRequest, TerminalSize | None], StdioSession]
 ConnectPort = Callable[[PortForwardRequest, int], PortConnection]
 Prepared = ExecRequest | AttachRequest | PortForwardRequest
 ROUTES: dict[str, tuple[type[Prepared], tuple[str, ...]]] = {

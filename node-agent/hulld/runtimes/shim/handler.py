@@ -55,10 +55,10 @@ from hulld.config import HandlerConfig
 from hulld.runtimes.base import (
     ContainerPaths,
     ContainerStdio,
-    ExecProcess,
     ExecResult,
     ExitStatus,
     Handler,
+    StdioSession,
     TerminalSize,
     recorded_exit,
 )
@@ -613,12 +613,12 @@ class ShimHandler(Handler):
 
     def attach(
         self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         self.check_attach()
 
     def exec(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
-    ) -> ExecProcess:
+    ) -> StdioSession:
         names = ["stdout", *([] if tty else ["stderr"]), *(["stdin"] if stdin else [])]
         note, process, exec_id, directory, fifos = self._new_exec(container_id, command, names, tty=tty)
         # Ours before the shim opens its ends (it waits for a reader); stdin read-write, so that opening it
@@ -669,7 +669,7 @@ class ShimHandler(Handler):
         self._call(note.sandbox, "Update", request, task_pb2.Empty)
 
 
-class _ShimExec(ExecProcess):
+class _ShimExec(StdioSession):
     """An interactive exec in a pod's shim: its FIFOs (read ends for output, the write end of stdin) and the
     shim's calls for the rest: Wait, ResizePty, CloseIO, Kill, Delete."""
 

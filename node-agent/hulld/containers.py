@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import queue
 import secrets
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
-from hulld.node import cgroups, mounts
+from hulld.node import cgroups, mounts, processes
 from hulld.runtimes.base import ContainerPaths, ContainerStdio, ExecResult, Handler, StdioSession, TerminalSize
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
@@ -92,6 +93,19 @@ class Events:
             for record in self.containers.records.list(lambda r: r.status.state == "RUNNING"):
                 with contextlib.suppress(Exception):
                     self.containers.refresh(record)
+
+
+@dataclasses.dataclass(frozen=True)
+class Readings:
+    """What the CRI metrics report of a running container, read at one moment."""
+
+    usage: cgroups.Usage
+    details: cgroups.Details
+    open_files: processes.OpenFiles | None
+    """None when the container's processes are not the host's to see."""
+    writable_bytes: int
+    filesystem: os.statvfs_result
+    """Of the filesystem holding the writable layers."""
 
 
 class Containers:
@@ -347,7 +361,6 @@ class Containers:
             )
         if stdin and not record.stdin:
             raise errors.InvalidArgument(f"Attach: stdin asked for, but container {record.id} was created without")
-        self.handler(record.handler).check_attach()
         return record
 
     def attach(self, container_id: str, *, stdin: bool, tty: bool, size: TerminalSize | None) -> StdioSession:
@@ -368,6 +381,21 @@ class Containers:
             raise errors.FailedPrecondition(f"container {record.id} is not running")
         self.handler(record.handler).update_resources(record.id, container_spec.container_resources(linux_resources))
 
+    def readings(self, record: ContainerRecord) -> Readings | None:
+        """A running container's readings for the CRI metrics; None when it is not running."""
+        sandbox = self.sandboxes.records.find(record.sandbox_id)
+        if sandbox is None or record.status.state != "RUNNING":
+            return None
+        usage, used, _ = self.usage(record)
+        details = self.handler(record.handler).details(record.id, container_spec.cgroups_path(sandbox, record.id))
+        return Readings(
+            usage=usage,
+            details=details,
+            open_files=None if details.pids is None else processes.open_files(details.pids),
+            writable_bytes=used,
+            filesystem=os.statvfs(self.files),
+        )
+
     def usage(self, record: ContainerRecord) -> tuple[cgroups.Usage, int, int]:
         """cgroup usage, and the writable layer's bytes and inodes."""
         sandbox = self.sandboxes.records.find(record.sandbox_id)
@@ -379,5 +407,6 @@ class Containers:
                 used += item.lstat().st_blocks * 512
             except FileNotFoundError:
                 continue
-        empty = cgroups.Usage(None, None, None, None)
-        return (cgroups.usage(path) if path and record.status.state == "RUNNING" else empty), used, inodes
+        if not path or record.status.state != "RUNNING":
+            return cgroups.Usage(None, None, None, None), used, inodes
+        return self.handler(record.handler).usage(record.id, path), used, inodes

@@ -283,6 +283,8 @@ class Sandboxes:
         if record is None:
             return  # CRI: removing an unknown sandbox succeeds
         self.stop(record.id)
+        if not record.cgroup_parent:  # hulld's own pod cgroup (a kubelet's is the kubelet's to remove)
+            cgroups.remove(container_spec.pod_cgroup(record))
         shutil.rmtree(self.directory(record), ignore_errors=True)
         self.records.remove(record)
 
@@ -315,6 +317,17 @@ class Sandboxes:
         network = record.status.namespaces.get("net")
         handler = self.handlers.get(record.handler)
         return handler.connect(record.status.infra_id, Path(network) if network else None, port)
+
+    def interface_counters(self, record: SandboxRecord) -> dict[str, namespaces.InterfaceCounters]:
+        """The counters of a ready pod's network interfaces (none for the host's network)."""
+        network = record.status.namespaces.get("net")
+        if record.status.state != "READY" or not network:
+            return {}
+        try:
+            return namespaces.interface_counters(Path(network))
+        except OSError as error:  # removed meanwhile
+            logger.info("sandbox %s: no interface counters: %s", record.id, error)
+            return {}
 
     def refresh(self, record: SandboxRecord) -> SandboxRecord:
         """A ready pod whose infra container exited is not ready any more (the kubelet makes a new one)."""

@@ -203,13 +203,20 @@ sandbox_per_pod = true
             return text
 
 
+def pod_cgroups() -> set[Path]:
+    """hulld's own pod cgroups (of pods without a cgroup parent), in every hierarchy."""
+    return {path for hierarchy in Path("/sys/fs/cgroup").iterdir() for path in (hierarchy / "kubehull").glob("*/")}
+
+
 @pytest.fixture
 def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
+    cgroups_before = pod_cgroups()
     running = Hulld(tmp_path, component_logs, oci_registry.host, network=True)
     yield running
     for pod in running.crictl("pods", "-q", check=False).stdout.split():
         running.crictl("rmp", "-f", pod, check=False)
     assert running.tear_down() == [], "processes of removed pods were left running"
+    assert pod_cgroups() - cgroups_before == set(), "removed pods left their cgroups"
 
 
 @pytest.fixture

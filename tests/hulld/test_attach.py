@@ -1,6 +1,6 @@
-"""Attach to a running container's own stdio through conmon's attach socket, driven by crictl (SPDY, as the
-kubelet speaks it): stdin with stdinOnce, a container started under a terminal and resized, detaching, and what
-is refused."""
+"""Attach to a running container's own stdio — through conmon's attach socket (OCI handlers), through the
+shim's stdio FIFOs (shim v2 handlers) — driven by crictl (SPDY, as the kubelet speaks it): stdin with
+stdinOnce, a container started under a terminal and resized, detaching, and what is refused."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from tests.hulld.test_lifecycle import pod_config, write
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
-HANDLERS = ["runc", "runsc"]
-"""The OCI handlers, whose containers run under conmon (shim v2 handlers answer UNIMPLEMENTED)."""
+HANDLERS = ["runc", "runsc", "shim-runc", "shim-runsc"]
 
 
 def interactive_container(
@@ -154,13 +153,3 @@ def test_attach_refusals_name_their_reason(
     with pytest.raises(grpc.RpcError) as refused:
         runtime.Attach(cri.AttachRequest(container_id=plain, stdout=True))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-    # shim v2 handlers: no attach, and no container input (which only attach could feed) rather than none given.
-    shim = interactive_container(hulld, oci_registry, tmp_path, "shim-runc", "shim", ("sleep", "3600"))
-    with pytest.raises(grpc.RpcError) as refused:
-        runtime.Attach(cri.AttachRequest(container_id=shim, stdout=True))
-    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "shim" in str(refused.value.details())
-    with pytest.raises(AssertionError) as failed:
-        interactive_container(hulld, oci_registry, tmp_path, "shim-runc", "shim-in", stdin=True)
-    assert "code = Unimplemented desc = CreateContainer: stdin (input for attached clients)" in str(failed.value)

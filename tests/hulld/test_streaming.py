@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import http.client
-import json
 import os
 import select
 import struct
@@ -20,7 +19,6 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
-from kubehull_harness import processes
 from kubehull_harness.pytest_plugin import OCIRegistry
 from tests.hulld.conftest import Hulld
 from tests.hulld.test_attach import interactive_container
@@ -177,7 +175,7 @@ def test_exec_and_attach_over_websocket(
     hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
 ) -> None:
     """crictl --transport websocket (v5.channel.k8s.io): output on both streams, the exit code, input to its end
-    (v5's close signal) through exec and through attach; port-forward is SPDY only, and says so."""
+    (v5's close signal) through exec and through attach (port-forward over WebSocket: test_portforward)."""
     hulld = hulld_with_network
     container = running_container(hulld, oci_registry, tmp_path, handler)
     websocket = [*hulld.crictl_argv(), "exec", "--transport", "websocket"]
@@ -201,14 +199,3 @@ def test_exec_and_attach_over_websocket(
         check=False,
     )
     assert (attached.returncode, attached.stdout) == (0, b"attached\n"), attached.stderr
-
-    pod = json.loads(hulld.crictl("ps", "-o", "json").stdout)["containers"][0]["podSandboxId"]
-    forwarded = subprocess.run(
-        [*hulld.crictl_argv(), "port-forward", "--transport", "websocket", pod, f"{processes.free_port()}:80"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert forwarded.returncode != 0  # refused with 400 "... port-forward over WebSocket is not supported (SPDY is)"
-    assert "unable to upgrade streaming request" in forwarded.stderr

@@ -1,10 +1,12 @@
 """hulld's WebSocket channels (remote command over WebSocket) over a socket pair, the client's frames made by
 wsproto's client side: routing by channel, v5's close signal, pings; and hostile input — a text message, a
-message past the size bound, frames that break the protocol — each ends that connection only."""
+message past the size bound, frames that break the protocol — each ends that connection only; and SPDY
+tunnelled through a WebSocket (port-forward's transport)."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -12,7 +14,8 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from hulld.streaming.websocket import MAX_MESSAGE, WebSocketConnection
+from hulld.streaming import spdy
+from hulld.streaming.websocket import MAX_MESSAGE, Tunnel, WebSocketConnection
 from tests.hulld.test_spdy import serve_in_thread
 
 
@@ -21,7 +24,7 @@ class Client:
         self.socket = sock
         self.ws = Connection(ConnectionType.CLIENT)
 
-    def send(self, event: BytesMessage | TextMessage | Ping) -> None:
+    def send(self, event: BytesMessage | TextMessage | Ping | CloseConnection) -> None:
         self.socket.sendall(self.ws.send(event))
 
     def next_event(self) -> object:
@@ -76,3 +79,23 @@ def test_hostile_input_ends_the_connection(
         closed = client.next_event()
         assert isinstance(closed, CloseConnection)
         assert closed.code == (1003 if hostile == "a text message" else 1009)
+
+
+def test_spdy_tunnelled_through_websocket() -> None:
+    """Port-forward's SPDY in binary messages whose boundaries mean nothing: a frame split across two messages
+    arrives whole, the answer comes back in a binary message, and the client's closure ends the session."""
+    ours, theirs = socket.socketpair()
+    connection = spdy.Connection(Tunnel(ours, b""), b"", lambda stream: True)
+    for reader in serve_in_thread(connection.run, ours, theirs):
+        client = Client(theirs)
+        ping = struct.pack(">HHII", 0x8003, spdy.PING, 4, 7)
+        client.send(BytesMessage(data=ping[:5]))
+        client.send(Ping(payload=b"beat"))  # the WebSocket's own pings are answered meanwhile
+        assert client.next_event() == Pong(payload=b"beat")
+        client.send(BytesMessage(data=ping[5:]))
+        answer = client.next_event()
+        assert isinstance(answer, BytesMessage)
+        assert answer.data == ping
+        client.send(CloseConnection(code=1000))
+        reader.join(10)
+        assert connection.ended.is_set()

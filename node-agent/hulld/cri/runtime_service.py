@@ -11,7 +11,8 @@ domain, build the answer):
     events        GetContainerEvents
     streaming     Exec, Attach, PortForward (URLs on hulld's streaming server)
     stats         ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats
-    unsupported   UNIMPLEMENTED with the reason (checkpoints, CRI metrics)
+    metrics       ListMetricDescriptors, ListPodSandboxMetrics (cAdvisor's container metrics)
+    unsupported   UNIMPLEMENTED with the reason (checkpoints)
     convert       records to CRI messages and back
 """
 
@@ -21,6 +22,7 @@ from cri_api.v1 import api_pb2_grpc
 
 from hulld.cri.container import ContainerMethods
 from hulld.cri.events import EventMethods
+from hulld.cri.metrics import MetricsMethods
 from hulld.cri.runtime_info import RuntimeInfoMethods
 from hulld.cri.sandbox import SandboxMethods
 from hulld.cri.stats import StatsMethods
@@ -34,6 +36,7 @@ class RuntimeServicer(
     ContainerMethods,
     EventMethods,
     StatsMethods,
+    MetricsMethods,
     StreamingMethods,
     UnsupportedMethods,
     api_pb2_grpc.RuntimeServiceServicer,

@@ -56,3 +56,13 @@ def host_devices(root: Path = Path("/dev")) -> list[dict[str, Any]]:
             if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
                 found.append(_entry(path, info, path))
     return sorted(found, key=lambda entry: str(entry["path"]))
+
+
+def block_device_name(major: int, minor: int) -> str:
+    """The host's name for a block device (``/dev/sda``), as cAdvisor labels I/O; ``MAJOR:MINOR`` if unknown."""
+    try:
+        uevent = Path(f"/sys/dev/block/{major}:{minor}/uevent").read_text()
+    except OSError:
+        return f"{major}:{minor}"
+    names = [line.partition("=")[2] for line in uevent.splitlines() if line.startswith("DEVNAME=")]
+    return f"/dev/{names[0]}" if names else f"{major}:{minor}"

@@ -4,7 +4,8 @@
 the new UTS namespace, and bind-mounts each namespace onto its file, so it outlives the short-lived process.
 Containers then join them by path. The files live in a directory that is a private bind mount of itself, as
 such bind mounts require; ``remove`` unmounts and deletes them and is idempotent. ``connect_loopback`` opens a
-TCP connection inside a pod's network namespace (port-forward).
+TCP connection inside a pod's network namespace (port-forward); ``interface_counters`` reads its interfaces'
+counters (CRI metrics).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from hulld import errors
 
 KINDS = ("net", "ipc", "uts")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)  # setns: os.setns arrives with Python 3.12
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +80,45 @@ def remove(pinned: Pinned) -> None:
 
 def connect_loopback(net: Path | None, port: int, timeout: float = 10.0) -> socket.socket:
     """A TCP connection to ``port`` on the loopback of the network namespace ``net`` (None: the host's), to
-    127.0.0.1 and else ::1, as containerd's port-forward does."""
+    127.0.0.1 and else ::1, as containerd's port-forward does. The socket keeps the namespace it was made in."""
     if net is None:
         return _dial_loopback(port, timeout)
-    outcome: list[socket.socket | Exception] = []
+    return _in_network_namespace(net, lambda: _dial_loopback(port, timeout))
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceCounters:
+    """One interface's counters in /proc/net/dev."""
+
+    receive_bytes: int
+    receive_packets: int
+    receive_errors: int
+    receive_dropped: int
+    transmit_bytes: int
+    transmit_packets: int
+    transmit_errors: int
+    transmit_dropped: int
+
+
+def interface_counters(net: Path) -> dict[str, InterfaceCounters]:
+    """The counters of every interface of the network namespace ``net`` but its loopback (as cAdvisor)."""
+    text = _in_network_namespace(net, lambda: Path("/proc/thread-self/net/dev").read_text())
+    counters = {}
+    for line in text.splitlines()[2:]:  # two header lines
+        name, _, numbers = line.partition(":")
+        fields = [int(field) for field in numbers.split() if field.isdigit()]
+        if name.strip() != "lo" and len(fields) >= 16:
+            # receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs drop
+            counters[name.strip()] = InterfaceCounters(*fields[0:4], *fields[8:12])
+    return counters
+
+
+def _in_network_namespace(net: Path, task: Callable[[], T]) -> T:
+    """``task``'s result, run in a thread that entered ``net``. setns moves only the calling thread; this one
+    ends right after, so nothing else ever runs in the pod's namespace."""
+    outcome: list[T | Exception] = []
 
     def in_namespace() -> None:
-        # setns moves only the calling thread; this one ends right after, so nothing else ever runs in the pod's
-        # namespace. The socket keeps the namespace it was made in.
         try:
             descriptor = os.open(net, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -92,11 +127,11 @@ def connect_loopback(net: Path | None, port: int, timeout: float = 10.0) -> sock
                     raise OSError(number, f"entering the pod's network namespace: {os.strerror(number)}")
             finally:
                 os.close(descriptor)
-            outcome.append(_dial_loopback(port, timeout))
+            outcome.append(task())
         except Exception as error:
             outcome.append(error)
 
-    thread = threading.Thread(target=in_namespace, name=f"connect to port {port} in {net.name}", daemon=True)
+    thread = threading.Thread(target=in_namespace, name=f"in network namespace {net.name}", daemon=True)
     thread.start()
     thread.join()
     if isinstance(outcome[0], Exception):

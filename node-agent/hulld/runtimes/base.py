@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from hulld.config import HandlerConfig
-from hulld.node import namespaces
+from hulld.node import cgroups, namespaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +167,6 @@ class Handler(abc.ABC):
         """Run ``command`` in the container for a client attached to it (CRI Exec), under a terminal if ``tty``,
         of the client's ``size`` from the start (or as soon as the runtime allows)."""
 
-    def check_attach(self) -> None:  # noqa: B027 - most handlers can: nothing to check
-        """Raise ``Unimplemented`` if the handler cannot attach to its containers (checked when the CRI call
-        comes, before the client connects)."""
-
     @abc.abstractmethod
     def attach(
         self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
@@ -184,6 +180,15 @@ class Handler(abc.ABC):
         container, if it has one; ``network``: its network namespace (None: the host's). By default made in
         that namespace, which the pod's containers share with the host kernel's network stack."""
         return PortConnection(namespaces.connect_loopback(network, port))
+
+    def usage(self, container_id: str, cgroups_path: str) -> cgroups.Usage:
+        """What the running container uses now (CRI stats). By default its cgroup's reading: the container's
+        processes are the host's."""
+        return cgroups.usage(cgroups_path)
+
+    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
+        """The rest of what cAdvisor reports of the running container (CRI metrics); by default its cgroup's."""
+        return cgroups.details(cgroups_path)
 
     @abc.abstractmethod
     def version(self) -> str: ...

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import re
 import select
@@ -30,10 +31,12 @@ import time
 import tty as terminal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
+from hulld.node import cgroups
 from hulld.runtimes.attach import ConmonAttach
 from hulld.runtimes.base import (
     ContainerPaths,
@@ -47,6 +50,8 @@ from hulld.runtimes.base import (
     recorded_exit,
 )
 from hulld.runtimes.output import CappedOutput
+
+logger = logging.getLogger(__name__)
 
 CONMON = "conmon"
 CREATE_TIMEOUT = 120.0
@@ -439,6 +444,45 @@ class OCIHandler(Handler):
                 connection, _ = listener.accept()
         connection.settimeout(None)
         return PortConnection(connection, half_close=False)
+
+    def usage(self, container_id: str, cgroups_path: str) -> cgroups.Usage:
+        if not self._sandbox_per_pod:
+            return super().usage(container_id, cgroups_path)
+        # A sandbox's containers are not host processes (their host cgroups stay empty): the sandbox accounts
+        # for them. gVisor knows no page cache apart from usage, so the working set is the usage. Its JSON
+        # leaves zeros out.
+        data = self._sandbox_json("events", "--stats", container_id).get("data")
+        if not data:
+            return cgroups.Usage(None, None, None, None)
+        memory = data.get("memory", {}).get("usage", {}).get("usage", 0)
+        return cgroups.Usage(
+            cpu_nanoseconds=data.get("cpu", {}).get("usage", {}).get("total", 0),
+            memory_usage=memory,
+            memory_working_set=memory,
+            memory_rss=None,
+        )
+
+    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
+        if not self._sandbox_per_pod:
+            return super().details(container_id, cgroups_path)
+        # Of the rest, a sandbox tells its processes (their PIDs inside it) and its tasks (threads).
+        processes = self._sandbox_json("ps", "--format=json", container_id)
+        data = self._sandbox_json("events", "--stats", container_id).get("data")
+        return cgroups.Details(
+            processes=len(processes) if isinstance(processes, list) else None,
+            threads=data.get("pids", {}).get("current", 0) if data else None,
+        )
+
+    def _sandbox_json(self, *args: str) -> Any:
+        """A runsc command's JSON answer (empty when the container went meanwhile)."""
+        result = self._runtime(*args, timeout=10)
+        try:
+            if result.returncode == 0:
+                return json.loads(result.stdout)
+        except ValueError:
+            pass
+        logger.info("%s %s: %s", self.name, args[0], result.stderr.decode(errors="replace").strip()[-500:])
+        return {}
 
     def version(self) -> str:
         result = self._runtime("--version", timeout=10)

@@ -1,5 +1,5 @@
 """hulld's streaming server: the URL a CRI Exec, Attach or PortForward returns, where the client's connection
-is upgraded to SPDY.
+is upgraded to SPDY (or to a WebSocket: ``websocket``).
 
     CRI Exec ──▶ ``prepare`` stores the request under a token ──▶ ``http://127.0.0.1:PORT/exec/TOKEN``
     client ──▶ GET/POST /exec/TOKEN, Upgrade: SPDY/3.1, X-Stream-Protocol-Version: ... ──▶ 101 ──▶ SPDY
@@ -127,9 +127,8 @@ class StreamingServer:
             self._refuse(client, http, 400, "unable to upgrade: missing upgrade headers in request")
             return
         key = headers.get("sec-websocket-key", "")
-        if over_websocket and (isinstance(prepared, PortForwardRequest) or not key):
-            why = "port-forward over WebSocket is not supported (SPDY is)" if key else "no Sec-WebSocket-Key"
-            self._refuse(client, http, 400, f"unable to upgrade: {why}")
+        if over_websocket and not key:
+            self._refuse(client, http, 400, "unable to upgrade: no Sec-WebSocket-Key")
             return
         offered_in = "sec-websocket-protocol" if over_websocket else "x-stream-protocol-version"
         offered = [
@@ -138,7 +137,11 @@ class StreamingServer:
             if name.decode().lower() == offered_in
             for version in value.decode().split(",")
         ]
-        protocols = websocket.PROTOCOLS if over_websocket else ROUTES[route][1]
+        protocols = ROUTES[route][1]
+        if over_websocket and isinstance(prepared, PortForwardRequest):  # its SPDY is tunnelled
+            protocols = tuple(websocket.TUNNEL_PREFIX + name for name in protocols)
+        elif over_websocket:  # remote command has WebSocket versions of its own
+            protocols = websocket.PROTOCOLS
         protocol = next((version for version in offered if version in protocols), None)
         if protocol is None:
             message = f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts "
@@ -154,7 +157,8 @@ class StreamingServer:
         pending = http.trailing_data[0]
         if isinstance(prepared, PortForwardRequest):
             forwarding = portforward.PortForwardSession(prepared, functools.partial(self._connect_port, prepared))
-            spdy = Connection(client, pending, forwarding.accept)
+            carrier = websocket.Tunnel(client, pending) if over_websocket else client
+            spdy = Connection(carrier, b"" if over_websocket else pending, forwarding.accept)
             self._session("portforward", prepared.handler, spdy, forwarding.run)
             return
         command = remotecommand.RemoteCommandSession(protocol, prepared)

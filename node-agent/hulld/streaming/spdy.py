@@ -23,6 +23,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
+from typing import Protocol
 
 from hulld.streaming.dictionary import DICTIONARY
 
@@ -38,6 +39,18 @@ DATA_CHUNK = 32 * 1024
 
 class ProtocolError(Exception):
     pass
+
+
+class ByteStream(Protocol):
+    """What a session runs on: the upgraded socket, or a WebSocket tunnelling SPDY (``websocket.Tunnel``)."""
+
+    def recv(self, size: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Stream:
@@ -84,10 +97,10 @@ class Stream:
 
 
 class Connection:
-    """A SPDY session on an upgraded socket. ``accept`` decides each new stream: True replies to it, False
+    """A SPDY session on an upgraded connection. ``accept`` decides each new stream: True replies to it, False
     resets it. ``run`` reads frames until the client goes; writes come from any thread."""
 
-    def __init__(self, sock: socket.socket, pending: bytes, accept: Callable[[Stream], bool]) -> None:
+    def __init__(self, sock: ByteStream, pending: bytes, accept: Callable[[Stream], bool]) -> None:
         self.socket = sock
         self._buffer = bytearray(pending)
         self._accept = accept

@@ -1,5 +1,6 @@
-"""The remote-command protocol over WebSocket (``v5.channel.k8s.io``, ``v4.channel.k8s.io``), as crictl and
-critest speak it with ``--transport websocket`` (the kubelet speaks SPDY to runtimes).
+"""The streaming protocols over WebSocket, as crictl and critest speak them with ``--transport websocket`` (the
+kubelet speaks SPDY to runtimes): remote command (``v5.channel.k8s.io``, ``v4.channel.k8s.io``) and port-forward,
+which is SPDY tunnelled through the WebSocket (``SPDY/3.1+portforward.k8s.io``, ``Tunnel``).
 
 Every message is binary: its first byte names the channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize),
 the rest is that channel's data. There is no stream set-up: the channels the request asks for exist from the
@@ -24,7 +25,9 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-"""What hulld speaks over WebSocket, preferred first (the base64 variants are not offered)."""
+"""The remote-command versions hulld speaks over WebSocket, preferred first (the base64 variants are not offered)."""
+TUNNEL_PREFIX = "SPDY/3.1+"
+"""Before a SPDY protocol's name, the WebSocket protocol that tunnels it (client-go's port-forward)."""
 CHANNELS = ("stdin", "stdout", "stderr", "error", "resize")
 CLOSE_SIGNAL = 255
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -76,63 +79,80 @@ class Channel:
         self._incoming.put(data)
 
 
-class WebSocketConnection:
-    """A WebSocket session on an upgraded socket carrying the channels ``names``. ``run`` reads until the
-    client goes; writes come from any thread."""
+class _Endpoint:
+    """The server's end of a WebSocket on an upgraded socket: pings answered, text refused, a closure echoed.
+    Writes come from any thread."""
 
-    def __init__(self, sock: socket.socket, pending: bytes, protocol: str, names: Iterable[str]) -> None:
+    def __init__(self, sock: socket.socket, pending: bytes) -> None:
         self.socket = sock
-        self.protocol = protocol
-        self.channels = {CHANNELS.index(name): Channel(self, CHANNELS.index(name)) for name in names}
         self._ws = Connection(ConnectionType.SERVER)
         self._pending = pending
         self._write_lock = threading.Lock()
         self.bytes_in = len(pending)
         self.bytes_out = 0
+
+    def _next_messages(self) -> list[BytesMessage] | None:
+        """The binary message parts the next read brings (maybe none); None once the session is over."""
+        data, self._pending = self._pending, b""
+        if not data:
+            data = self.socket.recv(65536)
+            if not data:
+                return None
+            self.bytes_in += len(data)
+        self._ws.receive_data(data)
+        messages = []
+        for event in self._ws.events():
+            if isinstance(event, Ping):
+                self._send(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                with contextlib.suppress(LocalProtocolError):  # we closed first: it is their answer
+                    self._send(self._ws.send(event.response()))
+                return None
+            elif isinstance(event, BytesMessage):
+                messages.append(event)
+            elif isinstance(event, Message):
+                self._close(1003, "the streaming protocols are binary")
+                return None
+        return messages
+
+    def _send(self, raw: bytes) -> None:
+        with self._write_lock:
+            self.socket.sendall(raw)
+            self.bytes_out += len(raw)
+
+    def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(OSError, LocalProtocolError):
+            self._send(self._ws.send(CloseConnection(code=code, reason=reason)))
+
+
+class WebSocketConnection(_Endpoint):
+    """A remote-command session carrying the channels ``names``. ``run`` reads until the client goes."""
+
+    def __init__(self, sock: socket.socket, pending: bytes, protocol: str, names: Iterable[str]) -> None:
+        super().__init__(sock, pending)
+        self.protocol = protocol
+        self.channels = {CHANNELS.index(name): Channel(self, CHANNELS.index(name)) for name in names}
         self.ended = threading.Event()
 
     def run(self) -> None:
         """Read until the client closes, goes, or breaks the protocol; then every channel's reader sees its end."""
         message = bytearray()
         try:
-            data = self._pending
-            while True:
-                if data:
-                    self._ws.receive_data(data)
-                if self._handle_events(message):
-                    return
-                data = self.socket.recv(65536)
-                if not data:
-                    return
-                self.bytes_in += len(data)
+            while (parts := self._next_messages()) is not None:
+                for part in parts:
+                    message += part.data
+                    if len(message) > MAX_MESSAGE:
+                        self._close(1009, "message too big")
+                        return
+                    if part.message_finished:
+                        self._route(bytes(message))
+                        message.clear()
         except (OSError, RemoteProtocolError, LocalProtocolError) as error:
             logger.info("streaming: the WebSocket connection ended: %s", error)
         finally:
             self.ended.set()
             for channel in self.channels.values():
                 channel._deliver(None)
-
-    def _handle_events(self, message: bytearray) -> bool:
-        """Act on what the data received so far makes; True when the session is over."""
-        for event in self._ws.events():
-            if isinstance(event, Ping):
-                self._send(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                with contextlib.suppress(LocalProtocolError):
-                    self._send(self._ws.send(event.response()))
-                return True
-            elif isinstance(event, BytesMessage):
-                message += event.data
-                if len(message) > MAX_MESSAGE:
-                    self._close(1009, "message too big")
-                    return True
-                if event.message_finished:
-                    self._route(bytes(message))
-                    message.clear()
-            elif isinstance(event, Message):
-                self._close(1003, "the remote-command protocols are binary")
-                return True
-        return False
 
     def _route(self, message: bytes) -> None:
         if not message:
@@ -149,19 +169,47 @@ class WebSocketConnection:
     def send_message(self, payload: bytes) -> None:
         self._send(self._ws.send(BytesMessage(data=payload)))
 
-    def _send(self, raw: bytes) -> None:
-        with self._write_lock:
-            self.socket.sendall(raw)
-            self.bytes_out += len(raw)
-
-    def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(OSError, LocalProtocolError):
-            self._send(self._ws.send(CloseConnection(code=code, reason=reason)))
-
     def close(self, linger: float = 5.0) -> None:
         """A normal closure, our last frame; then let the client hang up (see spdy.Connection.close)."""
         self._close(1000, "")
         with contextlib.suppress(OSError):
             self.socket.shutdown(socket.SHUT_WR)
         self.ended.wait(linger)
+        self.socket.close()
+
+
+class Tunnel(_Endpoint):
+    """A byte stream in binary messages, as client-go tunnels SPDY through a WebSocket for port-forward
+    (``SPDY/3.1+portforward.k8s.io``): message boundaries mean nothing, the bytes are SPDY frames. It is what
+    ``spdy.Connection`` needs of a socket. Reads are bounded by the socket's: what one ``recv`` brings."""
+
+    def __init__(self, sock: socket.socket, pending: bytes) -> None:
+        super().__init__(sock, pending)
+        self._received = bytearray()
+        self._over = False
+
+    def recv(self, size: int) -> bytes:
+        try:
+            while not self._received and not self._over:
+                parts = self._next_messages()
+                if parts is None:
+                    self._over = True
+                else:
+                    for part in parts:
+                        self._received += part.data
+        except (RemoteProtocolError, LocalProtocolError) as error:
+            logger.info("streaming: the WebSocket tunnel ended: %s", error)
+            self._over = True
+        data = bytes(self._received[:size])
+        del self._received[:size]
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        self._send(self._ws.send(BytesMessage(data=data)))
+
+    def shutdown(self, how: int) -> None:
+        """Our side is done: a normal closure (the client's answer ends ``recv``)."""
+        self._close(1000, "")
+
+    def close(self) -> None:
         self.socket.close()

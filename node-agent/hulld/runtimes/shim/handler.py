@@ -44,7 +44,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
@@ -52,6 +52,7 @@ from google.protobuf.message import DecodeError
 from hulld import errors
 from hulld.atomic import write_atomically
 from hulld.config import HandlerConfig
+from hulld.node import cgroups
 from hulld.runtimes.base import (
     ContainerPaths,
     ContainerStdio,
@@ -64,7 +65,7 @@ from hulld.runtimes.base import (
 )
 from hulld.runtimes.output import CappedOutput
 from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
-from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
+from hulld.runtimes.shim.protocol import cgroup_metrics_pb2, task_pb2, ttrpc_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,6 @@ TASK_SERVICES = ("containerd.task.v3.Task", "containerd.task.v2.Task")
 1.x shims (and Kata's, gVisor's) v2."""
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/"
-NOT_YET = "not supported for shim v2 handlers yet"
 """containerd's type URLs for OCI spec structures, which travel as JSON (Process, LinuxResources)."""
 RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 SIGKILL_EXIT = 128 + signals.SIGKILL
@@ -85,6 +85,7 @@ NEVER_STARTED_GRACE = 1.0
 SHUTDOWN_GRACE = 2.0
 RECORDER_START_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
+CGROUP_V1_METRICS = "io.containerd.cgroups.v1.Metrics"
 CONNECT_TIMEOUT = 5.0
 STATE_TIMEOUT = 5.0
 
@@ -97,6 +98,8 @@ class _Container:
     bundle: str
     exits: str
     log: str
+    stdin_once: bool = False
+    """Its input (a FIFO in its bundle, if it has one) ends when the first attached client's does."""
 
     @property
     def exits_dir(self) -> Path:
@@ -435,15 +438,21 @@ class ShimHandler(Handler):
     # --- Handler -------------------------------------------------------------------------------------------
 
     def create(self, container_id: str, name: str, paths: ContainerPaths, sandbox: str, stdio: ContainerStdio) -> int:
-        if stdio.stdin:
-            # Only an attached client could feed it: refused rather than created with no input at all.
-            raise errors.Unimplemented(f"CreateContainer: stdin (input for attached clients) is {NOT_YET}")
-        note = _Container(sandbox=sandbox, bundle=str(paths.bundle), exits=str(paths.exits), log=str(paths.log or ""))
+        note = _Container(
+            sandbox=sandbox,
+            bundle=str(paths.bundle),
+            exits=str(paths.exits),
+            log=str(paths.log or ""),
+            stdin_once=stdio.stdin_once,
+        )
         spec = json.loads((paths.bundle / "config.json").read_text())
         terminal = bool(spec.get("process", {}).get("terminal"))
         fifos = self._fifos(paths.bundle, terminal)
         for fifo in fifos.values():
             os.mkfifo(fifo, 0o600)
+        if stdio.stdin:
+            # The shim keeps a writer of its own open (its input lasts until CloseIO, whoever attaches or not).
+            os.mkfifo(paths.bundle / "stdin", 0o600)
         if container_id == sandbox:
             self._start_shim(sandbox, paths.bundle)
         write_atomically(self.state / "containers" / f"{container_id}.json", json.dumps(dataclasses.asdict(note)))
@@ -453,6 +462,7 @@ class ShimHandler(Handler):
                 id=container_id,
                 bundle=str(paths.bundle),
                 terminal=terminal,
+                stdin=str(paths.bundle / "stdin") if stdio.stdin else "",
                 stdout=str(fifos["stdout"]),
                 stderr=str(fifos.get("stderr", "")),
             )
@@ -608,13 +618,27 @@ class ShimHandler(Handler):
                 client.call("Delete", task_pb2.DeleteRequest(id=container_id, exec_id=exec_id), task_pb2.DeleteResponse)
             shutil.rmtree(directory, ignore_errors=True)
 
-    def check_attach(self) -> NoReturn:
-        raise errors.Unimplemented(f"Attach: {NOT_YET} (Exec is)")
-
     def attach(
         self, container_id: str, paths: ContainerPaths, *, stdin: bool, tty: bool, size: TerminalSize | None
     ) -> StdioSession:
-        self.check_attach()
+        note = self._noted(container_id)
+        listener = self.stdio.listen(container_id)
+        if listener is None:
+            raise errors.FailedPrecondition(f"container {container_id}: its output has ended")
+        input_end = None
+        if stdin:
+            try:  # the shim holds the FIFO's reader (and a writer of its own): opening it does not wait
+                input_end = os.open(
+                    Path(note.bundle) / "stdin", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+                )
+            except OSError as error:
+                self.stdio.unlisten(container_id, listener)
+                raise errors.FailedPrecondition(f"container {container_id} takes no input: {error}") from error
+            os.set_blocking(input_end, True)
+        session = _ShimAttach(self, self._client(note.sandbox), container_id, listener, input_end, note.stdin_once)
+        if tty and size is not None:
+            session.resize(*size)
+        return session
 
     def exec(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool, size: TerminalSize | None
@@ -654,6 +678,46 @@ class ShimHandler(Handler):
         if tty and size is not None:
             session.resize(*size)  # the shim's terminal exists once the exec has started
         return session
+
+    def usage(self, container_id: str, cgroups_path: str) -> cgroups.Usage:
+        if cgroups.has_processes(cgroups_path):  # runc's shim: the container's processes are the host's
+            return super().usage(container_id, cgroups_path)
+        # A sandbox or VM shim (gVisor's, Kata's): its containers' host cgroups stay empty; the shim knows.
+        metrics = self._metrics(container_id)
+        if metrics is None:
+            return cgroups.Usage(None, None, None, None)
+        used = metrics.memory.usage.usage
+        return cgroups.Usage(
+            cpu_nanoseconds=metrics.cpu.usage.total,
+            memory_usage=used,
+            memory_working_set=max(0, used - metrics.memory.total_inactive_file),
+            memory_rss=None,  # a sandbox shim leaves it 0 whatever the truth: not to be told apart
+        )
+
+    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
+        if cgroups.has_processes(cgroups_path):
+            return super().details(container_id, cgroups_path)
+        metrics = self._metrics(container_id)  # of the rest, a sandbox shim tells the tasks (threads) it runs
+        return cgroups.Details(threads=None if metrics is None else metrics.pids.current)
+
+    def _metrics(self, container_id: str) -> cgroup_metrics_pb2.CgroupV1Metrics | None:
+        """The shim's Stats answer, when it is cgroup v1 metrics."""
+        note = self._note(container_id)
+        if note is None:
+            return None
+        try:
+            answer = self._call(note.sandbox, "Stats", task_pb2.StatsRequest(id=container_id), task_pb2.StatsResponse)
+        except errors.HulldError as error:
+            logger.info("%s: no stats for %s: %s", self.name, container_id, error)
+            return None
+        if answer.stats.type_url.rpartition("/")[2] != CGROUP_V1_METRICS:
+            logger.info("%s: stats of %s are %s, not read", self.name, container_id, answer.stats.type_url)
+            return None
+        try:
+            return cgroup_metrics_pb2.CgroupV1Metrics.FromString(answer.stats.value)
+        except DecodeError as error:
+            logger.warning("%s: stats of %s do not decode: %s", self.name, container_id, error)
+            return None
 
     def version(self) -> str:
         return launch.version(self.binary)
@@ -700,19 +764,13 @@ class _ShimExec(StdioSession):
             raise errors.FailedPrecondition(f"{self._handler.name} Wait: {error}") from error
 
     def resize(self, width: int, height: int) -> None:
-        with contextlib.suppress(ttrpc.TTRPCError):
-            request = task_pb2.ResizePtyRequest(
-                id=self._container_id, exec_id=self._exec_id, width=width, height=height
-            )
-            self._client.call("ResizePty", request, task_pb2.Empty, CALL_TIMEOUT)
+        _resize_pty(self._client, self._container_id, self._exec_id, width, height)
 
     def end_input(self) -> None:
         if self.stdin is not None:
             os.close(self.stdin)
             self.stdin = None
-        with contextlib.suppress(ttrpc.TTRPCError):
-            request = task_pb2.CloseIORequest(id=self._container_id, exec_id=self._exec_id, stdin=True)
-            self._client.call("CloseIO", request, task_pb2.Empty, CALL_TIMEOUT)
+        _close_input(self._client, self._container_id, self._exec_id)
 
     def kill(self) -> None:
         if self.ended is not None and not self.ended.done():
@@ -726,3 +784,61 @@ class _ShimExec(StdioSession):
             request = task_pb2.DeleteRequest(id=self._container_id, exec_id=self._exec_id)
             self._client.call("Delete", request, task_pb2.DeleteResponse, CALL_TIMEOUT)
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class _ShimAttach(StdioSession):
+    """A client attached to a container of a pod's shim: its output as the handler's copier tees it, its input
+    written into the container's stdin FIFO (the shim's own writer keeps that input open in between clients)."""
+
+    def __init__(
+        self,
+        handler: ShimHandler,
+        client: ttrpc.Service,
+        container_id: str,
+        listener: stdio.Listener,
+        input_end: int | None,
+        stdin_once: bool,
+    ) -> None:
+        self._handler = handler
+        self._client = client
+        self._container_id = container_id
+        self._listener = listener
+        self._stdin_once = stdin_once
+        self.stdin = input_end
+        self.stdout = listener.outputs["stdout"]
+        self.stderr = listener.outputs.get("stderr")
+
+    def wait(self) -> int:
+        self._listener.ended.wait()
+        return 0
+
+    def resize(self, width: int, height: int) -> None:
+        _resize_pty(self._client, self._container_id, "", width, height)
+
+    def end_input(self) -> None:
+        if self.stdin is None:
+            return
+        os.close(self.stdin)
+        self.stdin = None
+        if self._stdin_once:  # the container's input ends with its first client's
+            _close_input(self._client, self._container_id, "")
+
+    def kill(self) -> None:
+        self._handler.stdio.unlisten(self._container_id, self._listener)
+
+    def close(self) -> None:
+        self.kill()
+        self._close_descriptors()
+
+
+def _resize_pty(client: ttrpc.Service, container_id: str, exec_id: str, width: int, height: int) -> None:
+    with contextlib.suppress(ttrpc.TTRPCError):
+        request = task_pb2.ResizePtyRequest(id=container_id, exec_id=exec_id, width=width, height=height)
+        client.call("ResizePty", request, task_pb2.Empty, CALL_TIMEOUT)
+
+
+def _close_input(client: ttrpc.Service, container_id: str, exec_id: str) -> None:
+    """The process's input ends: the shim closes its own writer of the stdin FIFO."""
+    with contextlib.suppress(ttrpc.TTRPCError):
+        request = task_pb2.CloseIORequest(id=container_id, exec_id=exec_id, stdin=True)
+        client.call("CloseIO", request, task_pb2.Empty, CALL_TIMEOUT)

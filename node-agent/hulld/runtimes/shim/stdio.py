@@ -1,4 +1,5 @@
-"""A shim's containers write their stdout and stderr into FIFOs; this copies them into CRI log files.
+"""A shim's containers write their stdout and stderr into FIFOs; this copies them into CRI log files, and to
+the clients attached to a container (``listen``: CRI Attach).
 
 One thread serves every container of a handler. Each line becomes ``<RFC 3339 time> <stream> F <line>`` (the
 kubelet's log format); a line longer than ``MAX_LINE`` is cut into ``P`` (partial) records and a final ``F``.
@@ -7,6 +8,9 @@ A stream ends when the shim closes its end of the FIFO (the container and its pr
 Linux reports that end (POLLHUP) only to a reader that has seen a writer: a FIFO opened before the shim opens
 it (``fresh``) waits for one; one reopened after a hulld restart finds the shim's end already open, or if the
 container ended meanwhile, no writer at all, which a first read tells (it returns end of file).
+
+An attached client gets the output as it comes, through pipes that are never waited on: one client that does
+not keep up loses output (the log keeps all of it) rather than holding up every container's copy.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import logging
 import os
 import selectors
@@ -24,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE = 16 * 1024
 READ_SIZE = 64 * 1024
+LISTENER_PIPE_SIZE = 1024 * 1024
 
 
 def log_record(stream: str, tag: str, line: bytes) -> bytes:
@@ -44,11 +50,40 @@ class _Stream:
     pending: bytes = b""
 
 
+class Listener:
+    """An attached client's view of a container's output: a pipe per stream (``outputs``: their read ends, the
+    client's to read and close). ``ended`` is set once the container's output ended or the client detached;
+    the pipes then read end of file."""
+
+    def __init__(self, streams: list[str]) -> None:
+        self.outputs: dict[str, int] = {}
+        self._inputs: dict[str, int] = {}
+        for name in streams:
+            self.outputs[name], self._inputs[name] = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(self._inputs[name], False)
+            with contextlib.suppress(OSError):  # a larger pipe loses less to a slow client; the default if refused
+                fcntl.fcntl(self._inputs[name], fcntl.F_SETPIPE_SZ, LISTENER_PIPE_SIZE)
+        self.ended = threading.Event()
+
+    def _send(self, stream: str, data: bytes) -> None:
+        descriptor = self._inputs.get(stream)
+        if descriptor is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):  # a full pipe: this client loses it
+                os.write(descriptor, data)
+
+    def _end(self) -> None:
+        for descriptor in self._inputs.values():
+            os.close(descriptor)
+        self._inputs.clear()
+        self.ended.set()
+
+
 @dataclasses.dataclass
 class _Copy:
     log: Path | None
     log_descriptor: int = -1
     streams: list[_Stream] = dataclasses.field(default_factory=list)
+    listeners: list[Listener] = dataclasses.field(default_factory=list)
 
     def open_log(self) -> None:
         if self.log_descriptor >= 0:
@@ -92,6 +127,25 @@ class LogCopier:
                 self._selector.register(stream.descriptor, selectors.EVENT_READ, stream)
         self._wake()
 
+    def listen(self, key: str) -> Listener | None:
+        """Also send container ``key``'s output to a new listener; None if its output is not copied (any more)."""
+        with self._lock:
+            copy = self._copies.get(key)
+            if copy is None or not copy.streams:
+                return None
+            listener = Listener([stream.name for stream in copy.streams])
+            copy.listeners.append(listener)
+            return listener
+
+    def unlisten(self, key: str, listener: Listener) -> None:
+        """The client detached: its pipes end."""
+        with self._lock:
+            copy = self._copies.get(key)
+            if copy is not None and listener in copy.listeners:
+                copy.listeners.remove(listener)
+            if not listener.ended.is_set():
+                listener._end()
+
     def attached(self, key: str) -> bool:
         with self._lock:
             return key in self._copies
@@ -117,6 +171,9 @@ class LogCopier:
                 os.close(stream.descriptor)
                 stream.descriptor = -1
             copy.streams.clear()
+            for listener in copy.listeners:
+                listener._end()
+            copy.listeners.clear()
             if copy.log_descriptor >= 0:
                 os.close(copy.log_descriptor)
 
@@ -153,6 +210,8 @@ class LogCopier:
             self._copy(stream, data)
 
     def _copy(self, stream: _Stream, data: bytes) -> None:
+        for listener in stream.owner.listeners:
+            listener._send(stream.name, data)
         stream.pending += data
         records = []
         while True:
@@ -185,3 +244,7 @@ class LogCopier:
         os.close(stream.descriptor)
         stream.owner.streams.remove(stream)
         stream.descriptor = -1
+        if not stream.owner.streams:  # the container's output ended: so does its listeners'
+            for listener in stream.owner.listeners:
+                listener._end()
+            stream.owner.listeners.clear()

@@ -98,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         connect_port=lambda request, port: sandboxes.connect(request.sandbox_id, port),
         metrics=metrics,
     )
+    # Signals are taken before the sockets answer: the agent signals a reload as soon as hulld serves, and a
+    # SIGHUP before this point would be lost (or end the process).
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_hangup(*_: object) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGHUP, on_hangup)
     servicers = {
         private: RuntimeServicer(current, sandboxes, containers, streaming, private=private, recovered=edge.ready)
         for private in (False, True)
@@ -113,16 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         "hulld %s serving CRI on %s (private: %s)", __version__, current.server.socket, current.server.private_socket
     )
 
-    stop = threading.Event()
-    reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    def on_hangup(*_: object) -> None:
-        reload.set()
-        stop.set()
-
-    signal.signal(signal.SIGHUP, on_hangup)
     while True:
         stop.wait()
         if reload.is_set():

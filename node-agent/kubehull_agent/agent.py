@@ -96,15 +96,25 @@ class Agent:
         except (FileNotFoundError, tomllib.TOMLDecodeError):
             return {}
 
+    def _serves(self, wanted: set[str]) -> bool:
+        """Whether hulld reports every handler in ``wanted``."""
+        try:
+            return wanted <= self.prober.runtime_status()[2]
+        except Exception:  # hulld may be briefly unavailable: not yet
+            return False
+
     def _apply(self, text: str, wanted: set[str]) -> None:
+        """Write hulld's configuration and have hulld reload it — again if an earlier reload did not take (a
+        signal lost while hulld started, say): the file alone proves nothing."""
         try:
             unchanged = self.hulld_config.read_text() == text
         except FileNotFoundError:
             unchanged = False
-        if unchanged:
+        if unchanged and self._serves(wanted):
             return
-        write_atomically(self.hulld_config, text)
-        self.metrics.renders.inc()
+        if not unchanged:
+            write_atomically(self.hulld_config, text)
+            self.metrics.renders.inc()
         try:
             os.kill(int(self.hulld_pid_file.read_text()), signal.SIGHUP)
         except (OSError, ValueError) as error:
@@ -113,12 +123,9 @@ class Agent:
             return
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            try:
-                if wanted <= self.prober.runtime_status()[2]:
-                    logger.info("hulld reloaded with handlers %s", ", ".join(sorted(wanted)) or "(none)")
-                    return
-            except Exception:  # noqa: S110 - hulld may be briefly unavailable; the deadline decides
-                pass
+            if self._serves(wanted):
+                logger.info("hulld reloaded with handlers %s", ", ".join(sorted(wanted)) or "(none)")
+                return
             time.sleep(0.1)
         logger.error("hulld did not take the new configuration (handlers %s)", sorted(wanted))
         self.metrics.reload_failures.inc()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +20,11 @@ from tests.hulld.conftest import Hulld
 from tests.operator.conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+
+def served(hulld: Hulld) -> set[str]:
+    """The handlers hulld serves now."""
+    return {handler.get("name", "") for handler in json.loads(hulld.crictl("info").stdout)["runtimeHandlers"]}
 
 
 def test_profiles_reach_hulld_and_readiness_comes_back(
@@ -101,6 +110,27 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "0/2", 60, "0/2 handlers ready")
         hulld.start()
         wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "2/2", 60, "2/2 ready again")
+
+        # A reload that did not take (its signal lost, say while hulld started): hulld runs without gvisor while
+        # its file already says what the agent would write. A new agent finds the file as it wants it, sees
+        # that hulld does not serve it, and has hulld reload.
+        agent.stop()
+        rendered = hulld.config_path.read_text()
+        hulld.config_path.write_text(re.sub(r"(?ms)^\[handlers\.gvisor\].*?(?=^\[|\Z)", "", rendered))
+        assert hulld.process is not None
+        hulld.process.popen.send_signal(signal.SIGHUP)
+        wait_until(lambda: "gvisor" not in served(hulld), 20, "hulld to drop gvisor")
+        hulld.config_path.write_text(rendered)  # no signal this time
+        probed = {h["name"]: h["lastProbeTime"] for h in cluster.node_runtime(node)["status"]["handlers"]}
+        time.sleep(1)  # probe times have seconds: the new agent's are later
+        agent = AgentProcess(cluster.server, node, hulld, probe_image, tmp_path, component_logs)
+        wait_until(lambda: "gvisor" in served(hulld), 60, "the new agent to have hulld reload")
+
+        def probed_again() -> bool:
+            handlers = cluster.node_runtime(node)["status"]["handlers"]
+            return all(h["ready"] and h["lastProbeTime"] > probed[h["name"]] for h in handlers)
+
+        wait_until(probed_again, 60, "both handlers probed ready by the new agent")
     finally:
         agent.stop()
     # SIGTERM stops the agent cleanly, and hulld goes on serving.

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_harness import cluster, deploy, prometheus, shims, toolchain
+from kubehull_harness import cluster, deploy, processes, prometheus, shims, toolchain
 from kubehull_harness.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -312,6 +312,77 @@ def test_containers_of_a_pod_share_its_sandbox_and_pid_namespace(env: Environmen
     assert "served-in-the-pod" in wait_until(lambda: second_log("gvisor-sidecar"), 180, "the fetch", interval=1)
     assert "sleep 100001" in wait_until(lambda: second_log("shared-pids"), 180, "the other's process", interval=1)
     local.kubectl("delete", "pod", "-n", "default", "gvisor-sidecar", "shared-pids", "--wait=true")
+
+
+def test_a_namespace_default_runs_a_deployments_pods_under_gvisor(env: Environment) -> None:
+    """A profile's namespace default (a MutatingAdmissionPolicy the operator owns): a Deployment in a namespace
+    labelled for it, naming no RuntimeClass, runs its pods in gVisor; enforced, another class is refused."""
+    local = env.local
+    tenant = profile("gvisor-tenants", "gvisor", toolchain.binary("runsc"), {"platform": "systrap"})
+    tenant["spec"]["handler"] = "gvisor"  # the gvisor profile's handler and settings: a second RuntimeClass
+    tenant["spec"]["namespaceDefault"] = {"namespaceSelector": {"matchLabels": {"tenant": "ci"}}, "enforce": True}
+    apply(
+        local,
+        tenant,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ci-1", "labels": {"tenant": "ci"}}},
+    )
+
+    def covered() -> dict[str, Any] | None:
+        status = get(local, "runtimeprofile", "gvisor-tenants").get("status") or {}
+        conditions = {condition["type"]: condition["status"] for condition in status.get("conditions", [])}
+        if conditions.get("NamespaceDefault") == "True" and (status.get("namespaces") or {}).get("names") == ["ci-1"]:
+            return status
+        return None
+
+    wait_until(covered, 180, "the profile covering namespace ci-1", interval=1)
+
+    def defaulted() -> bool:  # a server-side dry run goes through admission: the policy is in force
+        planned = local.kubectl("run", "-n", "ci-1", "probe", f"--image={env.image}", "--dry-run=server", "-o", "json")
+        return bool(json.loads(planned)["spec"].get("runtimeClassName") == "gvisor-tenants")
+
+    wait_until(defaulted, 30, "the API server to apply the policy", interval=0.5)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "ci-1"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": env.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["sh", "-c", SHOW_KERNEL],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    apply(local, deployment)
+
+    def started() -> str:
+        pods = get(local, "pods", "-n", "ci-1", "-l", "app=web")["items"]
+        running = [item for item in pods if item["status"].get("phase") == "Running"]
+        if not running:
+            return ""
+        assert running[0]["spec"]["runtimeClassName"] == "gvisor-tenants"
+        log = local.kubectl("logs", "-n", "ci-1", running[0]["metadata"]["name"])
+        return log if "started" in log else ""
+
+    log = wait_until(started, 180, "the Deployment's pod in gVisor", interval=1)
+    assert "gVisor" in log, log
+    overrides = json.dumps({"spec": {"runtimeClassName": "runc"}})
+    with pytest.raises(processes.ProcessError) as refused:
+        local.kubectl("run", "-n", "ci-1", "plain", f"--image={env.image}", f"--overrides={overrides}")
+    assert "runs its pods under RuntimeProfile gvisor-tenants" in str(refused.value)
+    local.kubectl("delete", "namespace", "ci-1", "--wait=true")
+    local.kubectl("delete", "runtimeprofile", "gvisor-tenants", "--wait=true")
 
 
 def test_a_vm_profile_runs_its_pods_through_a_containerd_shim(env: Environment) -> None:

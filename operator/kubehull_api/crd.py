@@ -84,6 +84,7 @@ KINDS = (
             {"name": "Handler", "type": "string", "jsonPath": ".spec.handler"},
             {"name": "Engine", "type": "string", "jsonPath": ".spec.runtime.engine"},
             {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+            {"name": "Namespaces", "type": "integer", "jsonPath": ".status.namespaces.count"},
             {
                 "name": "Status",
                 "type": "string",

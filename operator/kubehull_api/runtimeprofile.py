@@ -38,6 +38,8 @@ ANNOTATION_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$"
 """An annotation name, or a prefix of names ending in '*' (hulld's allowed_annotations)."""
 MAX_FAILURES = 10
 """status.failures holds at most this many entries."""
+MAX_LISTED = 20
+"""status.namespaces lists at most this many names."""
 
 HostPath = Annotated[str, Field(max_length=4096, pattern=SAFE_PATH, json_schema_extra=cel(NO_DOTDOT))]
 
@@ -142,6 +144,22 @@ class Rollout(KubeModel):
         return max(1, -(-selected * percent // 100))
 
 
+class NamespaceDefault(KubeModel):
+    """Make the profile's RuntimeClass the default of whole namespaces: the operator owns a
+    MutatingAdmissionPolicy that sets it on new pods there that name none (and, enforced, a
+    ValidatingAdmissionPolicy that refuses pods naming another)."""
+
+    namespace_selector: LabelSelector
+    """The namespaces covered (by their labels); {} selects every namespace but the exempt ones."""
+    enforce: bool = False
+    """Refuse pods in the covered namespaces that name another RuntimeClass (naming none is never possible
+    there: they get this one)."""
+    exempt_namespaces: list[Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """Namespaces never covered, whatever their labels; kube-system and kubehull's own namespace always are."""
+
+
 class RuntimeProfileSpec(KubeModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -174,6 +192,8 @@ class RuntimeProfileSpec(KubeModel):
     """Name of the RuntimeClass to manage; defaults to the profile's name. Immutable."""
     rollout: Rollout = Field(default_factory=Rollout)
     """How fast a change reaches the selected nodes."""
+    namespace_default: NamespaceDefault | None = None
+    """Make this profile's RuntimeClass the default (or the only one) for the pods of some namespaces."""
 
     def resolved_overhead(self) -> dict[str, str]:
         if self.overhead.pod_fixed is not None:
@@ -201,6 +221,15 @@ class NodeFailure(KubeModel):
     """Details from the node agent."""
 
 
+class NamespaceCoverage(KubeModel):
+    count: int = 0
+    """Namespaces whose new pods get this profile's RuntimeClass."""
+    names: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=MAX_LISTED)
+    """The first of them by name (at most 20)."""
+    conflicts: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=MAX_LISTED)
+    """Selected namespaces that an older profile covers (at most 20): this profile leaves them to it."""
+
+
 class RuntimeProfileStatus(KubeModel):
     observed_generation: int | None = None
     """The .metadata.generation this status describes."""
@@ -209,11 +238,13 @@ class RuntimeProfileStatus(KubeModel):
     ready: str | None = None
     """ready/desired nodes, for kubectl get."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"))
-    """Ready, RuntimeClassReady, NodesReady, Degraded."""
+    """Ready, RuntimeClassReady, NodesReady, Degraded; NamespaceDefault with spec.namespaceDefault."""
     nodes: NodeCounts = Field(default_factory=NodeCounts)
     """Node counts of the rollout."""
     failures: list[NodeFailure] = Field(default_factory=list, max_length=MAX_FAILURES)
     """Up to 10 nodes on which the handler failed, and why."""
+    namespaces: NamespaceCoverage | None = None
+    """With spec.namespaceDefault: the namespaces covered."""
 
 
 class RuntimeProfile(KubeModel):

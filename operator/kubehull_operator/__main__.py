@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="elect a leader among replicas through a Lease (default: on)",
     )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        help="kubehull's own namespace, never given a namespace default (default: $POD_NAMESPACE)",
+    )
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
     parser.add_argument("--lease-name", default="kubehull-operator")
     parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=hold_lease, name="lease", daemon=True).start()
     metrics.leader.set(1)
 
-    controller = loop.run_until_complete(_make_controller(api, metrics))
+    controller = loop.run_until_complete(_make_controller(api, metrics, args.namespace))
     try:
         kopf.run(
             loop=loop,
@@ -133,8 +138,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _make_controller(api: kube.Kube, metrics: Metrics) -> Controller:
-    return Controller(api, metrics)  # its asyncio primitives belong to kopf's loop
+async def _make_controller(api: kube.Kube, metrics: Metrics, own_namespace: str) -> Controller:
+    return Controller(api, metrics, own_namespace=own_namespace)  # its asyncio primitives belong to kopf's loop
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ from kubehull_operator.metrics import Metrics
 from kubehull_operator.reconcile import plan as planning
 from kubehull_operator.reconcile.model import (
     Action,
+    AdmissionRecord,
+    ApplyAdmission,
     ApplyRuntimeClass,
     CreateNodeRuntime,
+    DeleteAdmission,
     DeleteNodeRuntime,
     DeleteRuntimeClass,
     NodeRecord,
@@ -39,6 +42,7 @@ from kubehull_operator.reconcile.model import (
     SetNodeRuntimeHandlers,
     SetProfileStatus,
     Snapshot,
+    admission_record,
     node_record,
     node_runtime_record,
     runtime_class_record,
@@ -62,10 +66,13 @@ class Indices:
     nodes: Store
     node_runtimes: Store
     runtime_classes: Store
+    namespaces: Store
+    admission: Store
+    """kubehull's admission objects, keyed ``Kind/name``."""
 
 
 def _version(record: Any) -> str:
-    if isinstance(record, NodeRecord | RuntimeClassRecord):
+    if isinstance(record, NodeRecord | RuntimeClassRecord | AdmissionRecord):
         return record.resource_version
     return str(record.metadata.get("resourceVersion", ""))
 
@@ -77,6 +84,7 @@ TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
     "Node": ("nodes", node_record),
     "NodeRuntime": ("node_runtimes", node_runtime_record),
     "RuntimeClass": ("runtime_classes", runtime_class_record),
+    "Admission": ("admission", admission_record),
 }
 
 
@@ -102,9 +110,18 @@ class Overlay:
 
 class Controller:
     def __init__(
-        self, kube: Kube, metrics: Metrics, *, settle: float = 0.05, concurrency: int = 16, retry_after: float = 2.0
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        *,
+        own_namespace: str = "",
+        settle: float = 0.05,
+        concurrency: int = 16,
+        retry_after: float = 2.0,
     ) -> None:
+        """``own_namespace``: kubehull's, which namespace defaults never cover."""
         self.kube = kube
+        self.own_namespace = own_namespace
         self.metrics = metrics
         self.settle = settle
         self.retry_after = retry_after
@@ -170,6 +187,9 @@ class Controller:
             nodes=view("Node", indices.nodes),
             node_runtimes=view("NodeRuntime", indices.node_runtimes),
             runtime_classes=view("RuntimeClass", indices.runtime_classes),
+            namespaces={name: next(iter(values)) for name, values in indices.namespaces.items()},
+            admission=view("Admission", indices.admission),
+            own_namespace=self.own_namespace,
         )
 
     async def reconcile_once(self) -> bool:
@@ -255,6 +275,13 @@ class Controller:
             case DeleteRuntimeClass(name=name):
                 return self._tracked(
                     snapshot, "RuntimeClass", name, lambda: kube.delete_runtime_class(name), deletes=True
+                )
+            case ApplyAdmission(body=body, resource_version=version):
+                key = f"{body['kind']}/{body['metadata']['name']}"
+                return self._tracked(snapshot, "Admission", key, lambda: kube.apply_admission(body, version))
+            case DeleteAdmission(kind=kind, name=name):
+                return self._tracked(
+                    snapshot, "Admission", f"{kind}/{name}", lambda: kube.delete_admission(kind, name), deletes=True
                 )
             case SetProfileStatus(profile=name, status=status):
                 return self._tracked(snapshot, "RuntimeProfile", name, lambda: kube.set_profile_status(name, status))

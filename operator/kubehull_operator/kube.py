@@ -23,10 +23,11 @@ from kubehull_api.noderuntime import HandlerConfig
 from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
 from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
 from kubehull_operator.metrics import Metrics
-from kubehull_operator.reconcile.model import NodeRecord
+from kubehull_operator.reconcile.model import ADMISSION_KINDS, NodeRecord
 
 FIELD_MANAGER = "kubehull-operator"
 MERGE_PATCH = "application/merge-patch+json"
+ADMISSION_GROUP, ADMISSION_VERSION = "admissionregistration.k8s.io", "v1"
 EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
 
 T = TypeVar("T")
@@ -147,6 +148,41 @@ class Kube:
 
     def delete_runtime_class(self, name: str) -> None:
         self._write("runtimeclasses", "delete", lambda: self.node_api.delete_runtime_class(name))
+
+    # --- admission policies (namespace defaults) ------------------------------------------------------------
+
+    def apply_admission(self, body: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
+        """Create an admission object (admissionregistration.k8s.io/v1), or replace exactly the version read."""
+        plural = ADMISSION_KINDS[body["kind"]]
+        if resource_version is None:
+            return self.to_dict(
+                self._write(
+                    plural,
+                    "create",
+                    lambda: self.custom.create_cluster_custom_object(
+                        ADMISSION_GROUP, ADMISSION_VERSION, plural, _raw(body), field_manager=FIELD_MANAGER
+                    ),
+                )
+            )
+        name = body["metadata"]["name"]
+        replacement = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+        return self.to_dict(
+            self._write(
+                plural,
+                "replace",
+                lambda: self.custom.replace_cluster_custom_object(
+                    ADMISSION_GROUP, ADMISSION_VERSION, plural, name, _raw(replacement), field_manager=FIELD_MANAGER
+                ),
+            )
+        )
+
+    def delete_admission(self, kind: str, name: str) -> None:
+        plural = ADMISSION_KINDS[kind]
+        self._write(
+            plural,
+            "delete",
+            lambda: self.custom.delete_cluster_custom_object(ADMISSION_GROUP, ADMISSION_VERSION, plural, name),
+        )
 
     # --- RuntimeProfiles ---------------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """The operator's view of the cluster: one kopf index per watched kind, each keyed by object name.
 
-kopf lists and watches the four kinds, keeps the indices current, and calls handlers only once all four are
-fully listed. ``changed`` then hands the indices to the controller and nudges it on every event, deletions
+kopf lists and watches the kinds (profiles, nodes, NodeRuntimes, RuntimeClasses, namespaces, and kubehull's
+own admission policies and bindings), keeps the indices current, and calls handlers only once all are fully
+listed. ``changed`` then hands the indices to the controller and nudges it on every event, deletions
 included.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import kopf
@@ -16,10 +18,18 @@ from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
 from kubehull_api.noderuntime import NodeRuntime
 from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
 from kubehull_api.runtimeprofile import RuntimeProfile
-from kubehull_operator.controller import Controller, Indices
+from kubehull_operator.controller import Controller, Indices, Store
+from kubehull_operator.kube import ADMISSION_GROUP, ADMISSION_VERSION
 from kubehull_operator.reconcile.model import (
+    ADMISSION_KINDS,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    AdmissionRecord,
+    NamespaceRecord,
     NodeRecord,
     RuntimeClassRecord,
+    admission_record,
+    namespace_record,
     node_record,
     node_runtime_record,
     profile_record,
@@ -30,6 +40,28 @@ PROFILES = (GROUP, VERSION, RUNTIME_PROFILES)
 NODE_RUNTIMES_RESOURCE = (GROUP, VERSION, NODE_RUNTIMES)
 NODES = ("", "v1", "nodes")
 RUNTIME_CLASSES = ("node.k8s.io", "v1", "runtimeclasses")
+NAMESPACES = ("", "v1", "namespaces")
+MUTATING_POLICIES = (ADMISSION_GROUP, ADMISSION_VERSION, ADMISSION_KINDS["MutatingAdmissionPolicy"])
+MUTATING_BINDINGS = (ADMISSION_GROUP, ADMISSION_VERSION, ADMISSION_KINDS["MutatingAdmissionPolicyBinding"])
+VALIDATING_POLICIES = (ADMISSION_GROUP, ADMISSION_VERSION, ADMISSION_KINDS["ValidatingAdmissionPolicy"])
+VALIDATING_BINDINGS = (ADMISSION_GROUP, ADMISSION_VERSION, ADMISSION_KINDS["ValidatingAdmissionPolicyBinding"])
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+class Merged:
+    """Several indices read as one (their keys never collide)."""
+
+    def __init__(self, stores: tuple[Store, ...]) -> None:
+        self._stores = stores
+
+    def __getitem__(self, key: str) -> Any:
+        for store in self._stores:
+            with contextlib.suppress(KeyError):
+                return store[key]
+        raise KeyError(key)
+
+    def items(self) -> Any:
+        return [item for store in self._stores for item in store.items()]
 
 
 @kopf.index(*PROFILES)
@@ -52,6 +84,45 @@ def runtime_class_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Runti
     return {name: runtime_class_record(body)}
 
 
+@kopf.index(*NAMESPACES)
+def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceRecord]:
+    return {name: namespace_record(body)}
+
+
+def _admission(body: kopf.Body) -> dict[str, AdmissionRecord]:
+    record = admission_record(body)
+    return {record.key: record}
+
+
+# Only kubehull's own admission objects: the admin's are none of the operator's business.
+@kopf.index(*MUTATING_POLICIES, labels=MANAGED)
+def mutating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+    return _admission(body)
+
+
+@kopf.index(*MUTATING_BINDINGS, labels=MANAGED)
+def mutating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+    return _admission(body)
+
+
+@kopf.index(*VALIDATING_POLICIES, labels=MANAGED)
+def validating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+    return _admission(body)
+
+
+@kopf.index(*VALIDATING_BINDINGS, labels=MANAGED)
+def validating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+    return _admission(body)
+
+
+ADMISSION_INDICES = (
+    "mutating_policy_index",
+    "mutating_binding_index",
+    "validating_policy_index",
+    "validating_binding_index",
+)
+
+
 def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
     """Give the controller the indices (kopf passes them to every handler as keyword arguments)."""
     controller: Controller = memo["controller"]
@@ -61,6 +132,8 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
             nodes=handler_kwargs["node_index"],
             node_runtimes=handler_kwargs["node_runtime_index"],
             runtime_classes=handler_kwargs["runtime_class_index"],
+            namespaces=handler_kwargs["namespace_index"],
+            admission=Merged(tuple(handler_kwargs[name] for name in ADMISSION_INDICES)),
         )
     )
     return controller
@@ -70,5 +143,10 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
 @kopf.on.event(*NODES)
 @kopf.on.event(*NODE_RUNTIMES_RESOURCE)
 @kopf.on.event(*RUNTIME_CLASSES)
+@kopf.on.event(*NAMESPACES)
+@kopf.on.event(*MUTATING_POLICIES, labels=MANAGED)
+@kopf.on.event(*MUTATING_BINDINGS, labels=MANAGED)
+@kopf.on.event(*VALIDATING_POLICIES, labels=MANAGED)
+@kopf.on.event(*VALIDATING_BINDINGS, labels=MANAGED)
 def changed(memo: kopf.Memo, **kwargs: Any) -> None:
     attach(memo, kwargs).nudge()

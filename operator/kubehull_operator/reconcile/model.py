@@ -48,11 +48,48 @@ class RuntimeClassRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class NamespaceRecord:
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+
+
+ADMISSION_KINDS = {
+    "MutatingAdmissionPolicy": "mutatingadmissionpolicies",
+    "MutatingAdmissionPolicyBinding": "mutatingadmissionpolicybindings",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+}
+"""The admission objects a profile's namespace default is made of (admissionregistration.k8s.io/v1), by kind:
+their resource names."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmissionRecord:
+    """One of kubehull's admission objects (only those labelled managed-by kubehull are watched)."""
+
+    kind: str
+    name: str
+    resource_version: str
+    body: Mapping[str, Any]
+    """spec, metadata.labels and metadata.ownerReferences."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Snapshot:
     profiles: Mapping[str, RuntimeProfile]
     nodes: Mapping[str, NodeRecord]
     node_runtimes: Mapping[str, NodeRuntime]
     runtime_classes: Mapping[str, RuntimeClassRecord]
+    namespaces: Mapping[str, NamespaceRecord] = dataclasses.field(default_factory=dict)
+    admission: Mapping[str, AdmissionRecord] = dataclasses.field(default_factory=dict)
+    """kubehull's admission objects, by ``Kind/name``."""
+    own_namespace: str = ""
+    """kubehull's namespace: never given a namespace default."""
 
 
 # --- reading objects -----------------------------------------------------------------------------------------
@@ -78,6 +115,29 @@ def runtime_class_record(body: Mapping[str, Any]) -> RuntimeClassRecord:
         "ownerReferences": [dict(reference) for reference in metadata.get("ownerReferences") or []],
     }
     return RuntimeClassRecord(name=metadata["name"], resource_version=metadata.get("resourceVersion", ""), body=kept)
+
+
+def namespace_record(body: Mapping[str, Any]) -> NamespaceRecord:
+    metadata = body["metadata"]
+    return NamespaceRecord(
+        name=metadata["name"],
+        resource_version=metadata.get("resourceVersion", ""),
+        labels=dict(metadata.get("labels") or {}),
+    )
+
+
+def admission_record(body: Mapping[str, Any]) -> AdmissionRecord:
+    metadata = body["metadata"]
+    kept = {
+        "spec": body.get("spec") or {},
+        "metadata": {
+            "labels": dict(metadata.get("labels") or {}),
+            "ownerReferences": [dict(reference) for reference in metadata.get("ownerReferences") or []],
+        },
+    }
+    return AdmissionRecord(
+        kind=str(body["kind"]), name=metadata["name"], resource_version=metadata.get("resourceVersion", ""), body=kept
+    )
 
 
 def profile_record(body: Mapping[str, Any]) -> RuntimeProfile:
@@ -128,6 +188,20 @@ class DeleteRuntimeClass:
 
 
 @dataclasses.dataclass(frozen=True)
+class ApplyAdmission:
+    body: Mapping[str, Any]
+    """A whole admission object (apiVersion, kind, metadata, spec)."""
+    resource_version: str | None
+    """None: create; otherwise replace that version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteAdmission:
+    kind: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class SetProfileStatus:
     profile: str
     status: RuntimeProfileStatus
@@ -149,6 +223,8 @@ Action = (
     | SetNodeLabels
     | ApplyRuntimeClass
     | DeleteRuntimeClass
+    | ApplyAdmission
+    | DeleteAdmission
     | SetProfileStatus
     | RecordEvent
 )

@@ -1,7 +1,8 @@
 """The operator's whole decision: from one snapshot to the list of actions, in the order they should run.
 
 RuntimeClasses come first (a new profile's RuntimeClass must not wait for a thousand node writes), then
-NodeRuntimes, node labels, and last the profile statuses and events that describe it all.
+NodeRuntimes, node labels, the admission policies of namespace defaults, and last the profile statuses and
+events that describe it all.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import dataclasses
 import datetime
 
 from kubehull_api.runtimeprofile import RuntimeProfileStatus
-from kubehull_operator.reconcile import labels, placement, rollout, runtimeclass, status
+from kubehull_operator.reconcile import labels, namespaces, placement, rollout, runtimeclass, status
 from kubehull_operator.reconcile.model import (
+    PROFILE_LABEL,
     Action,
     CreateNodeRuntime,
     DeleteNodeRuntime,
@@ -42,7 +44,10 @@ def plan(snapshot: Snapshot, now: datetime.datetime) -> Plan:
         DeleteNodeRuntime(name=name) for name in sorted(snapshot.node_runtimes) if name not in snapshot.nodes
     )
     actions.extend(labels.plan(snapshot, planned))
-    status_actions, statuses = status.plan(snapshot, placed, outcomes, now)
+    covers = namespaces.coverage(snapshot, placed)
+    admission_actions, policies_in_place = namespaces.plan(snapshot, placed, covers)
+    actions.extend(admission_actions)
+    status_actions, statuses = status.plan(snapshot, placed, outcomes, now, covers, policies_in_place)
     actions.extend(status_actions)
     return Plan(actions=actions, statuses=statuses)
 
@@ -68,5 +73,10 @@ def cleanup_pending(snapshot: Snapshot, profile_name: str) -> list[str]:
         f"label {key} on node {name}"
         for name, node in sorted(snapshot.nodes.items())
         if key in node.labels and handler not in placed.handlers_on(name)
+    )
+    left.extend(
+        key
+        for key, record in sorted(snapshot.admission.items())
+        if record.body.get("metadata", {}).get("labels", {}).get(PROFILE_LABEL) == profile_name
     )
     return left

@@ -3,23 +3,25 @@
 Conditions follow the Kubernetes conventions: ``Ready`` sums up ``RuntimeClassReady`` and ``NodesReady``;
 ``Degraded`` is True while the handler fails on some node. A condition's lastTransitionTime changes only when
 its status does. Events mark the moments an admin cares about: the profile became Ready, or stopped being
-Ready because of a conflict or failing nodes.
+Ready because of a conflict or failing nodes; its namespace default covering its namespaces, or losing some to
+an older profile.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kubehull_api.common import Condition, ConditionStatus
 from kubehull_api.runtimeprofile import MAX_FAILURES, NodeCounts, NodeFailure, RuntimeProfile, RuntimeProfileStatus
 from kubehull_operator.reconcile import rollout
 from kubehull_operator.reconcile.model import Action, RecordEvent, SetProfileStatus, Snapshot
+from kubehull_operator.reconcile.namespaces import Coverage
 from kubehull_operator.reconcile.placement import Placement, selects
 from kubehull_operator.reconcile.runtimeclass import Outcome
 
 # Reasons of Ready=False that deserve a Warning event (a rollout in progress does not).
-WARN_REASONS = {"HandlerConflict", "RuntimeClassConflict", "NodesFailed"}
+WARN_REASONS = {"HandlerConflict", "RuntimeClassConflict", "NodesFailed", "NamespaceConflict"}
 
 
 def _condition(kind: str, ready: bool, reason: str, message: str, generation: int) -> Condition:
@@ -64,9 +66,40 @@ def _nodes(snapshot: Snapshot, placement: Placement, profile: RuntimeProfile) ->
     return counts, failures[:MAX_FAILURES]
 
 
+def _namespace_default(
+    profile: RuntimeProfile, cover: Coverage | None, in_place: bool, runtime_class: Outcome
+) -> Condition:
+    generation, class_name = profile.generation, profile.runtime_class_name
+    if cover is None:
+        return _condition("NamespaceDefault", False, runtime_class.reason, runtime_class.message, generation)
+    if not in_place:
+        reason = "PolicySyncing" if runtime_class.reason != "RuntimeClassConflict" else runtime_class.reason
+        message = f"writing the admission policies that give pods RuntimeClass {class_name}"
+        return _condition("NamespaceDefault", False, reason, message, generation)
+    if cover.lost:
+        listed = ", ".join(f"{namespace} (RuntimeProfile {winner})" for namespace, winner in sorted(cover.lost.items()))
+        message = (
+            f"{len(cover.lost)} selected namespaces are covered by older profiles and left to them: {listed}; "
+            f"{len(cover.covered)} namespaces covered"
+        )
+        return _condition("NamespaceDefault", False, "NamespaceConflict", message, generation)
+    enforced = profile.spec.namespace_default is not None and profile.spec.namespace_default.enforce
+    message = f"new pods in {len(cover.covered)} namespaces get RuntimeClass {class_name} when they name none" + (
+        ", and may name no other" if enforced else ""
+    )
+    return _condition("NamespaceDefault", True, "NamespacesCovered", message, generation)
+
+
 def compute(
-    snapshot: Snapshot, placement: Placement, profile: RuntimeProfile, runtime_class: Outcome, now: datetime.datetime
+    snapshot: Snapshot,
+    placement: Placement,
+    profile: RuntimeProfile,
+    runtime_class: Outcome,
+    now: datetime.datetime,
+    namespaces: tuple[Coverage | None, bool] = (None, False),
 ) -> RuntimeProfileStatus:
+    """``namespaces``: with a namespace default, the profile's coverage (None if it is not in force) and
+    whether its admission objects are in place."""
     generation = profile.generation
     counts, failures = _nodes(snapshot, placement, profile)
     if profile.name in placement.conflicts:
@@ -102,6 +135,9 @@ def compute(
         _condition("NodesReady", nodes_ready, nodes_reason, nodes_message, generation),
         degraded,
     ]
+    cover, in_place = namespaces
+    if profile.spec.namespace_default is not None:
+        conditions.append(_namespace_default(profile, cover, in_place, runtime_class))
     return RuntimeProfileStatus(
         observed_generation=generation,
         runtime_class_name=profile.runtime_class_name,
@@ -109,39 +145,50 @@ def compute(
         conditions=_stamp(conditions, profile.status, now),
         nodes=counts,
         failures=failures,
+        namespaces=None if profile.spec.namespace_default is None else (cover or Coverage((), {})).status(),
     )
 
 
-def _ready_condition(status: RuntimeProfileStatus | None) -> Condition | None:
-    return next((condition for condition in (status.conditions if status else []) if condition.type == "Ready"), None)
+def _condition_of(status: RuntimeProfileStatus | None, kind: str) -> Condition | None:
+    return next((condition for condition in (status.conditions if status else []) if condition.type == kind), None)
 
 
-def _event(profile: RuntimeProfile, before: Condition | None, after: Condition | None) -> RecordEvent | None:
-    """An event when Ready turns True, or turns False for a reason an admin must act on."""
+def _event(
+    profile: RuntimeProfile, before: Condition | None, after: Condition | None, became_true: str
+) -> RecordEvent | None:
+    """An event when a condition turns True (reason ``became_true``), or False for a reason an admin must act
+    on."""
     if after is None:
         return None
     if before is not None and (before.status, before.reason) == (after.status, after.reason):
         return None
     if after.status is ConditionStatus.TRUE:
-        return RecordEvent(profile, "Normal", "Ready", after.message)
+        return RecordEvent(profile, "Normal", became_true, after.message)
     if after.reason in WARN_REASONS:
         return RecordEvent(profile, "Warning", after.reason, after.message)
     return None
 
 
 def plan(
-    snapshot: Snapshot, placement: Placement, outcomes: dict[str, Outcome], now: datetime.datetime
+    snapshot: Snapshot,
+    placement: Placement,
+    outcomes: dict[str, Outcome],
+    now: datetime.datetime,
+    covers: Mapping[str, Coverage],
+    policies_in_place: set[str],
 ) -> tuple[list[Action], dict[str, RuntimeProfileStatus]]:
     actions: list[Action] = []
     statuses: dict[str, RuntimeProfileStatus] = {}
     for name, profile in snapshot.profiles.items():
         if profile.deleting:
             continue
-        status = compute(snapshot, placement, profile, outcomes[name], now)
+        namespaces = (covers.get(name), name in policies_in_place)
+        status = compute(snapshot, placement, profile, outcomes[name], now, namespaces)
         statuses[name] = status
         if status != profile.status:
             actions.append(SetProfileStatus(profile=name, status=status))
-        event = _event(profile, _ready_condition(profile.status), _ready_condition(status))
-        if event is not None:
-            actions.append(event)
+        for kind, became_true in (("Ready", "Ready"), ("NamespaceDefault", "NamespacesCovered")):
+            event = _event(profile, _condition_of(profile.status, kind), _condition_of(status, kind), became_true)
+            if event is not None:
+                actions.append(event)
     return actions, statuses

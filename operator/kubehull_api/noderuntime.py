@@ -8,6 +8,7 @@ and whether each handler passed its probe.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from typing import Annotated
@@ -47,6 +48,12 @@ class HandlerConfig(KubeModel):
 
     def runtime_digest(self) -> str:
         """``sha256:<hex>`` of the runtime settings (the profile they came from aside): what a probe is about."""
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        # Computed once per object: the operator compares every node's handlers on every pass, and nothing
+        # changes a HandlerConfig once it is made (a new spec is a new object).
         settings = self.model_dump(mode="json", exclude={"profile", "profile_generation"})
         canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -27,6 +27,7 @@ from kubehull_operator.kube import Kube
 from kubehull_operator.metrics import Metrics
 from kubehull_operator.reconcile import plan as planning
 from kubehull_operator.reconcile.model import (
+    PROFILE_LABEL,
     Action,
     AdmissionRecord,
     ApplyAdmission,
@@ -86,6 +87,9 @@ TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
     "RuntimeClass": ("runtime_classes", runtime_class_record),
     "Admission": ("admission", admission_record),
 }
+
+
+URGENT = (ApplyRuntimeClass, DeleteRuntimeClass, ApplyAdmission, DeleteAdmission, SetNodeLabels)
 
 
 class Overlay:
@@ -200,12 +204,25 @@ class Controller:
         if not result.actions:
             return False
         logger.info("applying %d actions", len(result.actions))
-        # A new profile's RuntimeClass first: it must not wait behind a thousand NodeRuntime writes.
-        first = [action for action in result.actions if isinstance(action, ApplyRuntimeClass | DeleteRuntimeClass)]
-        rest = [action for action in result.actions if not isinstance(action, ApplyRuntimeClass | DeleteRuntimeClass)]
-        outcomes: list[bool] = []
-        for batch in (first, rest):
-            outcomes += await asyncio.gather(*(self._apply(snapshot, action) for action in batch))
+        # What users wait for first — a new profile's RuntimeClass and admission policies, the label that lets
+        # pods onto a node whose agent reported ready — must not wait behind a thousand NodeRuntime writes.
+        first = [action for action in result.actions if isinstance(action, URGENT)]
+        outcomes = list(await asyncio.gather(*(self._apply(snapshot, action) for action in first)))
+        # A status computed while the profile's RuntimeClass was being written says "syncing": once that write
+        # went through, it is already out of date. The write's watch event brings the next pass, which writes
+        # the status as it then is (one status write fewer per change); a failed write leaves it as it is.
+        written = {
+            str(action.body["metadata"]["labels"][PROFILE_LABEL])
+            for action, done in zip(first, outcomes, strict=True)
+            if done and isinstance(action, ApplyRuntimeClass)
+        }
+        rest = [
+            action
+            for action in result.actions
+            if not isinstance(action, URGENT)
+            and not (isinstance(action, SetProfileStatus) and action.profile in written)
+        ]
+        outcomes += await asyncio.gather(*(self._apply(snapshot, action) for action in rest))
         return not all(outcomes)
 
     def cleanup_pending(self, profile: str) -> list[str]:

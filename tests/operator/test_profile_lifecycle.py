@@ -52,7 +52,6 @@ def test_create_update_delete(cluster: Cluster) -> None:
     for node in nodes:
         assert cluster.handler_labels(node) == {"handler.kubehull.io/gvisor": "true"}
     assert ("Normal", "Ready") in cluster.events(profile)
-    assert ("Normal", "RuntimeClassCreated") in cluster.events(profile)
 
     # An update reaches the nodes with the new generation; the labels stay while the agents catch up.
     cluster.patch_profile(profile, {"spec": {"runtime": {"options": {"platform": "ptrace"}}}})

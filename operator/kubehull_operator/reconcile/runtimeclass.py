@@ -106,7 +106,6 @@ def plan(snapshot: Snapshot, placement: Placement) -> tuple[list[Action], dict[s
         existing: RuntimeClassRecord | None = snapshot.runtime_classes.get(class_name)
         if existing is None:
             actions.append(ApplyRuntimeClass(body=wanted, resource_version=None))
-            actions.append(RecordEvent(profile, "Normal", "RuntimeClassCreated", f"created RuntimeClass {class_name}"))
             outcomes[name] = Outcome(False, "RuntimeClassSyncing", f"creating RuntimeClass {class_name}")
         elif existing.controller_uid == profile.uid or (existing.managed and existing.controller_uid not in live_uids):
             claimed.add(class_name)

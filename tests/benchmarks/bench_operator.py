@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import re
 import ssl
@@ -33,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
@@ -102,14 +104,19 @@ class Agents:
             stream = watch.Watch().stream(
                 self.custom.list_cluster_custom_object, GROUP, VERSION, "noderuntimes", timeout_seconds=60
             )
-            for event in stream:
-                item = event["object"]
-                name, generation = item["metadata"]["name"], item["metadata"].get("generation", 0)
-                with self._lock:
-                    if event["type"] == "DELETED" or self._generations.get(name, 0) >= generation:
-                        continue
-                    self._generations[name] = generation
-                self._pool.submit(self._report, item)
+            # The server went (watch again), or the benchmark is over (its writers are gone).
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, RuntimeError):
+                self._serve_node_runtimes(stream)
+
+    def _serve_node_runtimes(self, stream: Any) -> None:
+        for event in stream:
+            item = event["object"]
+            name, generation = item["metadata"]["name"], item["metadata"].get("generation", 0)
+            with self._lock:
+                if event["type"] == "DELETED" or self._generations.get(name, 0) >= generation:
+                    continue
+                self._generations[name] = generation
+            self._pool.submit(self._report, item)
 
     def _report(self, item: dict[str, Any]) -> None:
         name = item["metadata"]["name"]
@@ -135,13 +142,14 @@ class Agents:
 
     def _watch_nodes(self) -> None:
         while not self._stop.is_set():
-            for event in watch.Watch().stream(self.core.list_node, timeout_seconds=60):
-                node = event["object"]
-                now = time.monotonic()
-                with self._lock:
-                    for label in node.metadata.labels or {}:
-                        if label.startswith(HANDLER_LABEL):
-                            self.labelled.setdefault((node.metadata.name, label[len(HANDLER_LABEL) :]), now)
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError):
+                for event in watch.Watch().stream(self.core.list_node, timeout_seconds=60):
+                    node = event["object"]
+                    now = time.monotonic()
+                    with self._lock:
+                        for label in node.metadata.labels or {}:
+                            if label.startswith(HANDLER_LABEL):
+                                self.labelled.setdefault((node.metadata.name, label[len(HANDLER_LABEL) :]), now)
 
     def label_delays(self, handler: str, nodes: int) -> list[float] | None:
         """Each node's time from its report to its label, once all are labelled (None before)."""

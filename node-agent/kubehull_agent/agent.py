@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from hulld.atomic import write_atomically
 from kubehull_agent import probe, render
 from kubehull_agent.kube import NodeRuntimes
@@ -54,6 +56,8 @@ class Agent:
         """When the next probe round is due (time.monotonic())."""
         self.retry_delay = FIRST_RETRY
         self.ready = threading.Event()
+        self.swept = False
+        """Whether the probe pods an earlier agent left were looked for (once, when hulld first answers)."""
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -71,6 +75,15 @@ class Agent:
                 stop.wait(2)
 
     def step(self, node_runtime: NodeRuntime) -> None:
+        if not self.swept:
+            try:
+                removed = self.prober.remove_leftovers()
+            except grpc.RpcError as error:  # hulld not there yet: the next step tries again
+                logger.warning("cannot look for leftover probe pods yet: %s", error.code().name)
+            else:
+                self.swept = True
+                if removed:
+                    logger.info("removed %d probe pods an earlier agent left", removed)
         due = time.monotonic() >= self.next_probe
         if node_runtime.generation == self.applied_generation and not due:
             return

@@ -3,7 +3,8 @@
 The probe is a pod and a container from a small image (the agent's --probe-image, pulled from the registry
 the node is configured with) whose command exits 0; the handler is ready only if that container ran and
 exited 0. Probes go through hulld's private socket, so the kubelet never sees them (it would kill them as
-pods it does not know). Everything the probe makes is removed afterwards, whatever happened.
+pods it does not know). Everything the probe makes is removed afterwards, whatever happened; what an agent
+killed mid-probe left, the next agent removes when it starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kubehull_agent.host import Host
 from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
+PROBE_PREFIX = "kubehull-probe-"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +69,23 @@ class Prober:
         ready = any(c.type == "RuntimeReady" and c.status for c in status.status.conditions)
         return ready, version, {handler.name for handler in status.runtime_handlers if handler.name}
 
+    def remove_leftovers(self) -> int:
+        """Remove the probe pods an earlier agent left (killed in the middle of a probe); how many. The private
+        socket shows only the agent's own pods."""
+        listed = self.runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10).items
+        leftovers = [pod.id for pod in listed if pod.metadata.name.startswith(PROBE_PREFIX)]
+        for pod in leftovers:
+            self.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        return len(leftovers)
+
     def probe(self, handler: HandlerConfig) -> Result:
         started = time.monotonic()
         problem = self.binary_problem(handler)
         if problem is not None:
             return Result(False, "BinaryNotFound", problem, 0.0)
         version = self.binary_version(handler)
-        name = f"kubehull-probe-{handler.name}-{uuid.uuid4().hex[:8]}"
+        name = f"{PROBE_PREFIX}{handler.name}-{uuid.uuid4().hex[:8]}"
         config = cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),
             hostname=name,

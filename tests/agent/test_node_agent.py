@@ -121,9 +121,21 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         hulld.process.popen.send_signal(signal.SIGHUP)
         wait_until(lambda: "gvisor" not in served(hulld), 20, "hulld to drop gvisor")
         hulld.config_path.write_text(rendered)  # no signal this time
+        # And a probe pod that an agent killed mid-probe left behind: the new agent removes it.
+        left = tmp_path / "left-probe.json"
+        left.write_text(
+            json.dumps({"metadata": {"name": "kubehull-probe-runc-left", "namespace": "kubehull-system", "uid": "x"}})
+        )
+        leftover = hulld.crictl("runp", "--runtime", "runc", str(left), private=True).stdout.split()[-1]
+        assert leftover in hulld.crictl("pods", "-q", private=True).stdout.split()
         probed = {h["name"]: h["lastProbeTime"] for h in cluster.node_runtime(node)["status"]["handlers"]}
         time.sleep(1)  # probe times have seconds: the new agent's are later
         agent = AgentProcess(cluster.server, node, hulld, probe_image, tmp_path, component_logs)
+        wait_until(
+            lambda: leftover not in hulld.crictl("pods", "-q", private=True).stdout,
+            60,
+            "the leftover probe pod removed",
+        )
         wait_until(lambda: "gvisor" in served(hulld), 60, "the new agent to have hulld reload")
 
         def probed_again() -> bool:

@@ -386,8 +386,9 @@ class Containers:
         sandbox = self.sandboxes.records.find(record.sandbox_id)
         if sandbox is None or record.status.state != "RUNNING":
             return None
-        usage, used, _ = self.usage(record)
-        details = self.handler(record.handler).details(record.id, container_spec.cgroups_path(sandbox, record.id))
+        path = container_spec.cgroups_path(sandbox, record.id)
+        usage, details = self.handler(record.handler).measure(record.id, path)
+        used, _ = self._writable_layer(record)
         return Readings(
             usage=usage,
             details=details,
@@ -397,9 +398,20 @@ class Containers:
         )
 
     def usage(self, record: ContainerRecord) -> tuple[cgroups.Usage, int, int]:
-        """cgroup usage, and the writable layer's bytes and inodes."""
+        """What the container uses (its handler says how to read it), and the writable layer's bytes and
+        inodes."""
         sandbox = self.sandboxes.records.find(record.sandbox_id)
-        path = container_spec.cgroups_path(sandbox, record.id) if sandbox else ""
+        used, inodes = self._writable_layer(record)
+        if sandbox is None or record.status.state != "RUNNING":
+            return cgroups.Usage(None, None, None, None), used, inodes
+        return (
+            self.handler(record.handler).usage(record.id, container_spec.cgroups_path(sandbox, record.id)),
+            used,
+            inodes,
+        )
+
+    def _writable_layer(self, record: ContainerRecord) -> tuple[int, int]:
+        """The writable layer's bytes and inodes."""
         used = inodes = 0
         for item in (self.files / record.id / "upper").rglob("*"):
             inodes += 1
@@ -407,6 +419,4 @@ class Containers:
                 used += item.lstat().st_blocks * 512
             except FileNotFoundError:
                 continue
-        if not path or record.status.state != "RUNNING":
-            return cgroups.Usage(None, None, None, None), used, inodes
-        return self.handler(record.handler).usage(record.id, path), used, inodes
+        return used, inodes

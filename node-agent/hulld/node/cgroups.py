@@ -31,7 +31,8 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _memory_stat(path: Path) -> dict[str, int]:
+def _key_values(path: Path) -> dict[str, int]:
+    """A cgroup file of "key value" lines (memory.stat, cpu.stat, cpuacct.stat, memory.oom_control)."""
     try:
         return {
             key: int(value)
@@ -46,7 +47,7 @@ def usage(cgroups_path: str) -> Usage:
     cpu = _read_int(CGROUP_ROOT / "cpuacct" / relative / "cpuacct.usage")
     memory = CGROUP_ROOT / "memory" / relative
     used = _read_int(memory / "memory.usage_in_bytes")
-    stats = _memory_stat(memory / "memory.stat")
+    stats = _key_values(memory / "memory.stat")
     working_set = None
     if used is not None:
         working_set = max(0, used - stats.get("total_inactive_file", 0))
@@ -96,13 +97,13 @@ class Details:
 
 def details(cgroups_path: str) -> Details:
     relative = cgroups_path.strip("/")
-    cpuacct = _memory_stat(CGROUP_ROOT / "cpuacct" / relative / "cpuacct.stat")  # in USER_HZ ticks
+    cpuacct = _key_values(CGROUP_ROOT / "cpuacct" / relative / "cpuacct.stat")  # in USER_HZ ticks
     tick = 10**9 // os.sysconf("SC_CLK_TCK")
     cpu = CGROUP_ROOT / "cpu" / relative
-    throttling = _memory_stat(cpu / "cpu.stat")
+    throttling = _key_values(cpu / "cpu.stat")
     quota = _read_int(cpu / "cpu.cfs_quota_us")
     memory = CGROUP_ROOT / "memory" / relative
-    stats = _memory_stat(memory / "memory.stat")
+    stats = _key_values(memory / "memory.stat")
     used, swapped = _read_int(memory / "memory.usage_in_bytes"), _read_int(memory / "memory.memsw.usage_in_bytes")
     pids = CGROUP_ROOT / "pids" / relative
     processes = _read_ints(pids / "cgroup.procs")
@@ -130,7 +131,7 @@ def details(cgroups_path: str) -> Details:
             for scope, key in (("container", kind), ("hierarchy", f"total_{kind}"))
             if key in stats
         },
-        oom_kills=_memory_stat(memory / "memory.oom_control").get("oom_kill"),
+        oom_kills=_key_values(memory / "memory.oom_control").get("oom_kill"),
         pids=processes,
         processes=None if processes is None else len(processes),
         threads=None if (tasks := _read_ints(pids / "tasks")) is None else len(tasks),

@@ -186,9 +186,10 @@ class Handler(abc.ABC):
         processes are the host's."""
         return cgroups.usage(cgroups_path)
 
-    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
-        """The rest of what cAdvisor reports of the running container (CRI metrics); by default its cgroup's."""
-        return cgroups.details(cgroups_path)
+    def measure(self, container_id: str, cgroups_path: str) -> tuple[cgroups.Usage, cgroups.Details]:
+        """Its usage and the rest of what cAdvisor reports of the running container (CRI metrics), from one
+        reading of whatever accounts for it; by default its cgroup's."""
+        return cgroups.usage(cgroups_path), cgroups.details(cgroups_path)
 
     @abc.abstractmethod
     def version(self) -> str: ...

@@ -448,30 +448,19 @@ class OCIHandler(Handler):
     def usage(self, container_id: str, cgroups_path: str) -> cgroups.Usage:
         if not self._sandbox_per_pod:
             return super().usage(container_id, cgroups_path)
-        # A sandbox's containers are not host processes (their host cgroups stay empty): the sandbox accounts
-        # for them. gVisor knows no page cache apart from usage, so the working set is the usage. Its JSON
-        # leaves zeros out.
-        data = self._sandbox_json("events", "--stats", container_id).get("data")
-        if not data:
-            return cgroups.Usage(None, None, None, None)
-        memory = data.get("memory", {}).get("usage", {}).get("usage", 0)
-        return cgroups.Usage(
-            cpu_nanoseconds=data.get("cpu", {}).get("usage", {}).get("total", 0),
-            memory_usage=memory,
-            memory_working_set=memory,
-            memory_rss=None,
-        )
+        return _sandbox_usage(self._sandbox_json("events", "--stats", container_id).get("data"))
 
-    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
+    def measure(self, container_id: str, cgroups_path: str) -> tuple[cgroups.Usage, cgroups.Details]:
         if not self._sandbox_per_pod:
-            return super().details(container_id, cgroups_path)
+            return super().measure(container_id, cgroups_path)
         # Of the rest, a sandbox tells its processes (their PIDs inside it) and its tasks (threads).
-        processes = self._sandbox_json("ps", "--format=json", container_id)
         data = self._sandbox_json("events", "--stats", container_id).get("data")
-        return cgroups.Details(
+        processes = self._sandbox_json("ps", "--format=json", container_id)
+        details = cgroups.Details(
             processes=len(processes) if isinstance(processes, list) else None,
             threads=data.get("pids", {}).get("current", 0) if data else None,
         )
+        return _sandbox_usage(data), details
 
     def _sandbox_json(self, *args: str) -> Any:
         """A runsc command's JSON answer (empty when the container went meanwhile)."""
@@ -509,6 +498,21 @@ class OCIHandler(Handler):
         result = self._runtime("update", "--resources", "-", container_id, stdin=json.dumps(resources).encode())
         if result.returncode != 0:
             raise errors.FailedPrecondition(f"{self.name} update: {result.stderr.decode(errors='replace').strip()}")
+
+
+def _sandbox_usage(data: dict[str, Any] | None) -> cgroups.Usage:
+    """A container's usage from ``runsc events --stats`` (its ``data``; None if it failed). A sandbox's
+    containers are not host processes (their host cgroups stay empty): the sandbox accounts for them. gVisor
+    knows no page cache apart from usage, so the working set is the usage. Its JSON leaves zeros out."""
+    if not data:
+        return cgroups.Usage(None, None, None, None)
+    memory = data.get("memory", {}).get("usage", {}).get("usage", 0)
+    return cgroups.Usage(
+        cpu_nanoseconds=data.get("cpu", {}).get("usage", {}).get("total", 0),
+        memory_usage=memory,
+        memory_working_set=memory,
+        memory_rss=None,
+    )
 
 
 class _InteractiveExec(StdioSession):

@@ -6,13 +6,33 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from kubehull_api.common import API_VERSION
 from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
-from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
+from kubehull_api.runtimeprofile import KIND, RuntimeProfile, RuntimeProfileStatus
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubehull"
 PROFILE_LABEL = "kubehull.io/profile"
 HANDLER_LABEL_PREFIX = "handler.kubehull.io/"
+
+
+def owned_metadata(profile: RuntimeProfile, name: str) -> dict[str, Any]:
+    """The metadata of an object a profile owns (its RuntimeClass, its admission policies): kubehull's labels
+    and the profile as controller owner."""
+    return {
+        "name": name,
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, PROFILE_LABEL: profile.name},
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": profile.name,
+                "uid": profile.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
 
 
 def handler_label(handler: str) -> str:

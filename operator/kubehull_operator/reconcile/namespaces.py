@@ -24,17 +24,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kubehull_api.common import API_VERSION
-from kubehull_api.runtimeprofile import KIND, MAX_LISTED, NamespaceCoverage, NamespaceDefault, RuntimeProfile
+from kubehull_api.runtimeprofile import MAX_LISTED, NamespaceCoverage, NamespaceDefault, RuntimeProfile
 from kubehull_operator.reconcile.model import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    PROFILE_LABEL,
     Action,
     AdmissionRecord,
     ApplyAdmission,
     DeleteAdmission,
     Snapshot,
+    owned_metadata,
 )
 from kubehull_operator.reconcile.placement import Placement, by_age
 
@@ -101,20 +98,7 @@ def desired(
 ) -> dict[str, dict[str, Any]]:
     """The profile's admission objects, by ``Kind/name``."""
     name, class_name = object_name(profile), profile.runtime_class_name
-    metadata = {
-        "name": name,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, PROFILE_LABEL: profile.name},
-        "ownerReferences": [
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": profile.name,
-                "uid": profile.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
-    }
+    metadata = owned_metadata(profile, name)
     left_out = sorted({*exempt(snapshot, default), *cover.lost})
     in_scope = {"name": "namespace-in-scope", "expression": f"!(request.namespace in {json.dumps(left_out)})"}
     selector = default.namespace_selector.model_dump(by_alias=True, exclude_defaults=True, mode="json")

@@ -15,12 +15,8 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from kubehull_api.common import API_VERSION
-from kubehull_api.runtimeprofile import KIND, RuntimeProfile
+from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.reconcile.model import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    PROFILE_LABEL,
     Action,
     ApplyRuntimeClass,
     DeleteRuntimeClass,
@@ -28,6 +24,7 @@ from kubehull_operator.reconcile.model import (
     RuntimeClassRecord,
     Snapshot,
     handler_label,
+    owned_metadata,
 )
 from kubehull_operator.reconcile.placement import Placement
 
@@ -49,20 +46,7 @@ def desired(profile: RuntimeProfile) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
-        "metadata": {
-            "name": profile.runtime_class_name,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, PROFILE_LABEL: profile.name},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": profile.name,
-                    "uid": profile.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
+        "metadata": owned_metadata(profile, profile.runtime_class_name),
         "handler": profile.spec.handler,
         "scheduling": scheduling,
     }

@@ -683,22 +683,13 @@ class ShimHandler(Handler):
         if cgroups.has_processes(cgroups_path):  # runc's shim: the container's processes are the host's
             return super().usage(container_id, cgroups_path)
         # A sandbox or VM shim (gVisor's, Kata's): its containers' host cgroups stay empty; the shim knows.
-        metrics = self._metrics(container_id)
-        if metrics is None:
-            return cgroups.Usage(None, None, None, None)
-        used = metrics.memory.usage.usage
-        return cgroups.Usage(
-            cpu_nanoseconds=metrics.cpu.usage.total,
-            memory_usage=used,
-            memory_working_set=max(0, used - metrics.memory.total_inactive_file),
-            memory_rss=None,  # a sandbox shim leaves it 0 whatever the truth: not to be told apart
-        )
+        return _shim_usage(self._metrics(container_id))
 
-    def details(self, container_id: str, cgroups_path: str) -> cgroups.Details:
+    def measure(self, container_id: str, cgroups_path: str) -> tuple[cgroups.Usage, cgroups.Details]:
         if cgroups.has_processes(cgroups_path):
-            return super().details(container_id, cgroups_path)
+            return super().measure(container_id, cgroups_path)
         metrics = self._metrics(container_id)  # of the rest, a sandbox shim tells the tasks (threads) it runs
-        return cgroups.Details(threads=None if metrics is None else metrics.pids.current)
+        return _shim_usage(metrics), cgroups.Details(threads=None if metrics is None else metrics.pids.current)
 
     def _metrics(self, container_id: str) -> cgroup_metrics_pb2.CgroupV1Metrics | None:
         """The shim's Stats answer, when it is cgroup v1 metrics."""
@@ -829,6 +820,18 @@ class _ShimAttach(StdioSession):
     def close(self) -> None:
         self.kill()
         self._close_descriptors()
+
+
+def _shim_usage(metrics: cgroup_metrics_pb2.CgroupV1Metrics | None) -> cgroups.Usage:
+    if metrics is None:
+        return cgroups.Usage(None, None, None, None)
+    used = metrics.memory.usage.usage
+    return cgroups.Usage(
+        cpu_nanoseconds=metrics.cpu.usage.total,
+        memory_usage=used,
+        memory_working_set=max(0, used - metrics.memory.total_inactive_file),
+        memory_rss=None,  # a sandbox shim leaves it 0 whatever the truth: not to be told apart
+    )
 
 
 def _resize_pty(client: ttrpc.Service, container_id: str, exec_id: str, width: int, height: int) -> None:

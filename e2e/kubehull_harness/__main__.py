@@ -5,6 +5,8 @@ its node: hulld started as a node image would start it, the kubelet on hulld's s
 kubehull the way users install it (deploy.py): its image built here and pushed to the cluster's registry, and
 `helm install` of charts/kubehull. It prints how to reach everything, then waits; Ctrl-C or SIGTERM tears it
 all down. ``--check`` also applies a runc RuntimeProfile, runs a pod with its RuntimeClass, and tears down.
+
+`python -m kubehull_harness vm build|run -- CMD`: the Debian VM of the cgroup v2 + systemd tests (vm.py).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import argparse
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from kubehull_harness import cluster, deploy, toolchain
+from kubehull_harness import cluster, deploy, toolchain, vm
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_TAG = "0.1.0"
@@ -81,8 +84,28 @@ def main() -> int:
         help="state and logs of the running cluster (wiped at start)",
     )
     up_parser.add_argument("--check", action="store_true", help="bring it up, run a pod, tear it down")
+    vm_parser = sub.add_parser("vm", help="the Debian VM (systemd, cgroup v2) that tests boot")
+    vm_parser.add_argument("action", choices=["build", "run"], help="build: its image; run: boot, run, shut down")
+    vm_parser.add_argument("vm_command", nargs="*", help="with run: the shell command (after --)")
     args = parser.parse_args()
+    if args.command == "vm":
+        return run_in_vm(args.action, " ".join(args.vm_command))
     return up(args.work_dir, args.check)
+
+
+def run_in_vm(action: str, command: str) -> int:
+    if action == "build":
+        print(f"VM image: {vm.build_image(Path('/dev/stderr')).directory}")
+        return 0
+    with (
+        tempfile.TemporaryDirectory(prefix="kubehull-vm-") as scratch,
+        vm.booted(Path(scratch), Path(scratch) / "logs", REPO) as booted,
+    ):
+        print(f"booted in {booted.boot_seconds:.1f}s", file=sys.stderr)
+        done = booted.run(command or "true", check=False, timeout=3600)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
 
 
 if __name__ == "__main__":

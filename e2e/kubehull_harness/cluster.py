@@ -35,7 +35,7 @@ import yaml
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import apiserver, etcd, processes, registry, toolchain
+from kubehull_harness import apiserver, etcd, host_cgroups, processes, registry, toolchain
 
 NODE_NAME = "kubehull-node"
 POD_SUBNET = "10.88.0.0/16"
@@ -229,17 +229,6 @@ def _kubelet_config(work_dir: Path, api: apiserver.KubeAPIServer, serving: Any) 
     }
 
 
-def _remove_kubelet_cgroups() -> None:
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / "kubepods"
-        if not top.is_dir() or hierarchy.is_symlink():
-            continue
-        for directory in [*sorted(top.rglob("*"), key=lambda path: len(path.parts), reverse=True), top]:
-            if directory.is_dir():
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-
-
 def unmount_under(root: Path) -> None:
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for mount in sorted(mounts, key=len, reverse=True):
@@ -371,7 +360,7 @@ def _remove_proxy_rules() -> None:
 def _cleanup_node(work_dir: Path) -> None:
     unmount_under(work_dir)
     unmount_under(HULLD_STATE)
-    _remove_kubelet_cgroups()
+    host_cgroups.remove_tree("kubepods")
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     for path in (*NODE_PATHS, HULLD_STATE):
         shutil.rmtree(path, ignore_errors=True)

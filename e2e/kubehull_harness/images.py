@@ -244,6 +244,14 @@ def preload(registry: Registry, work_dir: Path) -> dict[str, PushedImage]:
 # tags. The one spec that pulls a fixed upstream digest cannot be served by any locally built image.
 CRITEST_MIRRORED = ("gcr.io", "registry.k8s.io", "k8s.gcr.io")
 CRITEST_STAGING = "k8s-staging-cri-tools"
+
+
+def critest_mirrors(registry_host: str) -> str:
+    """hulld's ``[[registries]]`` entries that make the local registry the mirror of critest's upstreams."""
+    return "".join(
+        f'\n[[registries]]\nprefix = "{upstream}"\ninsecure = true\nmirrors = ["{registry_host}"]\n'
+        for upstream in CRITEST_MIRRORED
+    )
 CRITEST_IMAGES: tuple[tuple[ImageSpec, tuple[str, ...]], ...] = (
     (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-latest", tag="latest", cmd=("sh",)), ()),
     (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-tag", tag="test", cmd=("sh",)), ("all",)),

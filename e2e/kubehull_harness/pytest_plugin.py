@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kubehull_harness import apiserver, etcd, images, registry
+from kubehull_harness import apiserver, etcd, images, registry, vm
 
 LOGS_KEY = pytest.StashKey[Path]()
 STARTED_KEY = pytest.StashKey[float]()  # when a test's setup began (epoch seconds, as file mtimes)
@@ -113,3 +113,12 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
         yield OCIRegistry(served, work_dir, pushed, images_file)
     finally:
         served.stop()
+
+
+@pytest.fixture(scope="session")
+def debian_vm(
+    tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config
+) -> Iterator[vm.DebianVM]:
+    """A Debian 12 VM with systemd and cgroup v2 (vm.py), booted once for the session, the checkout shared."""
+    with vm.booted(tmp_path_factory.mktemp("vm"), component_logs, Path(pytestconfig.rootpath)) as booted:
+        yield booted

@@ -130,8 +130,8 @@ class RegistryConfig(Section):
 OptionName = Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9]*$", max_length=63)]
 OptionValue = Annotated[str, Field(pattern=r"^[^\x00\n\r]*$", max_length=1024)]
 AnnotationPattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$", max_length=253)]
-RESERVED_OPTIONS = ("root",)
-"""Runtime flags hulld sets itself: an option may not override them."""
+RESERVED_OPTIONS = ("root", "systemdCgroup")
+"""Runtime flags hulld sets itself (runtime_root, runtime.cgroup_driver): an option may not override them."""
 
 
 class HandlerConfig(Section):
@@ -169,15 +169,17 @@ class HandlerConfig(Section):
             raise ValueError("options are an OCI runtime's flags; a vm handler's shim reads its config_path instead")
         for reserved in RESERVED_OPTIONS:
             if reserved in self.options:
-                raise ValueError(f"options.{reserved} is set by hulld itself (runtime_root) and cannot be an option")
+                raise ValueError(f"options.{reserved} is set by hulld itself and cannot be an option")
         return self
 
 
 class RuntimeConfig(Section):
     default_handler: HandlerName = "runc"
     """The handler for pods that name none (RuntimeClass-less pods)."""
-    cgroup_driver: Literal["cgroupfs"] = "cgroupfs"
-    """How pod and container cgroups are created; only cgroupfs is supported."""
+    cgroup_driver: Literal["cgroupfs", "systemd"] = "cgroupfs"
+    """How pod and container cgroups are made, as the kubelet's ``cgroupDriver``: ``cgroupfs`` (directories) or
+    ``systemd`` (a slice per pod, a scope per container, through systemd: what kubeadm configures). A change
+    applies to new pods."""
     pause_binary: Path = Path("/bin/busybox")
     """A static busybox (Debian's busybox-static): the one binary of the pod infra container, whose shell
     waits as the pod's PID 1 (reaping orphans) for pods that need a sandbox process."""
@@ -204,6 +206,12 @@ class Config(Section):
     def _default_handler_exists(self) -> Config:
         if self.runtime.default_handler not in self.handlers:
             raise ValueError(f"runtime.default_handler {self.runtime.default_handler!r} is not among [handlers]")
+        if self.runtime.cgroup_driver == "systemd":
+            for name, handler in self.handlers.items():
+                if handler.runtime_type == "vm":
+                    raise ValueError(
+                        f"handlers.{name}: vm handlers (shim v2) do not support runtime.cgroup_driver = systemd yet"
+                    )
         return self
 
     def registry_for(self, host_and_path: str) -> RegistryConfig | None:

@@ -236,7 +236,7 @@ class Containers:
                     image_config=image.config,
                     rootfs=rootfs,
                     identity=identity,
-                    oom_score_adj_floor=cgroups.own_oom_score_adj(),
+                    oom_score_adj_floor=processes.own_oom_score_adj(),
                 )
             )
             paths = self.paths(record)
@@ -386,7 +386,7 @@ class Containers:
         sandbox = self.sandboxes.records.find(record.sandbox_id)
         if sandbox is None or record.status.state != "RUNNING":
             return None
-        path = container_spec.cgroups_path(sandbox, record.id)
+        path = sandbox.cgroup.container_path(record.id)
         usage, details = self.handler(record.handler).measure(record.id, path)
         used, _ = self._writable_layer(record)
         return Readings(
@@ -403,9 +403,9 @@ class Containers:
         sandbox = self.sandboxes.records.find(record.sandbox_id)
         used, inodes = self._writable_layer(record)
         if sandbox is None or record.status.state != "RUNNING":
-            return cgroups.Usage(None, None, None, None), used, inodes
+            return cgroups.NO_USAGE, used, inodes
         return (
-            self.handler(record.handler).usage(record.id, container_spec.cgroups_path(sandbox, record.id)),
+            self.handler(record.handler).usage(record.id, sandbox.cgroup.container_path(record.id)),
             used,
             inodes,
         )

@@ -74,7 +74,9 @@ class Sandboxes:
         the private socket."""
         handler = self.handler(handler_name)
         self.handlers.get(handler)  # refuses handlers that cannot run pods, before anything is made
-        validation.pod(request, pod_log_root=self.config.storage.pod_log_root)
+        validation.pod(
+            request, pod_log_root=self.config.storage.pod_log_root, cgroup_driver=self.config.runtime.cgroup_driver
+        )
         metadata = request.get("metadata", {})
         linux = request.get("linux", {})
         options = linux.get("securityContext", {}).get("namespaceOptions", {})
@@ -92,6 +94,7 @@ class Sandboxes:
             hostname=request.get("hostname", "") or Path("/proc/sys/kernel/hostname").read_text().strip(),
             log_directory=request.get("logDirectory", ""),
             cgroup_parent=linux.get("cgroupParent", ""),
+            cgroup_driver=self.config.runtime.cgroup_driver,
             sysctls=linux.get("sysctls", {}),
             port_mappings=tuple(
                 {
@@ -283,8 +286,8 @@ class Sandboxes:
         if record is None:
             return  # CRI: removing an unknown sandbox succeeds
         self.stop(record.id)
-        if not record.cgroup_parent:  # hulld's own pod cgroup (a kubelet's is the kubelet's to remove)
-            cgroups.remove(container_spec.pod_cgroup(record))
+        if record.cgroup.owned:  # a kubelet's pod cgroup is the kubelet's to remove
+            cgroups.remove(record.cgroup)
         shutil.rmtree(self.directory(record), ignore_errors=True)
         self.records.remove(record)
 
@@ -297,8 +300,8 @@ class Sandboxes:
         if record.status.state != "READY":
             raise errors.FailedPrecondition(f"sandbox {record.id} is not ready")
         limits = container_spec.pod_resources(resources, overhead)
-        if not record.cgroup_parent:
-            cgroups.apply_limits(container_spec.pod_cgroup(record), limits)
+        if record.cgroup.owned:
+            cgroups.apply_limits(record.cgroup, limits)
         handler = self.handlers.get(record.handler)
         if record.status.infra_pid and handler.sandbox_per_pod:
             handler.update_resources(record.status.infra_id, limits)

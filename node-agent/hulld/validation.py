@@ -15,6 +15,7 @@ from typing import Any
 
 from hulld import errors
 from hulld.node import confined
+from hulld.node.cgroups.layout import SLICE_NAME, Driver
 
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
 """At most 64 characters (the kernel's HOST_NAME_MAX); never starting with '-' (it goes into a command)."""
@@ -47,7 +48,7 @@ def _sysctl_namespace(name: str) -> str | None:
     return None
 
 
-def pod(config: dict[str, Any], *, pod_log_root: Path) -> None:
+def pod(config: dict[str, Any], *, pod_log_root: Path, cgroup_driver: Driver) -> None:
     """A PodSandboxConfig (RunPodSandbox)."""
     linux = config.get("linux") or {}
     options = (linux.get("securityContext") or {}).get("namespaceOptions") or {}
@@ -67,12 +68,21 @@ def pod(config: dict[str, Any], *, pod_log_root: Path) -> None:
         if any(character in str(value) for character in "\x00\n\r"):
             raise _refuse(field, "the value has a line break or NUL")
     parent = linux.get("cgroupParent", "")
-    if parent:
+    if parent and "/" in parent:
         parts = parent.strip("/").split("/")
         if not parent.startswith("/") or not all(
             CGROUP_COMPONENT.match(part) and part not in (".", "..") for part in parts
         ):
             raise _refuse("linux.cgroup_parent", f"{parent!r} is not an absolute cgroup path of plain names")
+    if parent and cgroup_driver == "systemd":
+        name = parent.rpartition("/")[2]
+        if len(name) > 255 or not SLICE_NAME.match(name):
+            raise _refuse(
+                "linux.cgroup_parent",
+                f"{parent!r} does not end in a systemd slice (the systemd cgroup driver is in use)",
+            )
+    elif parent and "/" not in parent:
+        raise _refuse("linux.cgroup_parent", f"{parent!r} is not an absolute cgroup path of plain names")
     dns = config.get("dnsConfig") or {}
     for index, server in enumerate(dns.get("servers") or []):
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import socketserver
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from prometheus_client import make_wsgi_app
 
 from kubehull_agent import install, kube, probe
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         base_config=args.hulld_base_config,
         hulld_config=args.hulld_config,
         hulld_pid_file=args.hulld_pid_file,
+        host_runs_systemd=host.path("/run/systemd/system").is_dir(),  # sd_booted(3)
         reprobe_interval=args.reprobe_interval,
     )
     hulld_metrics = str(agent.base.get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             if installer.ensure():
                 metrics.lifecycle.labels("installed").inc()
             if not args.hulld_config.exists():
-                shutil.copyfile(args.hulld_base_config, args.hulld_config)
+                args.hulld_config.write_text(tomli_w.dumps(agent.base))
             action = supervisor.ensure(version)
         except (install.InstallError, HostError) as error:
             print(f"kubehull-agent: {error}", file=sys.stderr)

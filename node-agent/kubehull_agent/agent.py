@@ -42,12 +42,13 @@ class Agent:
         base_config: Path,
         hulld_config: Path,
         hulld_pid_file: Path,
+        host_runs_systemd: bool = False,
         reprobe_interval: float = 300.0,
     ) -> None:
         self.node_runtimes = node_runtimes
         self.prober = prober
         self.metrics = metrics
-        self.base = tomllib.loads(base_config.read_text())
+        self.base = render.with_cgroup_driver(tomllib.loads(base_config.read_text()), host_runs_systemd)
         self.hulld_config = hulld_config
         self.hulld_pid_file = hulld_pid_file
         self.reprobe_interval = reprobe_interval

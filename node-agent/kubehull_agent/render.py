@@ -33,6 +33,16 @@ def hulld_handler(handler: HandlerConfig) -> dict[str, Any]:
     return entry
 
 
+def with_cgroup_driver(base: Mapping[str, Any], host_runs_systemd: bool) -> dict[str, Any]:
+    """The base configuration with hulld's cgroup driver: the base's own if it names one, else ``systemd`` on a
+    host booted with systemd (as kubeadm configures the kubelet there), ``cgroupfs`` elsewhere. hulld reports
+    it to the kubelet, which takes its own from that answer."""
+    config = copy.deepcopy(dict(base))
+    runtime = config.setdefault("runtime", {})
+    runtime.setdefault("cgroup_driver", "systemd" if host_runs_systemd else "cgroupfs")
+    return config
+
+
 def render(
     base: Mapping[str, Any], handlers: Iterable[HandlerConfig], excluded: Mapping[str, str], running: Mapping[str, Any]
 ) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from typing import Any
 
 from kubehull_agent import render
 from kubehull_api.noderuntime import HandlerConfig
 
-BASE = {
+BASE: dict[str, dict[str, Any]] = {
     "server": {"socket": "/run/hulld/hulld.sock"},
     "runtime": {"default_handler": "runc"},
     "handlers": {"runc": {"runtime_path": "/usr/bin/runc"}},
@@ -53,3 +54,11 @@ def test_a_handler_that_fails_its_checks_keeps_what_hulld_runs() -> None:
     assert kept["handlers"]["gvisor"] == running["gvisor"]
     fresh = tomllib.loads(render.render(BASE, [broken], {"gvisor": "missing"}, {}))
     assert "gvisor" not in fresh["handlers"]  # never ran: not rendered at all
+
+
+def test_the_cgroup_driver_follows_the_host_unless_the_base_names_one() -> None:
+    assert render.with_cgroup_driver(BASE, host_runs_systemd=True)["runtime"]["cgroup_driver"] == "systemd"
+    assert render.with_cgroup_driver(BASE, host_runs_systemd=False)["runtime"]["cgroup_driver"] == "cgroupfs"
+    named = {**BASE, "runtime": {"default_handler": "runc", "cgroup_driver": "cgroupfs"}}
+    assert render.with_cgroup_driver(named, host_runs_systemd=True)["runtime"]["cgroup_driver"] == "cgroupfs"
+    assert "cgroup_driver" not in BASE["runtime"]  # the base itself is left as it was

@@ -17,7 +17,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import images, processes, shims, toolchain
+from kubehull_harness import host_cgroups, images, processes, shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 
 # A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
@@ -53,10 +53,7 @@ class Hulld:
         self.metrics_port = processes.free_port()
         self.config_path = work_dir / "config.toml"
         # critest's images, under their upstream names, come from the local registry as their mirror.
-        mirrors = "".join(
-            f'\n[[registries]]\nprefix = "{upstream}"\ninsecure = true\nmirrors = ["{registry_host}"]\n'
-            for upstream in images.CRITEST_MIRRORED
-        )
+        mirrors = images.critest_mirrors(registry_host)
         runsc_shim, runsc_shim_config = shims.runsc_shim(work_dir / "runsc-shim")
         self.write_config(f"""
 [server]
@@ -205,7 +202,7 @@ sandbox_per_pod = true
 
 def pod_cgroups() -> set[Path]:
     """hulld's own pod cgroups (of pods without a cgroup parent), in every hierarchy."""
-    return {path for hierarchy in Path("/sys/fs/cgroup").iterdir() for path in (hierarchy / "kubehull").glob("*/")}
+    return host_cgroups.children("kubehull")
 
 
 @pytest.fixture

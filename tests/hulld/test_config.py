@@ -55,6 +55,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.tom
             '[streaming]\ntls_cert_file = "stream.crt"\ntls_key_file = "/etc/hulld/stream.key"',
             "streaming.tls_cert_file must be an absolute path",
         ),
+        (
+            '[handlers.runc]\nruntime_path = "/usr/bin/runc"\noptions = {systemdCgroup = "true"}',
+            "options.systemdCgroup is set by hulld itself",
+        ),
+        ('[runtime]\ncgroup_driver = "cgroupv2"', "runtime.cgroup_driver: Input should be 'cgroupfs' or 'systemd'"),
+        (
+            '[runtime]\ncgroup_driver = "systemd"\n[handlers.runc]\nruntime_path = "/usr/bin/runc"\n'
+            '[handlers.kata]\nruntime_type = "vm"\nruntime_path = "/usr/bin/containerd-shim-kata-v2"',
+            "handlers.kata: vm handlers (shim v2) do not support runtime.cgroup_driver = systemd yet",
+        ),
         ("[server", "Expected ']'"),
     ],
 )

@@ -55,7 +55,9 @@ class RuntimeInfoMethods(Scope):
         return cri.StatusResponse(status=cri.RuntimeStatus(conditions=conditions), runtime_handlers=handlers)
 
     def RuntimeConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=cri.CGROUPFS))
+        # The kubelet takes its cgroup driver from this answer (KubeletCgroupDriverFromCRI): it must be ours.
+        driver = cri.SYSTEMD if self.config.runtime.cgroup_driver == "systemd" else cri.CGROUPFS
+        return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
     def UpdateRuntimeConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.pod_cidr = request.runtime_config.network_config.pod_cidr

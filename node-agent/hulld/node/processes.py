@@ -1,5 +1,5 @@
-"""What the host's /proc says of a container's processes (CRI metrics): their open files and sockets. Links
-under /proc/PID/fd are read, never followed."""
+"""What the host's /proc says of processes: a container's open files and sockets (CRI metrics), hulld's own OOM
+score adjustment. Links under /proc/PID/fd are read, never followed."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def open_files(pids: Iterable[int]) -> OpenFiles:
                     descriptors += 1
                     sockets += target.startswith("socket:")
     return OpenFiles(descriptors, sockets)
+
+
+def own_oom_score_adj() -> int:
+    """hulld's own ``oom_score_adj``: without CAP_SYS_RESOURCE no process it starts may go below it."""
+    try:
+        return int((PROC / "self" / "oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return 0

@@ -9,8 +9,9 @@ import os
 import socket
 from pathlib import Path
 
-from hulld.config import HandlerConfig
+from hulld.config import HandlerConfig, StorageConfig
 from hulld.node import cgroups, namespaces
+from hulld.node.cgroups.layout import Driver
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +120,10 @@ class StdioSession(abc.ABC):
 
 class Handler(abc.ABC):
     @abc.abstractmethod
-    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
-        """``state``: hulld's volatile state directory (the runtime's default --root lives under it)."""
+    def __init__(self, name: str, config: HandlerConfig, storage: StorageConfig, cgroup_driver: Driver) -> None:
+        """``storage``: hulld's directories (the runtime's default --root lives in its volatile state);
+        ``cgroup_driver``: how the runtime makes its containers' cgroups (the spec's cgroupsPath is in its
+        form)."""
 
     @property
     @abc.abstractmethod

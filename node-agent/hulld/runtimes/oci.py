@@ -35,8 +35,9 @@ from typing import Any
 
 from hulld import errors
 from hulld.atomic import write_atomically
-from hulld.config import HandlerConfig
+from hulld.config import HandlerConfig, StorageConfig
 from hulld.node import cgroups
+from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.attach import ConmonAttach
 from hulld.runtimes.base import (
     ContainerPaths,
@@ -140,7 +141,8 @@ echo $! >"$pidfile"
 
 
 class OCIHandler(Handler):
-    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
+    def __init__(self, name: str, config: HandlerConfig, storage: StorageConfig, cgroup_driver: Driver) -> None:
+        state = storage.state
         self.name = name
         self._sandbox_per_pod = config.sandbox_per_pod
         self.path = config.runtime_path
@@ -148,13 +150,17 @@ class OCIHandler(Handler):
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.attach_dir = state / "attach"
         self.attach_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.global_args = [f"--root={self.root}"] + [
-            f"{_flag(option)}={value}" for option, value in sorted(config.options.items())
+        self.global_args = [
+            f"--root={self.root}",
+            *(["--systemd-cgroup"] if cgroup_driver == "systemd" else []),
+            *(f"{_flag(option)}={value}" for option, value in sorted(config.options.items())),
         ]
         self.monitored = self.path
         """What conmon runs as the runtime: the runtime itself, or for a sandbox runtime the waiting wrapper."""
         if self._sandbox_per_pod:
-            self.monitored = state / "runtimes" / f"{name}.conmon-runtime"
+            # Under the persistent root, not the volatile state: a node's /run is mounted noexec.
+            self.monitored = storage.root / "runtimes" / f"{name}.conmon-runtime"
+            self.monitored.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             wrapper = waiting_wrapper(self.path, self.global_args)
             if not self.monitored.is_file() or self.monitored.read_text() != wrapper:
                 write_atomically(self.monitored, wrapper)
@@ -505,7 +511,7 @@ def _sandbox_usage(data: dict[str, Any] | None) -> cgroups.Usage:
     containers are not host processes (their host cgroups stay empty): the sandbox accounts for them. gVisor
     knows no page cache apart from usage, so the working set is the usage. Its JSON leaves zeros out."""
     if not data:
-        return cgroups.Usage(None, None, None, None)
+        return cgroups.NO_USAGE
     memory = data.get("memory", {}).get("usage", {}).get("usage", 0)
     return cgroups.Usage(
         cpu_nanoseconds=data.get("cpu", {}).get("usage", {}).get("total", 0),

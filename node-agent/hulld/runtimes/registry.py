@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hulld import errors
 from hulld.config import Config, HandlerConfig
+from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.base import Handler
 from hulld.runtimes.oci import OCIHandler
 from hulld.runtimes.shim.handler import ShimHandler
@@ -18,20 +19,21 @@ RUNTIME_TYPES: dict[str, type[Handler]] = {"oci": OCIHandler, "vm": ShimHandler}
 class Handlers:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._table: dict[str, tuple[HandlerConfig, Handler]] = {}
+        self._table: dict[str, tuple[tuple[HandlerConfig, Driver], Handler]] = {}
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Make the handlers ``config`` names; one whose configuration did not change is kept as it is (a shim
         handler keeps its connections), the others are closed."""
-        table: dict[str, tuple[HandlerConfig, Handler]] = {}
+        table: dict[str, tuple[tuple[HandlerConfig, Driver], Handler]] = {}
         for name, handler_config in config.handlers.items():
+            key = (handler_config, config.runtime.cgroup_driver)
             kept = self._table.get(name)
-            if kept is not None and kept[0] == handler_config:
+            if kept is not None and kept[0] == key:
                 table[name] = kept
             else:
                 kind = RUNTIME_TYPES[handler_config.runtime_type]
-                table[name] = (handler_config, kind(name, handler_config, config.storage.state))
+                table[name] = (key, kind(name, handler_config, config.storage, config.runtime.cgroup_driver))
         for name, (_, handler) in self._table.items():
             if table.get(name, (None, None))[1] is not handler:
                 handler.close()

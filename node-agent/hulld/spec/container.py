@@ -298,15 +298,6 @@ def pod_resources(resources: dict[str, Any], overhead: dict[str, Any]) -> dict[s
     return container_resources(combined)
 
 
-def pod_cgroup(sandbox: SandboxRecord) -> str:
-    """The kubelet's cgroup parent for the pod, else hulld's own, ``/kubehull/<sandbox>``."""
-    return "/" + (sandbox.cgroup_parent or f"/kubehull/{sandbox.id}").strip("/")
-
-
-def cgroups_path(sandbox: SandboxRecord, container_id: str) -> str:
-    return f"{pod_cgroup(sandbox)}/{container_id}"
-
-
 def pid_namespace(sandbox: SandboxRecord, in_sandbox: bool) -> dict[str, str] | None:
     """The PID namespace a container of ``sandbox`` joins: the infra's if shared, a new one, or (None) the
     host's, or for a container in a sandbox runtime's pod (``in_sandbox``) sharing it, the sandbox's: gVisor
@@ -386,7 +377,7 @@ def build(inputs: Inputs) -> dict[str, Any]:
         "linux": {
             "namespaces": namespaces,
             "resources": spec_resources,
-            "cgroupsPath": cgroups_path(sandbox, inputs.container_id),
+            "cgroupsPath": sandbox.cgroup.oci_path(inputs.container_id),
             "devices": device_nodes,
             "sysctl": dict(sandbox.sysctls),
         },

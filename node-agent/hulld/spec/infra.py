@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hulld.spec import seccomp
-from hulld.spec.container import CONTAINER_TYPE, MASKED_PATHS, READONLY_PATHS, SANDBOX_ID, cgroups_path
+from hulld.spec.container import CONTAINER_TYPE, MASKED_PATHS, READONLY_PATHS, SANDBOX_ID
 from hulld.store.records import SandboxRecord
 
 NOBODY = 65534
@@ -53,7 +53,7 @@ def build(sandbox: SandboxRecord, infra_id: str, rootfs: Path) -> dict[str, Any]
         "annotations": {CONTAINER_TYPE: "sandbox", SANDBOX_ID: infra_id},
         "linux": {
             "namespaces": namespaces,
-            "cgroupsPath": cgroups_path(sandbox, infra_id),
+            "cgroupsPath": sandbox.cgroup.oci_path(infra_id),
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "sysctl": dict(sandbox.sysctls),
             "maskedPaths": list(MASKED_PATHS),

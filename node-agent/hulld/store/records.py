@@ -22,6 +22,8 @@ import dataclasses
 import json
 from typing import Any, ClassVar, Generic, TypeVar
 
+from hulld.node.cgroups.layout import Driver, PodCgroup
+
 VERSION = 2
 S = TypeVar("S")
 R = TypeVar("R", bound="Record[Any]")
@@ -106,10 +108,16 @@ class SandboxRecord(Record[SandboxStatus]):
     """Made through the private socket (the node agent's): the other socket never sees it, nor its containers."""
     shared_pid: bool = False
     """One PID namespace for the pod's containers (the CRI's POD mode, Kubernetes' shareProcessNamespace)."""
+    cgroup_driver: Driver = "cgroupfs"
+    """The driver the pod's cgroups were made under (a changed configuration applies to new pods)."""
 
     @property
     def unique_name(self) -> str:
         return self.name
+
+    @property
+    def cgroup(self) -> PodCgroup:
+        return PodCgroup(self.cgroup_driver, self.cgroup_parent, self.id)
 
 
 # --- containers ----------------------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ from google.protobuf.message import DecodeError
 
 from hulld import errors
 from hulld.atomic import write_atomically
-from hulld.config import HandlerConfig
+from hulld.config import HandlerConfig, StorageConfig
 from hulld.node import cgroups
+from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.base import (
     ContainerPaths,
     ContainerStdio,
@@ -155,7 +156,9 @@ def _spec_any(kind: str, value: dict[str, Any]) -> any_pb2.Any:
 
 
 class ShimHandler(Handler):
-    def __init__(self, name: str, config: HandlerConfig, state: Path) -> None:
+    def __init__(self, name: str, config: HandlerConfig, storage: StorageConfig, cgroup_driver: Driver) -> None:
+        state = storage.state
+        # cgroupfs only: the configuration refuses vm handlers under the systemd driver.
         self.name = name
         self.binary = config.runtime_path
         self.config_path = config.config_path
@@ -824,7 +827,7 @@ class _ShimAttach(StdioSession):
 
 def _shim_usage(metrics: cgroup_metrics_pb2.CgroupV1Metrics | None) -> cgroups.Usage:
     if metrics is None:
-        return cgroups.Usage(None, None, None, None)
+        return cgroups.NO_USAGE
     used = metrics.memory.usage.usage
     return cgroups.Usage(
         cpu_nanoseconds=metrics.cpu.usage.total,

@@ -1,0 +1,267 @@
+"""A Debian 12 VM for the tests that need what this machine lacks: systemd as PID 1 and the unified cgroup v2
+hierarchy, as on every current Kubernetes node.
+
+The image is built from Debian's packages only (``mmdebstrap``: Debian's own kernel, systemd, the runtimes
+hulld drives) and cached under ``$KUBEHULL_CACHE/vm/`` by a digest of its recipe. Each VM boots a
+copy-on-write overlay of it under ``qemu-system-x86_64``: TCG emulation, as this machine's KVM cannot boot a
+stock kernel (``KUBEHULL_VM_ACCEL=kvm`` where it can). The host directories a test needs (the checkout with its
+virtualenv, the Python installation that virtualenv points at, the toolchain cache) are shared read-only over
+9p at the same paths, so the VM runs the host's hulld and binaries as they are. Commands run over SSH on a
+forwarded loopback port; the host's loopback is ``10.0.2.2`` from inside (the test registry is reachable there).
+
+    python -m kubehull_harness vm build          # build the image if it is not cached
+    python -m kubehull_harness vm run -- CMD     # boot, run CMD, shut down
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kubehull_harness import processes, toolchain
+
+SUITE = "bookworm"
+PACKAGES = (
+    "linux-image-amd64",
+    "systemd-sysv",
+    "dbus",  # runc's and runsc's systemd cgroup mode talk to systemd over D-Bus
+    "udev",
+    "kmod",
+    "openssh-server",
+    "runc",
+    "conmon",
+    "containernetworking-plugins",
+    "golang-github-containers-common",  # /usr/share/containers/seccomp.json: RuntimeDefault
+    "busybox-static",  # the pod infra container's one binary
+    "iproute2",
+    "iptables",
+    "procps",
+)
+MASKED_UNITS = (
+    # Timers and services a test VM has no use for, each of which costs boot time under emulation.
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "logrotate.timer",
+    "man-db.timer",
+    "systemd-timesyncd.service",
+    "getty@tty1.service",
+)
+NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
+IMAGE_SIZE = "4G"
+HOST_FROM_GUEST = "10.0.2.2"
+"""The host's loopback as the VM sees it (QEMU's user networking)."""
+RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, IMAGE_SIZE, "recipe 1"])
+
+
+class VMError(RuntimeError):
+    pass
+
+
+class Image:
+    """A built, cached VM image: its root filesystem, the kernel and initrd it boots, the SSH key for root."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.disk = directory / "root.img"
+        self.kernel = directory / "vmlinuz"
+        self.initrd = directory / "initrd.img"
+        self.key = directory / "id_ed25519"
+
+
+def image_dir() -> Path:
+    digest = hashlib.sha256(RECIPE.encode()).hexdigest()[:12]
+    return toolchain.cache_dir() / "vm" / f"debian-{SUITE}-{digest}"
+
+
+def build_image(log: Path | None = None) -> Image:
+    """The cached image, built first if it is not there. A build goes to a temporary directory renamed into
+    place when complete, so an interrupted one leaves nothing that looks finished."""
+    target = image_dir()
+    if target.is_dir():
+        return Image(target)
+    for tool in ("mmdebstrap", "mke2fs", "qemu-system-x86_64", "qemu-img", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise VMError(f"{tool} is not installed (.ci/install installs it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
+    try:
+        image = Image(scratch)
+        processes.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubehull-vm", "-f", image.key])
+        rootfs = scratch / "rootfs"
+        setup = " && ".join(
+            [
+                'mkdir -p "$1/root/.ssh"',
+                f'cp {shlex.quote(str(image.key))}.pub "$1/root/.ssh/authorized_keys"',
+                'chmod 700 "$1/root/.ssh"',
+                'echo kubehull-vm > "$1/etc/hostname"',
+                'echo "/dev/vda / ext4 rw 0 1" > "$1/etc/fstab"',
+                f'printf %s {shlex.quote(NETWORK)} > "$1/etc/systemd/network/20-wired.network"',
+                'chroot "$1" systemctl enable systemd-networkd',
+                f'chroot "$1" systemctl mask {" ".join(MASKED_UNITS)}',
+                'echo "UseDNS no" > "$1/etc/ssh/sshd_config.d/kubehull.conf"',
+            ]
+        )
+        with (log or Path(os.devnull)).open("a") as output:
+            done = subprocess.run(
+                [
+                    "mmdebstrap",
+                    "--variant=apt",
+                    f"--include={','.join(PACKAGES)}",
+                    f"--customize-hook={setup}",
+                    SUITE,
+                    str(rootfs),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=1800,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise VMError(f"mmdebstrap failed ({done.returncode}); see {log}")
+        for name, destination in (("vmlinuz", image.kernel), ("initrd.img", image.initrd)):
+            (found,) = sorted((rootfs / "boot").glob(f"{name}-*"))
+            shutil.copyfile(found, destination)
+        processes.run(["mke2fs", "-q", "-t", "ext4", "-d", rootfs, "-L", "root", image.disk, IMAGE_SIZE], timeout=600)
+        shutil.rmtree(rootfs)
+        scratch.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Image(target)
+
+
+class DebianVM:
+    """One booted VM. ``run`` a command in it as root; ``boot_seconds``: from QEMU's start to SSH answering."""
+
+    def __init__(
+        self,
+        image: Image,
+        work_dir: Path,
+        log_dir: Path,
+        shares: Sequence[Path],
+        *,
+        memory_mib: int = 4096,
+        cpus: int = 2,
+        name: str = "debian-vm",
+    ) -> None:
+        self.image = image
+        self.shares = [share.resolve() for share in shares]
+        self.port = processes.free_port()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        overlay = work_dir / "overlay.qcow2"
+        processes.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw", overlay])
+        accel = os.environ.get("KUBEHULL_VM_ACCEL", "tcg,thread=multi")
+        argv: list[processes.Arg] = [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35",
+            "-accel",
+            accel,
+            "-smp",
+            str(cpus),
+            "-m",
+            str(memory_mib),
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            image.kernel,
+            "-initrd",
+            image.initrd,
+            "-append",
+            "root=/dev/vda rw console=ttyS0 quiet systemd.unified_cgroup_hierarchy=1",
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2",
+            "-netdev",
+            f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]
+        for index, share in enumerate(self.shares):
+            argv += ["-virtfs", f"local,path={share},mount_tag=share{index},security_model=none,readonly=on"]
+        started = time.monotonic()
+        self.process = processes.ManagedProcess(name, argv, log_dir)
+        try:
+            self.process.wait_ready(lambda: self._ssh("true", timeout=10).returncode == 0, 300, "answering SSH")
+            self.boot_seconds = time.monotonic() - started
+            mounts = [
+                f"mkdir -p {shlex.quote(str(share))} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro"
+                f" share{index} {shlex.quote(str(share))}"
+                for index, share in enumerate(self.shares)
+            ]
+            if mounts:
+                self.run(" && ".join(mounts))
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def _ssh(self, command: str, *, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        argv = [
+            "ssh",
+            "-i",
+            str(self.image.key),
+            "-p",
+            str(self.port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "root@127.0.0.1",
+            command,
+        ]
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+
+    def run(
+        self, command: str, *, check: bool = True, timeout: float = 300, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the VM as root; with ``check``, a non-zero exit raises with its output."""
+        done = self._ssh(command, timeout=timeout, stdin=stdin)
+        result = subprocess.CompletedProcess(
+            done.args, done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+        )
+        if check and done.returncode != 0:
+            raise VMError(f"in the VM: {command}\nexit {done.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def write(self, path: str, text: str) -> None:
+        self.run(f"mkdir -p {shlex.quote(str(Path(path).parent))} && cat > {shlex.quote(path)}", stdin=text.encode())
+
+    def shutdown(self, timeout: float = 120) -> None:
+        """Power off cleanly (systemd stops every unit); QEMU is killed if it does not end in time."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._ssh("systemctl poweroff", timeout=30)
+        try:
+            self.process.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.stop()
+
+
+def host_shares(checkout: Path) -> list[Path]:
+    """What a VM shares of this machine to run the checkout's own code and tools: the checkout, the Python
+    installation its virtualenv points at, the toolchain cache."""
+    return [checkout, Path(sys.base_prefix), toolchain.cache_dir()]
+
+
+@contextlib.contextmanager
+def booted(work_dir: Path, log_dir: Path, checkout: Path) -> Iterator[DebianVM]:
+    vm = DebianVM(build_image(log_dir / "vm-image-build.log"), work_dir, log_dir, host_shares(checkout))
+    try:
+        yield vm
+    finally:
+        vm.shutdown()

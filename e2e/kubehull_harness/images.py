@@ -252,6 +252,8 @@ def critest_mirrors(registry_host: str) -> str:
         f'\n[[registries]]\nprefix = "{upstream}"\ninsecure = true\nmirrors = ["{registry_host}"]\n'
         for upstream in CRITEST_MIRRORED
     )
+
+
 CRITEST_IMAGES: tuple[tuple[ImageSpec, tuple[str, ...]], ...] = (
     (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-latest", tag="latest", cmd=("sh",)), ()),
     (ImageSpec(repository=f"{CRITEST_STAGING}/test-image-tag", tag="test", cmd=("sh",)), ("all",)),

@@ -48,7 +48,8 @@ class Agent:
         self.node_runtimes = node_runtimes
         self.prober = prober
         self.metrics = metrics
-        self.base = render.with_cgroup_driver(tomllib.loads(base_config.read_text()), host_runs_systemd)
+        running = tomllib.loads(hulld_config.read_text()) if hulld_config.exists() else None
+        self.base = render.with_cgroup_driver(tomllib.loads(base_config.read_text()), running, host_runs_systemd)
         self.hulld_config = hulld_config
         self.hulld_pid_file = hulld_pid_file
         self.reprobe_interval = reprobe_interval

@@ -33,13 +33,21 @@ def hulld_handler(handler: HandlerConfig) -> dict[str, Any]:
     return entry
 
 
-def with_cgroup_driver(base: Mapping[str, Any], host_runs_systemd: bool) -> dict[str, Any]:
-    """The base configuration with hulld's cgroup driver: the base's own if it names one, else ``systemd`` on a
-    host booted with systemd (as kubeadm configures the kubelet there), ``cgroupfs`` elsewhere. hulld reports
-    it to the kubelet, which takes its own from that answer."""
+def with_cgroup_driver(
+    base: Mapping[str, Any], running: Mapping[str, Any] | None, host_runs_systemd: bool
+) -> dict[str, Any]:
+    """The base configuration with hulld's cgroup driver. hulld reports it to the kubelet, which takes its own
+    from that answer when it starts, so a node's driver never changes under it: the base's own if it names
+    one (the node image's choice); else the one hulld's configuration ``running`` already has (``cgroupfs``,
+    hulld's default, if it names none); and only for a hulld configured for the first time, ``systemd`` on a
+    host booted with systemd (as kubeadm configures the kubelet there), ``cgroupfs`` elsewhere."""
     config = copy.deepcopy(dict(base))
     runtime = config.setdefault("runtime", {})
-    runtime.setdefault("cgroup_driver", "systemd" if host_runs_systemd else "cgroupfs")
+    if running is not None:
+        fallback = running.get("runtime", {}).get("cgroup_driver", "cgroupfs")
+    else:
+        fallback = "systemd" if host_runs_systemd else "cgroupfs"
+    runtime.setdefault("cgroup_driver", fallback)
     return config
 
 

@@ -56,9 +56,18 @@ def test_a_handler_that_fails_its_checks_keeps_what_hulld_runs() -> None:
     assert "gvisor" not in fresh["handlers"]  # never ran: not rendered at all
 
 
-def test_the_cgroup_driver_follows_the_host_unless_the_base_names_one() -> None:
-    assert render.with_cgroup_driver(BASE, host_runs_systemd=True)["runtime"]["cgroup_driver"] == "systemd"
-    assert render.with_cgroup_driver(BASE, host_runs_systemd=False)["runtime"]["cgroup_driver"] == "cgroupfs"
+def driver(base: dict[str, Any], running: dict[str, Any] | None, host_runs_systemd: bool) -> str:
+    return str(render.with_cgroup_driver(base, running, host_runs_systemd)["runtime"]["cgroup_driver"])
+
+
+def test_the_cgroup_driver_never_changes_under_a_running_node() -> None:
+    # A first configuration follows the host's init.
+    assert driver(BASE, None, host_runs_systemd=True) == "systemd"
+    assert driver(BASE, None, host_runs_systemd=False) == "cgroupfs"
+    # hulld already runs: its driver stays (cgroupfs, hulld's default, when its file names none).
+    assert driver(BASE, {"runtime": {"cgroup_driver": "systemd"}}, host_runs_systemd=False) == "systemd"
+    assert driver(BASE, {"runtime": {}}, host_runs_systemd=True) == "cgroupfs"
+    # The node image's base decides over both.
     named = {**BASE, "runtime": {"default_handler": "runc", "cgroup_driver": "cgroupfs"}}
-    assert render.with_cgroup_driver(named, host_runs_systemd=True)["runtime"]["cgroup_driver"] == "cgroupfs"
+    assert driver(named, {"runtime": {"cgroup_driver": "systemd"}}, host_runs_systemd=True) == "cgroupfs"
     assert "cgroup_driver" not in BASE["runtime"]  # the base itself is left as it was

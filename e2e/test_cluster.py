@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from kubehull_harness import cluster, deploy, processes, prometheus, shims, toolchain
+from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -75,31 +76,6 @@ def apply(local: cluster.LocalCluster, *documents: dict[str, Any]) -> None:
     manifest = local.work_dir / "apply.yaml"
     manifest.write_text(yaml.safe_dump_all(documents))
     local.kubectl("apply", "-f", manifest)
-
-
-def profile(name: str, engine: str, path: Path | str, options: dict[str, str] | None = None) -> dict[str, Any]:
-    runtime: dict[str, Any] = {"engine": engine, "path": str(path)}
-    if options:
-        runtime["options"] = options
-    return {
-        "apiVersion": "kubehull.io/v1alpha1",
-        "kind": "RuntimeProfile",
-        "metadata": {"name": name},
-        "spec": {"handler": name, "runtime": runtime},
-    }
-
-
-def pod(name: str, image: str, runtime_class: str, command: str, pull: str = "IfNotPresent") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "runtimeClassName": runtime_class,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": image, "imagePullPolicy": pull, "command": ["sh", "-c", command]}],
-        },
-    }
 
 
 def get(local: cluster.LocalCluster, *args: str) -> dict[str, Any]:

@@ -149,34 +149,37 @@ class LocalCluster:
         return self.kubectl("apply", "-f", "-", stdin=manifest)
 
 
-def _hulld_base_config(work_dir: Path, registry_host: str, metrics_port: int) -> str:
+LOOPBACK_REGISTRIES = '[[registries]]\nprefix = "127.0.0.1"  # the local registry: HTTP on loopback\ninsecure = true\n'
+
+
+def hulld_base_config(
+    *, root: Path, pod_logs: Path, cni_dir: Path, metrics_port: int, registries: str, runtime: str = ""
+) -> str:
+    """``registries``: its ``[[registries]]`` entries; ``runtime``: more lines of its ``[runtime]``."""
     return f"""# The node's hulld configuration without RuntimeProfile handlers (the node agent adds those).
 [server]
 socket = "{HULLD_SOCKET}"
 metrics_address = "127.0.0.1:{metrics_port}"
 
 [storage]
-root = "{work_dir / "hulld"}"
+root = "{root}"
 state = "{HULLD_STATE}"
-pod_log_root = "{work_dir / "pod-logs"}"  # the kubelet's podLogsDir
+pod_log_root = "{pod_logs}"  # the kubelet's podLogsDir
 
 [network]
-cni_conf_dir = "{work_dir / "cni"}"
+cni_conf_dir = "{cni_dir}"
 cni_bin_dirs = ["/usr/lib/cni"]
 
 [runtime]
 default_handler = "runc"
-
-[[registries]]
-prefix = "{registry_host.split(":")[0]}"  # the local registry: plain HTTP on loopback
-insecure = true
-
+{runtime}
+{registries}
 [handlers.runc]
 runtime_path = "{shutil.which("runc")}"
 """
 
 
-def _cni_config(work_dir: Path) -> str:
+def cni_config(work_dir: Path) -> str:
     return json.dumps(
         {
             "cniVersion": "0.4.0",
@@ -201,13 +204,12 @@ def _cni_config(work_dir: Path) -> str:
     )
 
 
-def _kubelet_config(work_dir: Path, api: apiserver.KubeAPIServer, serving: Any) -> dict[str, Any]:
+def kubelet_config(pod_logs: Path, api: apiserver.KubeAPIServer, serving: Any) -> dict[str, Any]:
+    """The kubelet on hulld's socket; its cgroup driver is the one hulld reports (KubeletCgroupDriverFromCRI)."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "containerRuntimeEndpoint": f"unix://{HULLD_SOCKET}",
-        "cgroupDriver": "cgroupfs",
-        "failCgroupV1": False,  # this machine's cgroups are v1 (hybrid)
         "failSwapOn": False,
         "authentication": {
             "anonymous": {"enabled": False},
@@ -220,7 +222,7 @@ def _kubelet_config(work_dir: Path, api: apiserver.KubeAPIServer, serving: Any) 
         "readOnlyPort": 0,
         "healthzPort": processes.free_port(),
         "clusterDomain": "cluster.local",
-        "podLogsDir": str(work_dir / "pod-logs"),
+        "podLogsDir": str(pod_logs),
         "serializeImagePulls": False,
         # A test machine's disk may be fuller than a node's: evict only when it is really out of space.
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
@@ -234,6 +236,40 @@ def unmount_under(root: Path) -> None:
     for mount in sorted(mounts, key=len, reverse=True):
         if mount == str(root) or mount.startswith(f"{root}/"):
             subprocess.run(["umount", "--lazy", mount], check=False)
+
+
+def start_controllers(api: apiserver.KubeAPIServer, work_dir: Path, logs: Path, teardown: contextlib.ExitStack) -> None:
+    """kube-controller-manager and kube-scheduler, on the API server's admin credentials."""
+    pki_dir = work_dir / "pki"
+    control_plane_flags = [
+        f"--kubeconfig={api.kubeconfig}",
+        f"--authentication-kubeconfig={api.kubeconfig}",
+        f"--authorization-kubeconfig={api.kubeconfig}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+    ]
+    controller_manager = processes.ManagedProcess(
+        "kube-controller-manager",
+        [
+            toolchain.binary("kube-controller-manager"),
+            *control_plane_flags,
+            f"--secure-port={processes.free_port()}",
+            f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+            f"--root-ca-file={api.ca.cert_path}",
+            f"--cluster-signing-cert-file={api.ca.cert_path}",
+            f"--cluster-signing-key-file={api.ca.key_path}",
+            "--use-service-account-credentials=true",
+            "--v=1",
+        ],
+        logs,
+    )
+    teardown.callback(controller_manager.stop)
+    scheduler = processes.ManagedProcess(
+        "kube-scheduler",
+        [toolchain.binary("kube-scheduler"), *control_plane_flags, f"--secure-port={processes.free_port()}"],
+        logs,
+    )
+    teardown.callback(scheduler.stop)
 
 
 @contextlib.contextmanager
@@ -253,47 +289,26 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
         teardown.callback(store.stop)
         api = apiserver.start(work_dir, logs, store.client_url, advertise_address=node_ip)
         teardown.callback(api.stop)
-        pki_dir = work_dir / "pki"
-        control_plane_flags = [
-            f"--kubeconfig={api.kubeconfig}",
-            f"--authentication-kubeconfig={api.kubeconfig}",
-            f"--authorization-kubeconfig={api.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-        ]
-        controller_manager = processes.ManagedProcess(
-            "kube-controller-manager",
-            [
-                toolchain.binary("kube-controller-manager"),
-                *control_plane_flags,
-                f"--secure-port={processes.free_port()}",
-                f"--service-account-private-key-file={pki_dir / 'sa.key'}",
-                f"--root-ca-file={api.ca.cert_path}",
-                f"--cluster-signing-cert-file={api.ca.cert_path}",
-                f"--cluster-signing-key-file={api.ca.key_path}",
-                "--use-service-account-credentials=true",
-                "--v=1",
-            ],
-            logs,
-        )
-        teardown.callback(controller_manager.stop)
-        scheduler = processes.ManagedProcess(
-            "kube-scheduler",
-            [toolchain.binary("kube-scheduler"), *control_plane_flags, f"--secure-port={processes.free_port()}"],
-            logs,
-        )
-        teardown.callback(scheduler.stop)
+        start_controllers(api, work_dir, logs, teardown)
         served = registry.start(work_dir / "registry", logs)
         teardown.callback(served.stop)
 
         # The node, as its image would provision it: hulld's base config, then hulld itself.
         hulld_metrics = processes.free_port()
         HULLD_BASE_CONFIG.parent.mkdir(parents=True, exist_ok=True)
-        HULLD_BASE_CONFIG.write_text(_hulld_base_config(work_dir, served.host, hulld_metrics))
+        HULLD_BASE_CONFIG.write_text(
+            hulld_base_config(
+                root=work_dir / "hulld",
+                pod_logs=work_dir / "pod-logs",
+                cni_dir=work_dir / "cni",
+                metrics_port=hulld_metrics,
+                registries=LOOPBACK_REGISTRIES,
+            )
+        )
         HULLD_CONFIG.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         shutil.copyfile(HULLD_BASE_CONFIG, HULLD_CONFIG)
         (work_dir / "cni").mkdir(parents=True, exist_ok=True)
-        (work_dir / "cni" / "10-kubehull.conflist").write_text(_cni_config(work_dir))
+        (work_dir / "cni" / "10-kubehull.conflist").write_text(cni_config(work_dir))
         hulld = Hulld([sys.executable, "-m", "hulld", "--config", str(HULLD_CONFIG)], logs)
         hulld.start()
         teardown.callback(hulld.stop)
@@ -307,13 +322,15 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
             node_kubeconfig, api.url, api.ca.cert_path, node_credentials, f"system:node:{NODE_NAME}"
         )
         serving = api.ca.issue("kubelet-serving", NODE_NAME, hosts=[node_ip, NODE_NAME], server=True)
-        kubelet_config = work_dir / "kubelet.yaml"
-        kubelet_config.write_text(yaml.safe_dump(_kubelet_config(work_dir, api, serving)))
+        kubelet_config_file = work_dir / "kubelet.yaml"
+        settings = kubelet_config(work_dir / "pod-logs", api, serving)
+        settings["failCgroupV1"] = False  # this machine's cgroups are v1 (hybrid)
+        kubelet_config_file.write_text(yaml.safe_dump(settings))
         kubelet = processes.ManagedProcess(
             "kubelet",
             [
                 toolchain.binary("kubelet"),
-                f"--config={kubelet_config}",
+                f"--config={kubelet_config_file}",
                 f"--kubeconfig={node_kubeconfig}",
                 f"--root-dir={work_dir / 'kubelet'}",
                 f"--hostname-override={NODE_NAME}",

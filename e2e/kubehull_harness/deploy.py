@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Protocol
 
-from kubehull_harness import images, processes, toolchain
-from kubehull_harness.cluster import LocalCluster
+from kubehull_harness import images, processes, registry, toolchain
+
+
+class Cluster(Protocol):
+    """What installing needs of a cluster: the local one (cluster.py) or the VM's (vm_cluster.py)."""
+
+    work_dir: Path
+    registry: registry.Registry
+
+    @property
+    def kubeconfig(self) -> Path: ...
+
+    def kubectl(self, *args: processes.Arg, timeout: float = 120, stdin: str | None = None) -> str: ...
+
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_REPOSITORY = "kubehull/kubehull"
@@ -18,7 +31,7 @@ NAMESPACE = "kubehull-system"
 RELEASE = "kubehull"
 
 
-def build_and_push_image(local: LocalCluster, tag: str) -> str:
+def build_and_push_image(local: Cluster, tag: str) -> str:
     """Build the image into an OCI layout under the cluster's work dir, push it; returns its reference."""
     work_dir = local.work_dir / "image"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -30,7 +43,7 @@ def build_and_push_image(local: LocalCluster, tag: str) -> str:
     return images.push(source, spec, local.registry, work_dir).reference
 
 
-def helm_install(local: LocalCluster, image_reference: str, *extra_values: str, timeout: float = 300) -> None:
+def helm_install(local: Cluster, image_reference: str, *extra_values: str, timeout: float = 300) -> None:
     """`helm install --wait` with the image from the local registry; the operator and agent pods are Running."""
     repository, tag = image_reference.rsplit(":", 1)
     processes.run(
@@ -52,7 +65,7 @@ def helm_install(local: LocalCluster, image_reference: str, *extra_values: str, 
     )
 
 
-def pod_ips(local: LocalCluster, component: str) -> list[str]:
+def pod_ips(local: Cluster, component: str) -> list[str]:
     """The pod IPs of the chart's ``operator`` or ``agent`` pods."""
     output = local.kubectl(
         "get",

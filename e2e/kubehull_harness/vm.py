@@ -16,6 +16,7 @@ forwarded loopback port; the host's loopback is ``10.0.2.2`` from inside (the te
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -45,6 +46,8 @@ PACKAGES = (
     "iproute2",
     "iptables",
     "procps",
+    "iputils-ping",
+    "conntrack",  # kube-proxy
 )
 MASKED_UNITS = (
     # Timers and services a test VM has no use for, each of which costs boot time under emulation.
@@ -62,11 +65,23 @@ NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
 IMAGE_SIZE = "4G"
 HOST_FROM_GUEST = "10.0.2.2"
 """The host's loopback as the VM sees it (QEMU's user networking)."""
-RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, IMAGE_SIZE, "recipe 1"])
+RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, IMAGE_SIZE, "recipe 2"])
 
 
 class VMError(RuntimeError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLink:
+    """A network between this machine and the VM (a TAP device), for what QEMU's user networking cannot carry:
+    connections from here to the VM (the API server to its kubelet) and between pods and the API server."""
+
+    device: str = "kubehullvm0"
+    host_address: str = "192.168.234.1"
+    guest_address: str = "192.168.234.2"
+    prefix: int = 24
+    mac: str = "52:54:00:6b:68:01"
 
 
 class Image:
@@ -138,6 +153,9 @@ def build_image(log: Path | None = None) -> Image:
         scratch.rename(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    for older in target.parent.glob(f"debian-{SUITE}-*"):  # images of earlier recipes
+        if older != target:
+            shutil.rmtree(older, ignore_errors=True)
     return Image(target)
 
 
@@ -154,6 +172,7 @@ class DebianVM:
         memory_mib: int = 4096,
         cpus: int = 2,
         name: str = "debian-vm",
+        link: HostLink | None = None,
     ) -> None:
         self.image = image
         self.shares = [share.resolve() for share in shares]
@@ -189,6 +208,18 @@ class DebianVM:
         ]
         for index, share in enumerate(self.shares):
             argv += ["-virtfs", f"local,path={share},mount_tag=share{index},security_model=none,readonly=on"]
+        self.link = link
+        if link is not None:
+            _remove_device(link.device)  # a killed run's
+            processes.run(["ip", "tuntap", "add", "dev", link.device, "mode", "tap"])
+            processes.run(["ip", "address", "add", f"{link.host_address}/{link.prefix}", "dev", link.device])
+            processes.run(["ip", "link", "set", link.device, "up"])
+            argv += [
+                "-netdev",
+                f"tap,id=net1,ifname={link.device},script=no,downscript=no",
+                "-device",
+                f"virtio-net-pci,netdev=net1,mac={link.mac}",
+            ]
         started = time.monotonic()
         self.process = processes.ManagedProcess(name, argv, log_dir)
         try:
@@ -201,9 +232,24 @@ class DebianVM:
             ]
             if mounts:
                 self.run(" && ".join(mounts))
+            if link is not None:
+                self._configure_link(link)
         except BaseException:
             self.process.stop()
+            if link is not None:
+                _remove_device(link.device)
             raise
+
+    def _configure_link(self, link: HostLink) -> None:
+        self.write(
+            "/etc/systemd/network/10-host-link.network",
+            f"[Match]\nMACAddress={link.mac}\n\n[Network]\nAddress={link.guest_address}/{link.prefix}\n",
+        )
+        self.run("networkctl reload")
+        deadline = time.monotonic() + 60
+        while self.run(f"ping -c 1 -W 1 {link.host_address}", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise VMError(f"the VM does not reach {link.host_address} over {link.device}")
 
     def _ssh(self, command: str, *, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         argv = [
@@ -250,6 +296,12 @@ class DebianVM:
             self.process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.stop()
+        if self.link is not None:
+            _remove_device(self.link.device)
+
+
+def _remove_device(device: str) -> None:
+    subprocess.run(["ip", "link", "delete", device], capture_output=True, check=False)
 
 
 def host_shares(checkout: Path) -> list[Path]:

@@ -1,0 +1,166 @@
+"""A one-node Kubernetes cluster whose node is the Debian VM (vm.py): systemd as PID 1, cgroup v2, and a kubelet
+that takes the systemd cgroup driver from hulld, with no ``failCgroupV1`` override — a node as they are today.
+
+    with vm_cluster.run(work_dir, logs, checkout) as cluster: ...
+
+The control plane runs on this machine (etcd, kube-apiserver advertised on the host's end of a TAP link to the
+VM, kube-controller-manager, kube-scheduler, the registry on loopback, which the VM reaches at 10.0.2.2). The
+node is provisioned as a node image for a systemd host would be: hulld's base configuration naming the systemd
+driver and the registry's address from inside, hulld as the node agent's own ``hulld.service`` unit, then the
+kubelet and kube-proxy as systemd units. Their certificates and kubeconfigs are written under the work
+directory, which the VM shares read-only. The API server reaches the kubelet over the link (logs, exec, the
+summary API). Shutting the VM down is the node's teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from kubehull_agent import install
+from kubehull_harness import apiserver, cluster, etcd, processes, registry, toolchain, vm
+
+NODE_NAME = "kubehull-vm"
+LINK = vm.HostLink()
+POD_LOGS = Path("/var/log/pods")
+
+
+@dataclasses.dataclass
+class VMCluster:
+    api: apiserver.KubeAPIServer
+    registry: registry.Registry
+    machine: vm.DebianVM
+    node_name: str
+    work_dir: Path
+    logs: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.api.kubeconfig
+
+    def node_ready(self) -> bool:
+        ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        return self.kubectl("get", "node", self.node_name, "-o", ready).strip() == "True"
+
+    def kubectl(self, *args: processes.Arg, timeout: float = 120, stdin: str | None = None) -> str:
+        command = [toolchain.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        return processes.run(command, timeout=timeout, input=stdin).stdout
+
+    def apply(self, manifest: str) -> str:
+        return self.kubectl("apply", "-f", "-", stdin=manifest)
+
+
+def _registries(registry_host: str) -> str:
+    """The host's registry under its own name (what the chart's image references say) and as the VM reaches it."""
+    port = registry_host.rsplit(":", 1)[1]
+    inside = f"{vm.HOST_FROM_GUEST}:{port}"
+    return (
+        f'[[registries]]\nprefix = "{registry_host}"\ninsecure = true\nmirrors = ["{inside}"]\n\n'
+        f'[[registries]]\nprefix = "{vm.HOST_FROM_GUEST}"\ninsecure = true\n'
+    )
+
+
+def _unit(name: str, argv: list[str]) -> str:
+    return (
+        f"[Unit]\nDescription={name}\nAfter=hulld.service\n\n"
+        f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\nRestartSec=2\n"
+    )
+
+
+@contextlib.contextmanager
+def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 900) -> Iterator[VMCluster]:
+    """Boot the VM and the control plane, make the VM a Ready node, yield the cluster, tear it all down."""
+    node_dir = work_dir / "node"  # the node's kubeconfigs and settings (its certificates are in pki/)
+    node_dir.mkdir(parents=True)
+    with contextlib.ExitStack() as teardown:
+        image = vm.build_image(logs / "vm-image-build.log")
+        # The work directory is shared (read-only) for the certificates and kubeconfigs written there.
+        machine = vm.DebianVM(
+            image, work_dir / "vm", logs, [*vm.host_shares(checkout), work_dir], memory_mib=6144, link=LINK
+        )
+        teardown.callback(machine.shutdown)
+        store = etcd.start(work_dir, logs)
+        teardown.callback(store.stop)
+        api = apiserver.start(work_dir, logs, store.client_url, advertise_address=LINK.host_address)
+        teardown.callback(api.stop)
+        cluster.start_controllers(api, work_dir, logs, teardown)
+        served = registry.start(work_dir / "registry", logs)
+        teardown.callback(served.stop)
+        url_from_node = api.url.replace("127.0.0.1", LINK.host_address)
+
+        # hulld as a node image for a systemd host provisions it: the driver named, the node agent's unit.
+        base = cluster.hulld_base_config(
+            root=Path("/var/lib/hulld"),
+            pod_logs=POD_LOGS,
+            cni_dir=Path("/etc/cni/net.d"),
+            metrics_port=9105,
+            registries=_registries(served.host),
+            runtime='cgroup_driver = "systemd"',
+        )
+        machine.write(str(cluster.HULLD_BASE_CONFIG), base)
+        machine.write(str(cluster.HULLD_CONFIG), base)
+        machine.write("/etc/cni/net.d/10-kubehull.conflist", cluster.cni_config(Path("/var/lib/cni-ipam")))
+        launcher = f"{checkout / '.venv' / 'bin' / 'python'} -m hulld"
+        machine.write(str(install.UNIT_PATH), install.UNIT.format(launcher=launcher, config=cluster.HULLD_CONFIG))
+
+        credentials = api.ca.issue(
+            "kubelet-client", f"system:node:{NODE_NAME}", organizations=["system:nodes"], client=True
+        )
+        node_kubeconfig = node_dir / "kubelet.kubeconfig"
+        apiserver.write_kubeconfig(
+            node_kubeconfig, url_from_node, api.ca.cert_path, credentials, f"system:node:{NODE_NAME}"
+        )
+        proxy_kubeconfig = node_dir / "kube-proxy.kubeconfig"
+        proxy_credentials = api.ca.issue("kube-proxy", "system:kube-proxy", client=True)
+        apiserver.write_kubeconfig(proxy_kubeconfig, url_from_node, api.ca.cert_path, proxy_credentials, "proxy")
+        serving = api.ca.issue("kubelet-serving", NODE_NAME, hosts=[LINK.guest_address, NODE_NAME], server=True)
+        settings = cluster.kubelet_config(POD_LOGS, api, serving)  # no cgroupDriver: hulld's; no failCgroupV1
+        (node_dir / "kubelet.yaml").write_text(yaml.safe_dump(settings))
+        kubelet = [
+            str(toolchain.binary("kubelet")),
+            f"--config={node_dir / 'kubelet.yaml'}",
+            f"--kubeconfig={node_kubeconfig}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={LINK.guest_address}",
+            "--v=2",
+        ]
+        proxy = [
+            str(toolchain.binary("kube-proxy")),
+            f"--kubeconfig={proxy_kubeconfig}",
+            f"--hostname-override={NODE_NAME}",
+            "--proxy-mode=iptables",
+            f"--cluster-cidr={cluster.POD_SUBNET}",
+            "--conntrack-max-per-core=0",
+        ]
+        machine.write("/etc/systemd/system/kubelet.service", _unit("kubelet", kubelet))
+        machine.write("/etc/systemd/system/kube-proxy.service", _unit("kube-proxy", proxy))
+        machine.run("systemctl daemon-reload && systemctl start hulld kubelet kube-proxy")
+        local = VMCluster(api=api, registry=served, machine=machine, node_name=NODE_NAME, work_dir=work_dir, logs=logs)
+        teardown.callback(_save_node_logs, machine, logs)
+        _wait_ready(local, timeout)
+        yield local
+
+
+def _wait_ready(local: VMCluster, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(processes.ProcessError):
+            if local.node_ready():
+                return
+        if time.monotonic() > deadline:
+            journal = local.machine.run("journalctl -u hulld -u kubelet --no-pager | tail -60", check=False).stdout
+            raise processes.ProcessError(f"node {local.node_name} was not Ready within {timeout:.0f}s:\n{journal}")
+        time.sleep(5)
+
+
+def _save_node_logs(machine: vm.DebianVM, logs: Path) -> None:
+    """The node's units' journals, into the component logs (kept when a test fails)."""
+    for unit in ("hulld", "kubelet", "kube-proxy"):
+        journal = machine.run(f"journalctl -u {unit} --no-pager", check=False, timeout=120)
+        (logs / f"vm-{unit}.log").write_text(journal.stdout)

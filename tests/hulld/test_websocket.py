@@ -38,7 +38,7 @@ class Client:
 @pytest.fixture
 def session() -> Iterator[tuple[Client, WebSocketConnection, threading.Thread]]:
     ours, theirs = socket.socketpair()
-    connection = WebSocketConnection(ours, b"", "v5.channel.k8s.io", ["stdin", "stdout", "error"])
+    connection = WebSocketConnection(ours, b"", "v5.channel.k8s.io", ["stdin", "stdout", "stderr", "error"])
     for reader in serve_in_thread(connection.run, ours, theirs):
         yield Client(theirs), connection, reader
 
@@ -99,3 +99,32 @@ def test_spdy_tunnelled_through_websocket() -> None:
         client.send(CloseConnection(code=1000))
         reader.join(10)
         assert connection.ended.is_set()
+        assert client.next_event() == CloseConnection(code=1000, reason="")  # the closure is answered
+        with pytest.raises(BrokenPipeError):  # a forwarded connection's last bytes, after the client left
+            connection.send_data(1, b"late", fin=True)
+        connection.close(linger=0)  # its GOAWAY has nowhere to go: the session still ends cleanly
+
+
+def test_concurrent_writers_send_whole_messages(
+    session: tuple[Client, WebSocketConnection, threading.Thread],
+) -> None:
+    """stdout and stderr are written by threads of their own: each message arrives whole, in its own order."""
+    client, connection, _ = session
+    count = 300
+
+    def write(channel: int) -> None:
+        for number in range(count):
+            connection.channels[channel].write(b"%d" % number)
+
+    writers = [threading.Thread(target=write, args=(channel,)) for channel in (1, 2)]
+    for writer in writers:
+        writer.start()
+    received: dict[int, list[bytes]] = {1: [], 2: []}
+    for _ in range(2 * count):
+        message = client.next_event()
+        assert isinstance(message, BytesMessage)
+        assert message.message_finished
+        received[message.data[0]].append(bytes(message.data[1:]))
+    for writer in writers:
+        writer.join()
+    assert received == {channel: [b"%d" % number for number in range(count)] for channel in (1, 2)}

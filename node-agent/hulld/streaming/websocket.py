@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable
 
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class _Endpoint:
         self.socket = sock
         self._ws = Connection(ConnectionType.SERVER)
         self._pending = pending
-        self._write_lock = threading.Lock()
+        self._lock = threading.RLock()  # wsproto's state is shared by the reader and every writer
         self.bytes_in = len(pending)
         self.bytes_out = 0
 
@@ -99,30 +99,38 @@ class _Endpoint:
             if not data:
                 return None
             self.bytes_in += len(data)
-        self._ws.receive_data(data)
         messages = []
-        for event in self._ws.events():
-            if isinstance(event, Ping):
-                self._send(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                with contextlib.suppress(LocalProtocolError):  # we closed first: it is their answer
-                    self._send(self._ws.send(event.response()))
-                return None
-            elif isinstance(event, BytesMessage):
-                messages.append(event)
-            elif isinstance(event, Message):
-                self._close(1003, "the streaming protocols are binary")
-                return None
+        with self._lock:  # the connection's state changes as the client's frames are read
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if isinstance(event, Ping):
+                    self._send(event.response())
+                elif isinstance(event, CloseConnection):
+                    with contextlib.suppress(OSError):  # we closed first: it is their answer
+                        self._send(event.response())
+                    return None
+                elif isinstance(event, BytesMessage):
+                    messages.append(event)
+                elif isinstance(event, Message):
+                    self._close(1003, "the streaming protocols are binary")
+                    return None
         return messages
 
-    def _send(self, raw: bytes) -> None:
-        with self._write_lock:
+    def _send(self, event: Event) -> None:
+        """Frame and send under one lock: wsproto's framing state is not thread-safe, and a message framed by
+        one thread must not be sent after another's. Once either side has closed, this fails as a socket would
+        (BrokenPipeError): the callers are written against sockets."""
+        with self._lock:
+            try:
+                raw = self._ws.send(event)
+            except LocalProtocolError as error:
+                raise BrokenPipeError(f"the WebSocket is closed: {error}") from error
             self.socket.sendall(raw)
             self.bytes_out += len(raw)
 
     def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(OSError, LocalProtocolError):
-            self._send(self._ws.send(CloseConnection(code=code, reason=reason)))
+        with contextlib.suppress(OSError):
+            self._send(CloseConnection(code=code, reason=reason))
 
 
 class WebSocketConnection(_Endpoint):
@@ -167,7 +175,7 @@ class WebSocketConnection(_Endpoint):
             channel._deliver(message[1:])
 
     def send_message(self, payload: bytes) -> None:
-        self._send(self._ws.send(BytesMessage(data=payload)))
+        self._send(BytesMessage(data=payload))
 
     def close(self, linger: float = 5.0) -> None:
         """A normal closure, our last frame; then let the client hang up (see spdy.Connection.close)."""
@@ -205,7 +213,7 @@ class Tunnel(_Endpoint):
         return data
 
     def sendall(self, data: bytes) -> None:
-        self._send(self._ws.send(BytesMessage(data=data)))
+        self._send(BytesMessage(data=data))
 
     def shutdown(self, how: int) -> None:
         """Our side is done: a normal closure (the client's answer ends ``recv``)."""

@@ -5,6 +5,11 @@ its processes once per session and stops them at the end. Their logs go to ``tes
 root; the directory is removed after a run with no failures and kept (and named in the summary) otherwise, and a
 failing test's report ends with the last lines of each log written while it ran.
 A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
+
+Under pytest-xdist (the CI runs ``-n 2 --dist loadgroup``) the tests that boot the VM form one group and all
+the others a second, so each runs in a worker of its own and the emulated VM overlaps the host's tests. Tests
+within a group share the host as they do in a plain run, one at a time; each worker has its own session
+fixtures and writes its logs under ``test-logs/<worker>/``.
 """
 
 from __future__ import annotations
@@ -22,16 +27,28 @@ STARTED_KEY = pytest.StashKey[float]()  # when a test's setup began (epoch secon
 LOG_TAIL_LINES = 30
 
 
+def _worker(config: pytest.Config) -> str | None:
+    """The xdist worker's name ("gw0"), or None in the controlling (or only) process."""
+    workerinput: dict[str, str] | None = getattr(config, "workerinput", None)
+    return None if workerinput is None else workerinput["workerid"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     logs = Path(config.rootpath) / "test-logs"
-    if logs.exists():
+    worker = _worker(config)
+    if worker is None and logs.exists():
         shutil.rmtree(logs)
-    config.stash[LOGS_KEY] = logs
+    config.stash[LOGS_KEY] = logs if worker is None else logs / worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm") else "host"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     logs = session.config.stash[LOGS_KEY]
-    if session.testsfailed == 0 and exitstatus == 0 and logs.exists():
+    if _worker(session.config) is None and session.testsfailed == 0 and exitstatus == 0 and logs.exists():
         shutil.rmtree(logs)
 
 

@@ -54,6 +54,8 @@ def test_the_kubelet_takes_the_systemd_driver_from_hulld_on_cgroup_v2(cluster: v
     journal = machine.run("journalctl -u kubelet --no-pager").stdout
     assert 'cgroupDriver="systemd"' in journal, journal[-3000:]
     assert machine.run("systemctl is-active kubepods.slice").stdout.strip() == "active"
+    hulld_cgroup = machine.run("systemctl show --property=ControlGroup --value hulld").stdout.strip()
+    assert hulld_cgroup == "/kubehull.slice/hulld.service"  # the agent's unit: a slice of its own, delegated
 
 
 def test_kubehull_runs_runc_and_gvisor_pods_and_their_usage_shows(cluster: vm_cluster.VMCluster) -> None:

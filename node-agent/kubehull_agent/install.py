@@ -96,6 +96,8 @@ Restart=always
 RestartSec=2
 # Each container's monitor is hulld's child but must outlive it (upgrades, restarts): stop hulld alone.
 KillMode=process
+# Its own slice: the runtime's usage apart from system.slice's, for the kubelet's --runtime-cgroups and limits.
+Slice=kubehull.slice
 Delegate=yes
 OOMScoreAdjust=-999
 LimitNOFILE=1048576

@@ -191,11 +191,12 @@ runtime_path = "{Path("/usr/sbin/runc").resolve()}"
     assert first["systemd"] is True
     assert first["action"] == "started"
     assert first["version"] == "0.1.0"
-    unit = host.unit("ActiveState", "UnitFileState", "MainPID", "KillMode", "FragmentPath")
+    unit = host.unit("ActiveState", "UnitFileState", "MainPID", "KillMode", "FragmentPath", "Slice")
     assert unit["ActiveState"] == "active"
     assert unit["UnitFileState"] == "enabled"  # started again at boot
     assert unit["KillMode"] == "process"  # containers' monitors outlive a restart
     assert unit["FragmentPath"] == "/etc/systemd/system/hulld.service"
+    assert unit["Slice"] == "kubehull.slice"  # a slice of its own
     assert int(unit["MainPID"]) == first["pid"]
 
     # hulld dies: systemd starts it again, without the agent.

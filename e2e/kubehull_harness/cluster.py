@@ -113,29 +113,19 @@ class Hulld:
 
 
 @dataclasses.dataclass
-class LocalCluster:
+class OneNodeCluster:
+    """What every test cluster has — an API server, the registry, one node — and kubectl against it (the local
+    cluster here, the VM's in vm_cluster.py)."""
+
     api: apiserver.KubeAPIServer
     registry: registry.Registry
-    hulld: Hulld
-    kubelet: processes.ManagedProcess
     node_name: str
-    node_ip: str
     work_dir: Path
     logs: Path
 
     @property
     def kubeconfig(self) -> Path:
         return self.api.kubeconfig
-
-    @property
-    def host_pid(self) -> int:
-        """The process the agent's pod reaches the host through: init, unless this machine's init refuses
-        inspection even to root (on these VMs PID 1 is a sandbox's process_api); then the kubelet."""
-        try:
-            os.readlink("/proc/1/ns/mnt")
-        except PermissionError:
-            return self.kubelet.popen.pid
-        return 1
 
     def node_ready(self) -> bool:
         ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
@@ -147,6 +137,23 @@ class LocalCluster:
 
     def apply(self, manifest: str) -> str:
         return self.kubectl("apply", "-f", "-", stdin=manifest)
+
+
+@dataclasses.dataclass
+class LocalCluster(OneNodeCluster):
+    hulld: Hulld
+    kubelet: processes.ManagedProcess
+    node_ip: str
+
+    @property
+    def host_pid(self) -> int:
+        """The process the agent's pod reaches the host through: init, unless this machine's init refuses
+        inspection even to root (on these VMs PID 1 is a sandbox's process_api); then the kubelet."""
+        try:
+            os.readlink("/proc/1/ns/mnt")
+        except PermissionError:
+            return self.kubelet.popen.pid
+        return 1
 
 
 LOOPBACK_REGISTRIES = '[[registries]]\nprefix = "127.0.0.1"  # the local registry: HTTP on loopback\ninsecure = true\n'

@@ -32,28 +32,8 @@ POD_LOGS = Path("/var/log/pods")
 
 
 @dataclasses.dataclass
-class VMCluster:
-    api: apiserver.KubeAPIServer
-    registry: registry.Registry
+class VMCluster(cluster.OneNodeCluster):
     machine: vm.DebianVM
-    node_name: str
-    work_dir: Path
-    logs: Path
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.api.kubeconfig
-
-    def node_ready(self) -> bool:
-        ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
-        return self.kubectl("get", "node", self.node_name, "-o", ready).strip() == "True"
-
-    def kubectl(self, *args: processes.Arg, timeout: float = 120, stdin: str | None = None) -> str:
-        command = [toolchain.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
-        return processes.run(command, timeout=timeout, input=stdin).stdout
-
-    def apply(self, manifest: str) -> str:
-        return self.kubectl("apply", "-f", "-", stdin=manifest)
 
 
 def _registries(registry_host: str) -> str:

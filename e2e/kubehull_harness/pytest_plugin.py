@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +42,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[LOGS_KEY] = logs if worker is None else logs / worker
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm") else "host"))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Host tests running side by side would see each other's cgroups, mounts and processes as leftovers: the
+    run stops if a worker's tests did not get their groups (xdist names each test's group in its ID, "...@vm")."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
+    ungrouped = [nodeid for nodeid in ids if "@" not in nodeid.rpartition("]")[2]]
+    if ungrouped:
+        pytest.exit(
+            f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more): this pytest and"
+            " pytest-xdist do not work together for --dist loadgroup (pytest-xdist#1386); see pyproject.toml",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -33,7 +33,8 @@ def test_up_check_runs_a_pod_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "pod hello ran under RuntimeClass runc: hello from hulld" in result.stdout
     # Torn down: no process, mount (network namespaces are pinned by mounts under /run/hulld), kubepods
     # cgroup, node file or bridge of this cluster is left.
-    pattern = f"{work_dir}|hulld --config {cluster.HULLD_CONFIG}"  # conmon's command line names the work dir
+    # conmon's command line names the work dir, a shim's its socket under hulld's state
+    pattern = f"{work_dir}|{cluster.HULLD_STATE}/|hulld --config {cluster.HULLD_CONFIG}"
     leftovers = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""
     mounts = Path("/proc/self/mountinfo").read_text()

@@ -90,20 +90,28 @@ class Hulld:
         if self.process is not None:
             self.process.popen.wait(timeout=10)
 
-    def remove_all_pods(self) -> None:
+    def remove_all_pods(self, rounds: int = 5) -> None:
         """Every pod through hulld (containers, mounts, network namespaces); one that fails does not keep the
-        others."""
-        failures = []
+        others. Again until none is listed: the node agent, itself a pod here, may be starting a probe pod while
+        the first round removes it (a gVisor shim started then would outlive hulld)."""
+        failures: dict[str, str] = {}
         with grpc.insecure_channel(f"unix://{HULLD_SOCKET}") as channel:
             runtime = api_pb2_grpc.RuntimeServiceStub(channel)
-            for sandbox in runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30).items:
-                try:
-                    runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
-                    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
-                except grpc.RpcError as error:
-                    failures.append(f"{sandbox.metadata.name}: {error}")
+            for _ in range(rounds):
+                listed = runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30).items
+                remaining = [sandbox for sandbox in listed if sandbox.id not in failures]
+                if not remaining:
+                    break
+                for sandbox in remaining:
+                    try:
+                        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                    except grpc.RpcError as error:
+                        failures[sandbox.id] = f"{sandbox.metadata.name}: {error}"
+            else:
+                failures["..."] = f"pods still appearing after {rounds} rounds of removal"
         if failures:
-            raise processes.ProcessError("pods hulld could not remove:\n" + "\n".join(failures))
+            raise processes.ProcessError("pods hulld could not remove:\n" + "\n".join(failures.values()))
 
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):

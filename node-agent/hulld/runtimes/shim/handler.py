@@ -86,6 +86,10 @@ NEVER_STARTED_GRACE = 1.0
 SHUTDOWN_GRACE = 2.0
 RECORDER_START_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
+DELETE_ATTEMPTS = 5
+"""A container just killed may still hold its cgroup for a moment: gVisor's shim then fails Delete with "removing
+cgroup path ...: device or resource busy" (seen in the e2e cluster; the shim then outlived its pod), so it is asked
+again, over about 1.5 s."""
 CGROUP_V1_METRICS = "io.containerd.cgroups.v1.Metrics"
 CONNECT_TIMEOUT = 5.0
 STATE_TIMEOUT = 5.0
@@ -551,11 +555,18 @@ class ShimHandler(Handler):
             client = self._client(note.sandbox)
             if unstarted.exists():
                 raise errors.NotFound("left to the pod's shim")  # see signal()
-            try:
-                client.call("Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT)
-            except ttrpc.TTRPCError as error:
-                if error.code != ttrpc.NOT_FOUND:
-                    raise errors.FailedPrecondition(f"{self.name} Delete: {error}") from error
+            for attempt in range(DELETE_ATTEMPTS):
+                try:
+                    client.call(
+                        "Delete", task_pb2.DeleteRequest(id=container_id), task_pb2.DeleteResponse, CALL_TIMEOUT
+                    )
+                    break
+                except ttrpc.TTRPCError as error:
+                    if error.code == ttrpc.NOT_FOUND:
+                        break
+                    if attempt == DELETE_ATTEMPTS - 1:
+                        raise errors.FailedPrecondition(f"{self.name} Delete: {error}") from error
+                    time.sleep(0.1 * 2**attempt)
         (self.state / "containers" / f"{container_id}.json").unlink(missing_ok=True)
         unstarted.unlink(missing_ok=True)
         self._started(container_id).unlink(missing_ok=True)

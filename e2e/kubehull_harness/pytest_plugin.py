@@ -6,7 +6,7 @@ root; the directory is removed after a run with no failures and kept (and named 
 failing test's report ends with the last lines of each log written while it ran.
 A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
 
-Under pytest-xdist (the CI runs ``-n 2 --dist loadgroup``) the tests that boot the VM form one group and all
+Under pytest-xdist (``bash .ci/test -n 2 --dist loadgroup``) the tests that boot the VM form one group and all
 the others a second, so each runs in a worker of its own and the emulated VM overlaps the host's tests. Tests
 within a group share the host as they do in a plain run, one at a time; each worker has its own session
 fixtures and writes its logs under ``test-logs/<worker>/``.

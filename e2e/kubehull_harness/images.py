@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -304,12 +304,13 @@ def preload_critest(registry: Registry, work_dir: Path) -> None:
             push(source, dataclasses.replace(spec, tag=tag), registry, work_dir)
 
 
-def critest_images(images: Mapping[str, PushedImage], reference: Callable[[str], str] = str) -> str:
-    """critest's ``--test-images-file``: the images its specs run, in the local registry, each reference
-    rewritten by ``reference`` (to how a VM reaches the registry, say)."""
-    return yaml.safe_dump(
-        {
-            "defaultTestContainerImage": reference(images["busybox"].reference),
-            "webServerTestImage": reference(images["webserver"].reference),
-        }
+def write_critest_images_file(path: Path, images: Mapping[str, PushedImage]) -> None:
+    """critest's ``--test-images-file``: the images its specs run, pointing at the local registry."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "defaultTestContainerImage": images["busybox"].reference,
+                "webServerTestImage": images["webserver"].reference,
+            }
+        )
     )

@@ -143,7 +143,7 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
         pushed = images.preload(served, work_dir / "images")
         images.preload_critest(served, work_dir / "images")
         images_file = work_dir / "critest-images.yaml"
-        images_file.write_text(images.critest_images(pushed))
+        images.write_critest_images_file(images_file, pushed)
         yield OCIRegistry(served, work_dir, pushed, images_file)
     finally:
         served.stop()

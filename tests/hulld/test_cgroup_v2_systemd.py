@@ -26,7 +26,13 @@ from kubehull_harness.pytest_plugin import OCIRegistry
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow, pytest.mark.vm]
 
 REPO = Path(__file__).resolve().parents[2]
+SOCKET = "/run/hulld-test/hulld.sock"
+CONFIG = "/etc/hulld-test/config.toml"
 POD_LOG_ROOT = "/var/log/pods"
+UNIT = "hulld-test"
+CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "vm-test", "plugins": [
+  {"type": "bridge", "bridge": "hulldvm0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/24"}]], "dataDir": "/run/hulld-test/ipam"}}]}"""
 CRITEST_LIFECYCLE = [
     "runtime should support basic operations on PodSandbox",
     "runtime should support basic operations on container",
@@ -44,39 +50,36 @@ def guest_reference(reference: str) -> str:
 
 
 class VMHulld:
-    """hulld in the VM as a delegated systemd service (``name``), with its own socket, directories and pod
-    network, and crictl against it."""
+    """hulld in the VM, as a delegated systemd service, and crictl against it."""
 
-    def __init__(self, machine: vm.DebianVM, registry_host: str, name: str, driver: str, subnet: int) -> None:
+    def __init__(self, machine: vm.DebianVM, registry_host: str) -> None:
         self.vm = machine
-        self.unit = name
-        self.socket = f"/run/{name}/hulld.sock"
-        config = f"/etc/{name}/config.toml"
         registry = guest_reference(registry_host)
+        mirrors = images.critest_mirrors(registry)
         machine.write(
-            config,
+            CONFIG,
             f"""
 [server]
-socket = "{self.socket}"
-private_socket = "/run/{name}/private.sock"
-metrics_address = ""
+socket = "{SOCKET}"
+private_socket = "/run/hulld-test/private.sock"
+metrics_address = "127.0.0.1:9300"
 
 [storage]
-root = "/var/lib/{name}"
-state = "/run/{name}/state"
+root = "/var/lib/hulld-test"
+state = "/run/hulld-test/state"
 pod_log_root = "{POD_LOG_ROOT}"
 
 [network]
-cni_conf_dir = "/etc/{name}/cni"
+cni_conf_dir = "/etc/hulld-test/cni"
 cni_bin_dirs = ["/usr/lib/cni"]
 
 [[registries]]
 prefix = "{vm.HOST_FROM_GUEST}"
 insecure = true
-{images.critest_mirrors(registry)}
+{mirrors}
 [runtime]
 default_handler = "runc"
-cgroup_driver = "{driver}"
+cgroup_driver = "systemd"
 
 [handlers.runc]
 runtime_path = "/usr/sbin/runc"
@@ -86,41 +89,19 @@ runtime_path = "{toolchain.binary("runsc")}"
 sandbox_per_pod = true
 """,
         )
-        machine.write(
-            f"/etc/{name}/cni/10-test.conflist",
-            json.dumps(
-                {
-                    "cniVersion": "0.4.0",
-                    "name": name,
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": f"hulldvm{subnet}",
-                            "isGateway": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": f"10.{232 + subnet}.0.0/24"}]],
-                                "dataDir": f"/run/{name}/ipam",
-                            },
-                        }
-                    ],
-                }
-            ),
-        )
+        machine.write("/etc/hulld-test/cni/10-test.conflist", CNI_CONFLIST)
         python = REPO / ".venv" / "bin" / "python"
         machine.run(
-            f"systemd-run --unit={name} --property=Delegate=yes --property=KillMode=process"
-            f" {python} -m hulld --config {config}"
+            f"systemd-run --unit={UNIT} --property=Delegate=yes --property=KillMode=process"
+            f" {python} -m hulld --config {CONFIG}"
         )
-
-    def wait_serving(self) -> None:
         deadline = time.monotonic() + 180
         while self.crictl("info", check=False).returncode != 0:
-            assert time.monotonic() < deadline, self.vm.run(f"journalctl -u {self.unit} | tail -40").stdout
+            assert time.monotonic() < deadline, machine.run(f"journalctl -u {UNIT} | tail -40").stdout
             time.sleep(2)
 
     def crictl(self, *args: str, check: bool = True, timeout: float = 300) -> Any:
-        endpoint = f"unix://{self.socket}"
+        endpoint = f"unix://{SOCKET}"
         command = " ".join(
             shlex.quote(part)
             for part in [
@@ -136,28 +117,14 @@ sandbox_per_pod = true
     def stop(self) -> None:
         for pod in self.crictl("pods", "-q", check=False).stdout.split():
             self.crictl("rmp", "-f", pod, check=False)
-        self.vm.run(f"systemctl stop {self.unit}", check=False)
+        self.vm.run(f"systemctl stop {UNIT}", check=False)
 
 
 @pytest.fixture(scope="module")
-def vm_hullds(debian_vm: vm.DebianVM, oci_registry: OCIRegistry) -> Iterator[dict[str, VMHulld]]:
-    """Two hullds, started together (each takes a while under emulation): the systemd driver's, and the
-    cgroupfs driver's (a cgroup v2 node without systemd's driver)."""
-    running = {
-        "systemd": VMHulld(debian_vm, oci_registry.host, "hulld-systemd", "systemd", 0),
-        "cgroupfs": VMHulld(debian_vm, oci_registry.host, "hulld-cgroupfs", "cgroupfs", 1),
-    }
-    for each in running.values():
-        each.wait_serving()
+def hulld_in_vm(debian_vm: vm.DebianVM, oci_registry: OCIRegistry) -> Iterator[VMHulld]:
+    running = VMHulld(debian_vm, oci_registry.host)
     yield running
-    for each in running.values():
-        each.stop()
-
-
-@pytest.fixture
-def hulld_in_vm(vm_hullds: dict[str, VMHulld]) -> VMHulld:
-    """The systemd driver's hulld."""
-    return vm_hullds["systemd"]
+    running.stop()
 
 
 def run_pod(
@@ -207,13 +174,22 @@ def test_runtime_config_reports_the_systemd_driver(hulld_in_vm: VMHulld) -> None
 
 @pytest.mark.parametrize("handler", ["runc", "runsc"])
 def test_critest_lifecycle_specs(hulld_in_vm: VMHulld, oci_registry: OCIRegistry, handler: str) -> None:
-    images_file = f"/etc/{hulld_in_vm.unit}/critest-images.yaml"
-    hulld_in_vm.vm.write(images_file, images.critest_images(oci_registry.images, guest_reference))
+    images_file = "/etc/hulld-test/critest-images.yaml"
+    hulld_in_vm.vm.write(
+        images_file,
+        "".join(
+            f"{key}: {guest_reference(value)}\n"
+            for key, value in (
+                ("defaultTestContainerImage", oci_registry.images["busybox"].reference),
+                ("webServerTestImage", oci_registry.images["webserver"].reference),
+            )
+        ),
+    )
     focus = "|".join(re.escape(name) for name in CRITEST_LIFECYCLE)
     started = time.monotonic()
     result = hulld_in_vm.vm.run(
         f"mkdir -p {POD_LOG_ROOT} && TMPDIR={POD_LOG_ROOT} {toolchain.binary('critest')}"
-        f" --runtime-endpoint=unix://{hulld_in_vm.socket} --image-endpoint=unix://{hulld_in_vm.socket}"
+        f" --runtime-endpoint=unix://{SOCKET} --image-endpoint=unix://{SOCKET}"
         f" --test-images-file={images_file} --runtime-handler={handler}"
         f" --ginkgo.focus={shlex.quote(focus)} --ginkgo.no-color --ginkgo.flake-attempts=1",
         check=False,
@@ -297,10 +273,6 @@ runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
 """
 
 
-def resize(hulld: VMHulld, pod: str) -> None:
-    hulld.vm.run(f"{REPO / '.venv/bin/python'} -c {shlex.quote(RESIZE)} {hulld.socket} {pod}")
-
-
 @pytest.mark.parametrize("handler", ["runc", "runsc"])
 def test_pod_resize_reaches_the_slice_and_the_sandbox(
     hulld_in_vm: VMHulld, oci_registry: OCIRegistry, handler: str
@@ -309,7 +281,7 @@ def test_pod_resize_reaches_the_slice_and_the_sandbox(
     pod's size as systemd properties, and a gVisor pod's sandbox (its infra scope) through ``runsc update``."""
     busybox = oci_registry.images["busybox"].reference
     pod, _ = run_pod(hulld_in_vm, busybox, handler, command="sleep 3600")
-    resize(hulld_in_vm, pod)
+    hulld_in_vm.vm.run(f"{REPO / '.venv/bin/python'} -c {shlex.quote(RESIZE)} {SOCKET} {pod}")
     cgroups = [f"/sys/fs/cgroup/kubehull.slice/kubehull-{pod}.slice"]
     if handler == "runsc":
         cgroups.append(
@@ -358,24 +330,3 @@ def test_a_cgroup_parent_that_is_not_a_slice_is_refused(hulld_in_vm: VMHulld) ->
     assert refused.returncode != 0
     assert "linux.cgroup_parent" in refused.stderr
     assert "does not end in a systemd slice" in refused.stderr
-
-
-def test_the_cgroupfs_driver_on_cgroup_v2(vm_hullds: dict[str, VMHulld], oci_registry: OCIRegistry) -> None:
-    """A cgroup v2 node without the systemd driver: hulld's own pod cgroup is a directory it makes (controllers
-    enabled on the way down), sized by a pod resize, its container's below it and read for stats; all of it
-    removed with the pod."""
-    hulld = vm_hullds["cgroupfs"]
-    busybox = oci_registry.images["busybox"].reference
-    pod, container = run_pod(hulld, busybox, "runc", command="while :; do :; done")
-    pod_cgroup = f"/sys/fs/cgroup/kubehull/{pod}"
-    assert hulld.vm.run(f"cat {pod_cgroup}/{container}/cgroup.procs").stdout.split() != []
-    first = cpu_and_memory(hulld, container)
-    time.sleep(5)
-    second = cpu_and_memory(hulld, container)
-    assert (second[1] - first[1]) / (second[0] - first[0]) > 0.5
-    assert second[2] > 0
-    resize(hulld, pod)
-    assert hulld.vm.run(f"cat {pod_cgroup}/memory.max").stdout.strip() == str(160 << 20)
-    assert hulld.vm.run(f"cat {pod_cgroup}/cpu.max").stdout.split() == ["60000", "100000"]
-    hulld.crictl("rmp", "-f", pod)
-    assert hulld.vm.run(f"test -e {pod_cgroup}", check=False).returncode != 0

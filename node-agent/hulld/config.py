@@ -132,6 +132,8 @@ OptionValue = Annotated[str, Field(pattern=r"^[^\x00\n\r]*$", max_length=1024)]
 AnnotationPattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$", max_length=253)]
 RESERVED_OPTIONS = ("root", "systemdCgroup")
 """Runtime flags hulld sets itself (runtime_root, runtime.cgroup_driver): an option may not override them."""
+RUNC_SHIM = "containerd-shim-runc-v2"
+"""containerd's runc shim: it takes runc's options (containerd.runc.v1.Options, filled in by hulld), no file."""
 
 
 class HandlerConfig(Section):
@@ -143,8 +145,9 @@ class HandlerConfig(Section):
     """The runtime's --root state directory; default <storage.state>/runtimes/<handler>."""
     config_path: Path | None = None
     """The engine's own configuration file, for vm handlers (Kata's configuration.toml, the runsc shim's
-    runsc.toml), passed to the shim as containerd's CRI does (runtime options); OCI runtimes take none, so an
-    oci handler with one is refused rather than silently ignored."""
+    runsc.toml), passed to the shim as containerd's CRI does (runtime options); OCI runtimes and containerd's
+    runc shim take none, so such a handler with one is refused rather than silently ignored. Under the systemd
+    cgroup driver, gVisor's shim gets a copy with ``runsc_config.systemd-cgroup = "true"`` added."""
     options: dict[OptionName, OptionValue] = Field(default_factory=dict)
     """The runtime's global flags (oci): ``platform = "systrap"`` is ``--platform=systrap``."""
     privileged_without_host_devices: bool = False
@@ -165,6 +168,8 @@ class HandlerConfig(Section):
             _absolute(self.config_path, "config_path")
             if self.runtime_type == "oci":
                 raise ValueError("config_path has no meaning for an oci handler (OCI runtimes take no config file)")
+        if self.config_path is not None and self.runtime_path.name == RUNC_SHIM:
+            raise ValueError(f"config_path: {RUNC_SHIM} reads no configuration file (hulld sets its runc options)")
         if self.options and self.runtime_type == "vm":
             raise ValueError("options are an OCI runtime's flags; a vm handler's shim reads its config_path instead")
         for reserved in RESERVED_OPTIONS:
@@ -206,12 +211,6 @@ class Config(Section):
     def _default_handler_exists(self) -> Config:
         if self.runtime.default_handler not in self.handlers:
             raise ValueError(f"runtime.default_handler {self.runtime.default_handler!r} is not among [handlers]")
-        if self.runtime.cgroup_driver == "systemd":
-            for name, handler in self.handlers.items():
-                if handler.runtime_type == "vm":
-                    raise ValueError(
-                        f"handlers.{name}: vm handlers (shim v2) do not support runtime.cgroup_driver = systemd yet"
-                    )
         return self
 
     def registry_for(self, host_and_path: str) -> RegistryConfig | None:

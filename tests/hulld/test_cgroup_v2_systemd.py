@@ -2,9 +2,10 @@
 (harness ``vm``: systemd as PID 1, the unified hierarchy), with the host's checkout, toolchain and registry.
 
 hulld runs as a systemd service (delegated, as the node agent's unit runs it) with ``cgroup_driver =
-"systemd"``: each pod gets a slice, each container a scope that runc or runsc asks systemd for. Under
-emulation everything is slow, so what runs here is focused: critest's basic lifecycle specs for runc and runsc,
-then stats, an OOM kill, resource updates and leftovers, each read from the cgroup v2 files themselves.
+"systemd"``: each pod gets a slice, each container a scope that runc or runsc asks systemd for, directly or
+through a containerd shim v2 (runc's, gVisor's). Under emulation everything is slow, so what runs here is
+focused: critest's basic lifecycle specs for runc and runsc, then stats, an OOM kill, resource updates,
+shim handlers and leftovers, each read from the cgroup v2 files themselves.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SOCKET = "/run/hulld-test/hulld.sock"
 CONFIG = "/etc/hulld-test/config.toml"
 POD_LOG_ROOT = "/var/log/pods"
 UNIT = "hulld-test"
+RUNSC_SHIM_CONFIG = "/etc/hulld-test/runsc-shim.toml"
 CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "vm-test", "plugins": [
   {"type": "bridge", "bridge": "hulldvm0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/24"}]], "dataDir": "/run/hulld-test/ipam"}}]}"""
@@ -87,8 +89,20 @@ runtime_path = "/usr/sbin/runc"
 [handlers.runsc]
 runtime_path = "{toolchain.binary("runsc")}"
 sandbox_per_pod = true
+
+[handlers.shim-runc]
+runtime_type = "vm"
+runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
+
+[handlers.shim-runsc]
+runtime_type = "vm"
+runtime_path = "{toolchain.binary("containerd-shim-runsc-v1")}"
+config_path = "{RUNSC_SHIM_CONFIG}"
+sandbox_per_pod = true
 """,
         )
+        # Without the systemd flag: hulld adds it for the shim (a copy in its state directory).
+        machine.write(RUNSC_SHIM_CONFIG, f'binary_name = "{toolchain.binary("runsc")}"\n')
         machine.write("/etc/hulld-test/cni/10-test.conflist", CNI_CONFLIST)
         python = REPO / ".venv" / "bin" / "python"
         machine.run(
@@ -249,6 +263,34 @@ def test_an_oom_kill_is_reported(hulld_in_vm: VMHulld, oci_registry: OCIRegistry
         time.sleep(2)
     assert status["reason"] == "OOMKilled"
     assert status["exitCode"] == 137
+
+
+@pytest.mark.parametrize("handler", ["shim-runc", "shim-runsc"])
+def test_shim_handlers_run_in_systemd_scopes(hulld_in_vm: VMHulld, oci_registry: OCIRegistry, handler: str) -> None:
+    """containerd shim v2 handlers under the systemd driver: runc's shim told so by runc's options, gVisor's by
+    the copy of its runsc.toml that hulld gives it; the pod's containers are scopes in its slice, their stats
+    real (gVisor's shim reports cgroup v2 metrics then), and nothing is left once the pod is removed."""
+    busybox = oci_registry.images["busybox"].reference
+    pod, burner = run_pod(hulld_in_vm, busybox, handler, command="while :; do :; done")
+    infra = json.loads(hulld_in_vm.crictl("inspectp", pod).stdout)["info"]["infra"]
+    # runc's shim runs each container on the host, in its own scope; gVisor's all of them in the sandbox's.
+    scopes = [f"hulld-{infra}.scope", *([f"hulld-{burner}.scope"] if handler == "shim-runc" else [])]
+    for scope in scopes:
+        path = hulld_in_vm.vm.run(f"systemctl show -P ControlGroup {scope}").stdout.strip()
+        assert path == f"/kubehull.slice/kubehull-{pod}.slice/{scope}"
+    if handler == "shim-runsc":
+        given = hulld_in_vm.vm.run(f"cat /run/hulld-test/state/runtimes/{handler}/runsc-shim.toml").stdout
+        assert 'systemd-cgroup = "true"' in given
+    first = cpu_and_memory(hulld_in_vm, burner)
+    time.sleep(10)
+    second = cpu_and_memory(hulld_in_vm, burner)
+    cores = (second[1] - first[1]) / (second[0] - first[0])
+    print(f"busy container ({handler}): {cores:.2f} cores, working set {second[2]} bytes")
+    assert cores > 0.5
+    assert second[2] > 0
+    hulld_in_vm.crictl("rmp", "-f", pod)
+    gone = " ".join([*scopes, f"kubehull-{pod}.slice"])
+    assert hulld_in_vm.vm.run(f"systemctl list-units --all --plain --no-legend {gone}").stdout.strip() == ""
 
 
 def test_container_updates_reach_its_scope(hulld_in_vm: VMHulld, oci_registry: OCIRegistry) -> None:

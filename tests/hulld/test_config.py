@@ -61,9 +61,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.tom
         ),
         ('[runtime]\ncgroup_driver = "cgroupv2"', "runtime.cgroup_driver: Input should be 'cgroupfs' or 'systemd'"),
         (
-            '[runtime]\ncgroup_driver = "systemd"\n[handlers.runc]\nruntime_path = "/usr/bin/runc"\n'
-            '[handlers.kata]\nruntime_type = "vm"\nruntime_path = "/usr/bin/containerd-shim-kata-v2"',
-            "handlers.kata: vm handlers (shim v2) do not support runtime.cgroup_driver = systemd yet",
+            '[handlers.shim]\nruntime_type = "vm"\nruntime_path = "/usr/bin/containerd-shim-runc-v2"\n'
+            'config_path = "/etc/runc.toml"',
+            "handlers.shim: Value error, config_path: containerd-shim-runc-v2 reads no configuration file",
         ),
         ("[server", "Expected ']'"),
     ],

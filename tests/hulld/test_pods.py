@@ -134,6 +134,27 @@ def test_a_gvisor_pod_ends_with_its_sandbox(hulld_with_network: Hulld, images: d
     assert processes_naming(infra) == []
 
 
+def test_a_gvisor_shim_file_that_disagrees_with_the_cgroup_driver_is_refused(
+    hulld_with_network: Hulld, tmp_path: Path
+) -> None:
+    """gVisor's shim takes its cgroup mode from its runsc.toml: one that says systemd on this cgroupfs node would
+    have runsc read hulld's cgroups paths wrongly, so the pod is refused, naming the setting, and nothing is left;
+    with the file fixed, the pod runs."""
+    hulld = hulld_with_network
+    shim_config = hulld.work_dir / "runsc-shim" / "runsc-shim.toml"
+    fine = shim_config.read_text()
+    shim_config.write_text(fine + '[runsc_config]\nsystemd-cgroup = "true"\n')
+    pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "gv-driver", "namespace": "default", "uid": "u"}})
+    refused = hulld.crictl("runp", "--runtime", "shim-runsc", pod_file, check=False)
+    assert refused.returncode != 0
+    assert "handlers.shim-runsc.config_path" in refused.stderr
+    assert "sets runsc_config.systemd-cgroup = 'true', but runtime.cgroup_driver is cgroupfs" in refused.stderr
+    assert hulld.crictl("pods", "-q").stdout.split() == []
+    shim_config.write_text(fine)
+    pod = hulld.crictl("runp", "--runtime", "shim-runsc", pod_file).stdout.strip()
+    hulld.crictl("rmp", "-f", pod)
+
+
 @pytest.mark.parametrize("handler", ["runc", "runsc", "shim-runc", "shim-runsc"])
 def test_containers_of_a_pod_sharing_its_pid_namespace_see_each_other(
     hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path, handler: str

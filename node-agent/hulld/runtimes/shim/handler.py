@@ -22,8 +22,8 @@ last container is deleted.
   recorded exit, and copies their FIFOs again. Statuses and listings read files only, never a shim. A shim
   found dead gets its containers recorded as exited (255) and its own clean-up (``launch.clean_up``).
 
-``config_path`` reaches the shim as the runtime options containerd's CRI sends (``runtimeoptions.v1.Options``):
-Kata reads its configuration.toml there, gVisor's shim its runsc.toml.
+Each Create carries the options containerd's CRI would send that shim (``options``): runc's for containerd's
+runc shim (the cgroup driver), else the handler's ``config_path`` (Kata's configuration.toml, gVisor's runsc.toml).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from hulld.runtimes.base import (
     recorded_exit,
 )
 from hulld.runtimes.output import CappedOutput
-from hulld.runtimes.shim import launch, recorder, stdio, ttrpc
+from hulld.runtimes.shim import launch, options, recorder, stdio, ttrpc
 from hulld.runtimes.shim.protocol import cgroup_metrics_pb2, task_pb2, ttrpc_pb2
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ TASK_SERVICES = ("containerd.task.v3.Task", "containerd.task.v2.Task")
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/"
 """containerd's type URLs for OCI spec structures, which travel as JSON (Process, LinuxResources)."""
-RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 SIGKILL_EXIT = 128 + signals.SIGKILL
 EXIT_EVENT_GRACE = 1.0
 SHIM_GONE_EXIT = 255
@@ -91,6 +90,7 @@ DELETE_ATTEMPTS = 5
 cgroup path ...: device or resource busy" (seen in the e2e cluster; the shim then outlived its pod), so it is asked
 again, over about 1.5 s."""
 CGROUP_V1_METRICS = "io.containerd.cgroups.v1.Metrics"
+CGROUP_V2_METRICS = "io.containerd.cgroups.v2.Metrics"
 CONNECT_TIMEOUT = 5.0
 STATE_TIMEOUT = 5.0
 
@@ -162,13 +162,12 @@ def _spec_any(kind: str, value: dict[str, Any]) -> any_pb2.Any:
 class ShimHandler(Handler):
     def __init__(self, name: str, config: HandlerConfig, storage: StorageConfig, cgroup_driver: Driver) -> None:
         state = storage.state
-        # cgroupfs only: the configuration refuses vm handlers under the systemd driver.
         self.name = name
         self.binary = config.runtime_path
-        self.config_path = config.config_path
         self.state = state / "runtimes" / name
         for directory in ("pods", "containers", "oom", "exec"):
             (self.state / directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.options = options.CreateOptions(name, config.runtime_path, config.config_path, cgroup_driver, self.state)
         self.address = self.state / "hulld.sock"
         """Passed as the shim's ``-address`` (containerd's own socket there): shims hash it into their socket
         paths, so each hulld handler's shims have their own."""
@@ -473,9 +472,9 @@ class ShimHandler(Handler):
                 stdout=str(fifos["stdout"]),
                 stderr=str(fifos.get("stderr", "")),
             )
-            if self.config_path is not None:
-                options = task_pb2.RuntimeOptions(config_path=str(self.config_path))
-                request.options.CopyFrom(any_pb2.Any(type_url=RUNTIME_OPTIONS_TYPE, value=options.SerializeToString()))
+            create_options = self.options.value()
+            if create_options is not None:
+                request.options.CopyFrom(create_options)
             created = self._call(sandbox, "Create", request, task_pb2.CreateTaskResponse)
         except BaseException:
             self.stdio.detach(container_id)
@@ -697,32 +696,31 @@ class ShimHandler(Handler):
         if cgroups.has_processes(cgroups_path):  # runc's shim: the container's processes are the host's
             return super().usage(container_id, cgroups_path)
         # A sandbox or VM shim (gVisor's, Kata's): its containers' host cgroups stay empty; the shim knows.
-        return _shim_usage(self._metrics(container_id))
+        return self._shim_stats(container_id)[0]
 
     def measure(self, container_id: str, cgroups_path: str) -> tuple[cgroups.Usage, cgroups.Details]:
         if cgroups.has_processes(cgroups_path):
             return super().measure(container_id, cgroups_path)
-        metrics = self._metrics(container_id)  # of the rest, a sandbox shim tells the tasks (threads) it runs
-        return _shim_usage(metrics), cgroups.Details(threads=None if metrics is None else metrics.pids.current)
+        usage, tasks = self._shim_stats(container_id)  # of the rest, a sandbox shim tells the tasks it runs
+        return usage, cgroups.Details(threads=tasks)
 
-    def _metrics(self, container_id: str) -> cgroup_metrics_pb2.CgroupV1Metrics | None:
-        """The shim's Stats answer, when it is cgroup v1 metrics."""
+    def _shim_stats(self, container_id: str) -> tuple[cgroups.Usage, int | None]:
+        """(usage, tasks) from the shim's Stats answer: cgroup v1 or v2 metrics, whichever it sends."""
         note = self._note(container_id)
         if note is None:
-            return None
+            return cgroups.NO_USAGE, None
         try:
             answer = self._call(note.sandbox, "Stats", task_pb2.StatsRequest(id=container_id), task_pb2.StatsResponse)
         except errors.HulldError as error:
             logger.info("%s: no stats for %s: %s", self.name, container_id, error)
-            return None
-        if answer.stats.type_url.rpartition("/")[2] != CGROUP_V1_METRICS:
-            logger.info("%s: stats of %s are %s, not read", self.name, container_id, answer.stats.type_url)
-            return None
+            return cgroups.NO_USAGE, None
         try:
-            return cgroup_metrics_pb2.CgroupV1Metrics.FromString(answer.stats.value)
+            return _decoded_stats(answer.stats)
         except DecodeError as error:
             logger.warning("%s: stats of %s do not decode: %s", self.name, container_id, error)
-            return None
+        except ValueError:
+            logger.info("%s: stats of %s are %s, not read", self.name, container_id, answer.stats.type_url)
+        return cgroups.NO_USAGE, None
 
     def version(self) -> str:
         return launch.version(self.binary)
@@ -836,16 +834,25 @@ class _ShimAttach(StdioSession):
         self._close_descriptors()
 
 
-def _shim_usage(metrics: cgroup_metrics_pb2.CgroupV1Metrics | None) -> cgroups.Usage:
-    if metrics is None:
-        return cgroups.NO_USAGE
-    used = metrics.memory.usage.usage
-    return cgroups.Usage(
-        cpu_nanoseconds=metrics.cpu.usage.total,
+def _decoded_stats(stats: any_pb2.Any) -> tuple[cgroups.Usage, int]:
+    """(usage, tasks) from a shim's metrics, v1 or v2 (gVisor's shim sends v2 under the systemd driver); the
+    working set is usage less inactive file pages, as cAdvisor counts it. ValueError: neither kind."""
+    kind = stats.type_url.rpartition("/")[2]
+    if kind == CGROUP_V1_METRICS:
+        v1 = cgroup_metrics_pb2.CgroupV1Metrics.FromString(stats.value)
+        cpu, used, inactive, tasks = v1.cpu.usage.total, v1.memory.usage.usage, v1.memory.total_inactive_file, v1.pids
+    elif kind == CGROUP_V2_METRICS:
+        v2 = cgroup_metrics_pb2.CgroupV2Metrics.FromString(stats.value)
+        cpu, used, inactive, tasks = v2.cpu.usage_usec * 1000, v2.memory.usage, v2.memory.inactive_file, v2.pids
+    else:
+        raise ValueError(kind)
+    usage = cgroups.Usage(
+        cpu_nanoseconds=cpu,
         memory_usage=used,
-        memory_working_set=max(0, used - metrics.memory.total_inactive_file),
+        memory_working_set=max(0, used - inactive),
         memory_rss=None,  # a sandbox shim leaves it 0 whatever the truth: not to be told apart
     )
+    return usage, tasks.current
 
 
 def _resize_pty(client: ttrpc.Service, container_id: str, exec_id: str, width: int, height: int) -> None:

@@ -28,6 +28,8 @@ from kubehull_api.noderuntime import NodeRuntime
 
 logger = logging.getLogger(__name__)
 
+HULLD_RUNTIME = "hulld://"
+"""How a kubelet that talks to hulld reports its runtime (hulld's CRI Version: runtime name "hulld")."""
 FIRST_RETRY = 5.0
 """Seconds before a probe round with a handler not ready is repeated (doubling up to the reprobe interval)."""
 
@@ -90,12 +92,21 @@ class Agent:
         if node_runtime.generation == self.applied_generation and not due:
             return
         handlers = node_runtime.spec.handlers
-        excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
-        self._apply(
-            render.render(self.base, handlers, excluded, self._running_handlers()),
-            {h.name for h in handlers if h.name not in excluded},
-        )
-        results = {handler.name: self.prober.probe(handler) for handler in handlers}
+        kubelet_runtime = self.node_runtimes.kubelet_runtime()
+        if kubelet_runtime.startswith(HULLD_RUNTIME):
+            excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
+            self._apply(
+                render.render(self.base, handlers, excluded, self._running_handlers()),
+                {h.name for h in handlers if h.name not in excluded},
+            )
+            results = {handler.name: self.prober.probe(handler) for handler in handlers}
+        else:
+            # hulld would serve handlers that the kubelet never asks for: pods would fail "no runtime for handler".
+            message = (
+                f"this node's kubelet uses {kubelet_runtime or 'a runtime it has not reported'}, not hulld;"
+                " kubehull's handlers need hulld as the node's CRI runtime"
+            )
+            results = {handler.name: probe.Result(False, "UnsupportedRuntime", message, 0.0) for handler in handlers}
         if all(result.ready for result in results.values()):
             self.next_probe, self.retry_delay = time.monotonic() + self.reprobe_interval, FIRST_RETRY
         else:

@@ -1,8 +1,10 @@
 """The agent's only conversation with the API server: its own node's NodeRuntime, read, watched, and the
-status written. Nothing else in the cluster is written (the chart's RBAC and admission policy enforce it)."""
+status written; and its own Node read, for the runtime its kubelet reports. Nothing else in the cluster is
+written (the chart's RBAC and admission policy enforce it)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +29,16 @@ def api_client() -> k8s.ApiClient:
 class NodeRuntimes:
     def __init__(self, client: k8s.ApiClient, node: str) -> None:
         self.custom: Any = k8s.CustomObjectsApi(client)
+        self.core: Any = k8s.CoreV1Api(client)
         self.node = node
+
+    def kubelet_runtime(self) -> str:
+        """The container runtime the node's kubelet reports using (``status.nodeInfo.containerRuntimeVersion``,
+        ``<name>://<version>``); "" if it has reported none."""
+        # Raw JSON: the client's model refuses a nodeInfo without every field, and one field is all that is read.
+        answer = self.core.read_node(self.node, _preload_content=False)
+        node = json.loads(answer.data)
+        return str(node.get("status", {}).get("nodeInfo", {}).get("containerRuntimeVersion", ""))
 
     def get(self) -> NodeRuntime | None:
         try:

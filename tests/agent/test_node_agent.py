@@ -27,11 +27,30 @@ def served(hulld: Hulld) -> set[str]:
     return {handler.get("name", "") for handler in json.loads(hulld.crictl("info").stdout)["runtimeHandlers"]}
 
 
+def kubelet_reports(cluster: Cluster, node: str, runtime: str) -> None:
+    """What a node's kubelet reports once registered: the CRI runtime it talks to (``<name>://<version>``)."""
+    patch = {"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
+    # Raw: the client's model refuses a nodeInfo without the fields a real kubelet fills in too.
+    cluster.core.patch_node_status(node, patch, _content_type="application/merge-patch+json", _preload_content=False)
+
+
+def wait_for_handlers_ready(cluster: Cluster, node: str, wanted: str, timeout: float) -> None:
+    """Until the node's NodeRuntime says ``wanted`` handlers are ready; a timeout shows the status last seen."""
+
+    def reached() -> bool:
+        status = cluster.node_runtime(node)["status"]
+        assert status["handlersReady"] == wanted, status
+        return True
+
+    wait_until(reached, timeout, f"{wanted} handlers ready")
+
+
 def test_profiles_reach_hulld_and_readiness_comes_back(
     cluster: Cluster, hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
 ) -> None:
     hulld = hulld_with_network
     node = cluster.create_node("node")
+    kubelet_reports(cluster, node, "hulld://0.1.0")
     probe_image = oci_registry.images["busybox"].reference
     agent = AgentProcess(cluster.server, node, hulld, probe_image, tmp_path, component_logs)
     try:
@@ -89,7 +108,7 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         )
         assert cluster.condition(runc, "Ready")["status"] == "True"
         assert str(toolchain.binary("runsc")) in hulld.config_path.read_text()  # hulld keeps the last good one
-        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "1/2", 30, "1/2 handlers ready")
+        wait_for_handlers_ready(cluster, node, "1/2", 30)
 
         metrics = agent.metrics()
         assert 'kubehull_agent_handler_ready{handler="gvisor"} 0.0' in metrics
@@ -107,9 +126,9 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         # at its next reprobe interval (300 s), and the handlers come back without any change of spec.
         hulld.stop()
         cluster.patch_profile(gvisor, {"spec": {"runtime": {"path": str(toolchain.binary("runsc"))}}})
-        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "0/2", 60, "0/2 handlers ready")
+        wait_for_handlers_ready(cluster, node, "0/2", 60)
         hulld.start()
-        wait_until(lambda: cluster.node_runtime(node)["status"]["handlersReady"] == "2/2", 60, "2/2 ready again")
+        wait_for_handlers_ready(cluster, node, "2/2", 60)
 
         # A reload that did not take (its signal lost, say while hulld started): hulld runs without gvisor while
         # its file already says what the agent would write. A new agent finds the file as it wants it, sees
@@ -151,3 +170,33 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
     assert hulld.process is not None
     assert hulld.process.popen.poll() is None
     assert "hulld" in hulld.crictl("version").stdout
+
+
+def test_a_node_whose_kubelet_uses_another_runtime_gets_no_handlers(
+    cluster: Cluster, hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
+) -> None:
+    """On a node whose kubelet talks to containerd, hulld's handlers would never be asked for (pods would fail
+    "no runtime for handler"): the agent says so for every handler instead of probing hulld, and the node gets
+    no handler label."""
+    hulld = hulld_with_network
+    node = cluster.create_node("containerd-node")
+    kubelet_reports(cluster, node, "containerd://2.1.4")
+    hulld_config = hulld.config_path.read_text()
+    agent = AgentProcess(
+        cluster.server, node, hulld, oci_registry.images["busybox"].reference, tmp_path, component_logs
+    )
+    try:
+        runc = cluster.create_profile(
+            "runc",
+            {"handler": "runc", "runtime": {"engine": "runc", "path": "/usr/sbin/runc"}},
+        )
+        wait_until(lambda: cluster.condition(runc, "Ready").get("reason") == "NodesFailed", 120, "NodesFailed")
+        failure = cluster.profile(runc)["status"]["failures"][0]
+        assert (failure["node"], failure["reason"]) == (node, "UnsupportedRuntime")
+        assert "this node's kubelet uses containerd://2.1.4, not hulld" in failure["message"]
+        status = cluster.node_runtime(node)["status"]
+        assert status["handlersReady"] == "0/1"
+        assert cluster.handler_labels(node) == {}
+        assert hulld.config_path.read_text() == hulld_config  # nothing rendered for a hulld the kubelet does not use
+    finally:
+        agent.stop()

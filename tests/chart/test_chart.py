@@ -197,3 +197,9 @@ def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer
             _content_type="application/merge-patch+json",
         )
     assert spec_write.value.status == 403
+    # It reads Nodes (which runtime its kubelet uses) and writes none.
+    agent_core: Any = k8s.CoreV1Api(agent.api_client)
+    assert agent_core.read_node("vap-node-a", _preload_content=False).status == 200
+    with pytest.raises(ApiException) as node_write:
+        agent_core.patch_node("vap-node-a", {"metadata": {"labels": {"x": "y"}}})
+    assert node_write.value.status == 403

@@ -27,7 +27,15 @@ from hulld import errors, validation
 from hulld.config import Config
 from hulld.images.service import ImageService
 from hulld.node import cgroups, mounts, processes
-from hulld.runtimes.base import ContainerPaths, ContainerStdio, ExecResult, Handler, StdioSession, TerminalSize
+from hulld.runtimes.base import (
+    ContainerPaths,
+    ContainerStdio,
+    ExecResult,
+    ExitStatus,
+    Handler,
+    StdioSession,
+    TerminalSize,
+)
 from hulld.sandboxes import Sandboxes
 from hulld.spec import container as container_spec
 from hulld.spec import users
@@ -35,6 +43,8 @@ from hulld.store.records import ContainerRecord, ContainerStatus
 from hulld.store.table import Table
 
 logger = logging.getLogger(__name__)
+
+SIGKILL_EXIT = 128 + signal.SIGKILL
 
 SIGNALS = {name: int(getattr(signal, name)) for name in dir(signal) if name.startswith("SIG") and "_" not in name}
 
@@ -152,7 +162,7 @@ class Containers:
         ended = handler.exit_status(record.id, self.paths(record))
         if ended is None:
             return record
-        reason = "OOMKilled" if ended.oom_killed else ("Completed" if ended.code == 0 else "Error")
+        reason = "OOMKilled" if self._oom_killed(record, ended) else ("Completed" if ended.code == 0 else "Error")
 
         def exited(current: ContainerStatus) -> ContainerStatus:
             if current.state not in ("CREATED", "RUNNING"):
@@ -274,13 +284,32 @@ class Containers:
             self._starting.add(record.id)  # its exit, if quick, is recorded after STARTED, never before
         try:
             started_at = time.time_ns()  # before the call: a quick container may exit before it returns
+            sandbox = self.sandboxes.records.find(record.sandbox_id)
+            oom_kills = None if sandbox is None else cgroups.pod_oom_kills(sandbox.cgroup)
             self.handler(record.handler).start(record.id, self.paths(record))
-            started = self.records.set(record.id, state="RUNNING", started_at=started_at)
+            started = self.records.set(
+                record.id, state="RUNNING", started_at=started_at, pod_oom_kills_at_start=oom_kills
+            )
             self.on_change()
             self.events.publish("STARTED", started)
         finally:
             with self._lock:
                 self._starting.discard(record.id)
+
+    def _oom_killed(self, record: ContainerRecord, ended: ExitStatus) -> bool:
+        """Whether the kernel's OOM killer ended the container: its monitor saw it, or, on cgroup v2, the
+        container died of SIGKILL while the pod's OOM kill count rose. conmon reads the container's own
+        ``memory.events``, which systemd may remove with the emptied scope before conmon gets there (the systemd
+        driver; conmon#426, cri-o#7035); the pod's cgroup stays. Another container of the pod OOM-killed meanwhile
+        would count too: a SIGKILL from elsewhere in that window is reported as OOMKilled."""
+        if ended.oom_killed:
+            return True
+        baseline = record.status.pod_oom_kills_at_start
+        if ended.code != SIGKILL_EXIT or baseline is None:
+            return False
+        sandbox = self.sandboxes.records.find(record.sandbox_id)
+        now = None if sandbox is None else cgroups.pod_oom_kills(sandbox.cgroup)
+        return now is not None and now > baseline
 
     def stop(self, container_id: str, timeout: float) -> None:
         record = self.records.find(container_id)

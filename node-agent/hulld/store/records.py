@@ -132,6 +132,8 @@ class ContainerStatus:
     exit_code: int = 0
     reason: str = ""
     message: str = ""
+    pod_oom_kills_at_start: int | None = None
+    """The pod cgroup's OOM kill count when the container started (cgroup v2): see ``Containers.refresh``."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

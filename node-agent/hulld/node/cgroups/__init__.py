@@ -14,7 +14,17 @@ from hulld.node.cgroups import v1, v2
 from hulld.node.cgroups.layout import PodCgroup
 from hulld.node.cgroups.readings import NO_USAGE, Details, Usage
 
-__all__ = ["NO_USAGE", "Details", "PodCgroup", "Usage", "apply_limits", "details", "has_processes", "remove"]
+__all__ = [
+    "NO_USAGE",
+    "Details",
+    "PodCgroup",
+    "Usage",
+    "apply_limits",
+    "details",
+    "has_processes",
+    "pod_oom_kills",
+    "remove",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +57,12 @@ def has_processes(path: str) -> bool:
     """Whether the cgroup holds a process of the host (a sandboxed container's does not)."""
     relative = path.strip("/")
     return v2.has_processes(ROOT, relative) if unified() else v1.has_processes(ROOT, relative)
+
+
+def pod_oom_kills(pod: PodCgroup) -> int | None:
+    """OOM kills among the pod's processes so far, on cgroup v2 (None on v1: conmon's own watch is reliable
+    there, the container's cgroup outliving its processes)."""
+    return v2.oom_kills(ROOT, pod.path.strip("/")) if unified() else None
 
 
 def apply_limits(pod: PodCgroup, resources: dict[str, Any]) -> None:

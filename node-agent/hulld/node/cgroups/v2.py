@@ -71,6 +71,11 @@ def details(root: Path, relative: str) -> Details:
     )
 
 
+def oom_kills(root: Path, relative: str) -> int | None:
+    """Processes the OOM killer took in the cgroup and its descendants (``memory.events`` is hierarchical)."""
+    return key_values(root / relative / "memory.events").get("oom_kill")
+
+
 def has_processes(root: Path, relative: str) -> bool:
     return bool(read_ints(root / relative / "cgroup.procs"))
 

@@ -16,9 +16,17 @@ from kubehull_agent import bundle
 from kubehull_harness import processes
 from kubehull_harness.apiserver import KubeAPIServer
 from tests.hulld.conftest import Hulld, hulld_with_network
-from tests.operator.conftest import cluster, kubehull_crds, operator
+from tests.operator.conftest import Cluster, cluster, kubehull_crds, operator
 
-__all__ = ["AgentProcess", "built_bundle", "cluster", "hulld_with_network", "kubehull_crds", "operator"]
+__all__ = [
+    "AgentProcess",
+    "built_bundle",
+    "cluster",
+    "hulld_with_network",
+    "kubehull_crds",
+    "kubelet_reports",
+    "operator",
+]
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +48,14 @@ def bundle_of_version(built: Path, destination: Path, version: str) -> Path:
     )
     shutil.rmtree(module.parent / "__pycache__")  # the bundle's byte code is never checked against sources
     return destination
+
+
+def kubelet_reports(cluster: Cluster, node: str, runtime: str) -> None:
+    """What a node's kubelet reports once registered: the CRI runtime it talks to (``<name>://<version>``), which
+    the agent checks is hulld. A test's node has no kubelet: the test says it."""
+    patch = {"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
+    # Raw: the client's model refuses a nodeInfo without the fields a real kubelet fills in too.
+    cluster.core.patch_node_status(node, patch, _content_type="application/merge-patch+json", _preload_content=False)
 
 
 class AgentProcess:

@@ -15,7 +15,7 @@ import pytest
 from kubehull_harness import processes, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.agent.conftest import AgentProcess
+from tests.agent.conftest import AgentProcess, kubelet_reports
 from tests.hulld.conftest import Hulld
 from tests.operator.conftest import Cluster
 
@@ -25,13 +25,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytes
 def served(hulld: Hulld) -> set[str]:
     """The handlers hulld serves now."""
     return {handler.get("name", "") for handler in json.loads(hulld.crictl("info").stdout)["runtimeHandlers"]}
-
-
-def kubelet_reports(cluster: Cluster, node: str, runtime: str) -> None:
-    """What a node's kubelet reports once registered: the CRI runtime it talks to (``<name>://<version>``)."""
-    patch = {"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
-    # Raw: the client's model refuses a nodeInfo without the fields a real kubelet fills in too.
-    cluster.core.patch_node_status(node, patch, _content_type="application/merge-patch+json", _preload_content=False)
 
 
 def wait_for_handlers_ready(cluster: Cluster, node: str, wanted: str, timeout: float) -> None:

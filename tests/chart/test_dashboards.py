@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hulld.metrics import Metrics as HulldMetrics
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.agent.conftest import AgentProcess
+from tests.agent.conftest import AgentProcess, kubelet_reports
 from tests.chart.test_chart import CHART, helm
 from tests.hulld.conftest import Hulld
 from tests.hulld.test_lifecycle import container_config, pod_config
@@ -263,6 +263,7 @@ def test_every_query_selects_what_the_running_components_export(
     all_queries = [query for path in sorted(DASHBOARDS.glob("*.json")) for query in queries(load(path))]
     assert len(all_queries) > 40
     node = cluster.create_node("node")
+    kubelet_reports(cluster, node, "hulld://0.1.0")
     image = oci_registry.images["busybox"].reference
     agent = AgentProcess(cluster.server, node, hulld, image, tmp_path, component_logs)
     try:

@@ -227,15 +227,20 @@ def cpu_and_memory(hulld: VMHulld, container: str) -> tuple[int, int, int]:
     )
 
 
+def cores_used(hulld: VMHulld, container: str) -> tuple[float, int]:
+    """(CPU cores the container used over 10 s, its working set in bytes at the end), from its CRI stats."""
+    first = cpu_and_memory(hulld, container)
+    time.sleep(10)
+    second = cpu_and_memory(hulld, container)
+    return (second[1] - first[1]) / (second[0] - first[0]), second[2]
+
+
 def test_stats_read_cgroup_v2(hulld_in_vm: VMHulld, oci_registry: OCIRegistry) -> None:
     busybox = oci_registry.images["busybox"].reference
     _, burner = run_pod(hulld_in_vm, busybox, "runc", command="while :; do :; done")
     # dd's one 100 MiB buffer, filled, held while its write to a pipe nobody reads waits.
     _, holder = run_pod(hulld_in_vm, busybox, "runc", command="dd if=/dev/zero bs=104857600 count=1 | sleep 3600")
-    first = cpu_and_memory(hulld_in_vm, burner)
-    time.sleep(10)
-    second = cpu_and_memory(hulld_in_vm, burner)
-    cores = (second[1] - first[1]) / (second[0] - first[0])
+    cores, _ = cores_used(hulld_in_vm, burner)
     print(f"busy container: {cores:.2f} cores")
     assert cores > 0.5
     deadline = time.monotonic() + 120
@@ -287,22 +292,20 @@ def test_shim_handlers_run_in_systemd_scopes(hulld_in_vm: VMHulld, oci_registry:
     pod, burner = run_pod(hulld_in_vm, busybox, handler, command="while :; do :; done")
     infra = json.loads(hulld_in_vm.crictl("inspectp", pod).stdout)["info"]["infra"]
     # runc's shim runs each container on the host, in its own scope; gVisor's all of them in the sandbox's.
-    scopes = [f"hulld-{infra}.scope", *([f"hulld-{burner}.scope"] if handler == "shim-runc" else [])]
-    for scope in scopes:
-        path = hulld_in_vm.vm.run(f"systemctl show -P ControlGroup {scope}").stdout.strip()
-        assert path == f"/kubehull.slice/kubehull-{pod}.slice/{scope}"
+    scoped = [infra, *([burner] if handler == "shim-runc" else [])]
+    for container in scoped:
+        assert scope_cgroup(hulld_in_vm, container) == (
+            f"/sys/fs/cgroup/kubehull.slice/kubehull-{pod}.slice/hulld-{container}.scope"
+        )
     if handler == "shim-runsc":
         given = hulld_in_vm.vm.run(f"cat /run/hulld-test/state/runtimes/{handler}/runsc-shim.toml").stdout
         assert 'systemd-cgroup = "true"' in given
-    first = cpu_and_memory(hulld_in_vm, burner)
-    time.sleep(10)
-    second = cpu_and_memory(hulld_in_vm, burner)
-    cores = (second[1] - first[1]) / (second[0] - first[0])
-    print(f"busy container ({handler}): {cores:.2f} cores, working set {second[2]} bytes")
+    cores, working_set = cores_used(hulld_in_vm, burner)
+    print(f"busy container ({handler}): {cores:.2f} cores, working set {working_set} bytes")
     assert cores > 0.5
-    assert second[2] > 0
+    assert working_set > 0
     hulld_in_vm.crictl("rmp", "-f", pod)
-    gone = " ".join([*scopes, f"kubehull-{pod}.slice"])
+    gone = " ".join([*(f"hulld-{container}.scope" for container in scoped), f"kubehull-{pod}.slice"])
     assert hulld_in_vm.vm.run(f"systemctl list-units --all --plain --no-legend {gone}").stdout.strip() == ""
 
 

@@ -103,7 +103,7 @@ class Agent:
         else:
             # hulld would serve handlers that the kubelet never asks for: pods would fail "no runtime for handler".
             message = (
-                f"this node's kubelet uses {kubelet_runtime or 'a runtime it has not reported'}, not hulld;"
+                f"this node's kubelet uses {kubelet_runtime[:200] or 'a runtime it has not reported'}, not hulld;"
                 " kubehull's handlers need hulld as the node's CRI runtime"
             )
             results = {handler.name: probe.Result(False, "UnsupportedRuntime", message, 0.0) for handler in handlers}

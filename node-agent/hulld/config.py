@@ -8,6 +8,8 @@ configuration if the new file is invalid. docs/hulld.md documents every field wi
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,10 +24,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+UNIX_SOCKET_PATH_MAX = 107
+"""Bytes in a unix socket's path at most (``sun_path`` holds 108 with the terminating NUL); a longer one fails
+only when bound, with an error that names no setting."""
+
+
 def _absolute(path: Path, field: str) -> Path:
     if not path.is_absolute() or ".." in path.parts:
         raise ValueError(f"{field} must be an absolute path without '..', got {str(path)!r}")
     return path
+
+
+def _socket_path(socket: Path, field: str) -> None:
+    if len(os.fsencode(socket)) > UNIX_SOCKET_PATH_MAX:
+        raise ValueError(
+            f"{field} is too long: the unix socket {str(socket)!r} would have {len(os.fsencode(socket))} bytes,"
+            f" more than the {UNIX_SOCKET_PATH_MAX} a socket's path may have"
+        )
+
+
+def shim_events_socket(state: Path, handler: str) -> Path:
+    """Where a shim v2 handler's shims send their events: the longest socket path hulld makes under
+    ``storage.state``, and short whatever the handler's name."""
+    return state / "shim-events" / f"{hashlib.sha256(handler.encode()).hexdigest()[:16]}.sock"
 
 
 class ServerConfig(Section):
@@ -49,6 +70,8 @@ class ServerConfig(Section):
     def _paths(self) -> ServerConfig:
         _absolute(self.socket, "server.socket")
         _absolute(self.private_socket, "server.private_socket")
+        _socket_path(self.socket, "server.socket")
+        _socket_path(self.private_socket, "server.private_socket")
         if self.socket == self.private_socket:
             raise ValueError("server.private_socket must differ from server.socket")
         return self
@@ -89,6 +112,7 @@ class StorageConfig(Section):
     def _paths(self) -> StorageConfig:
         _absolute(self.root, "storage.root")
         _absolute(self.state, "storage.state")
+        _socket_path(shim_events_socket(self.state, "any"), "storage.state")
         _absolute(self.pod_log_root, "storage.pod_log_root")
         return self
 

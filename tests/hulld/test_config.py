@@ -66,6 +66,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hulld.tom
             "handlers.shim: Value error, config_path: containerd-shim-runc-v2 reads no configuration file",
         ),
         ("[server", "Expected ']'"),
+        (f'[server]\nsocket = "/run/{"s" * 100}.sock"', "server.socket is too long: the unix socket"),
+        (f'[server]\nprivate_socket = "/run/{"p" * 100}.sock"', "server.private_socket is too long"),
+        (f'[storage]\nstate = "/{"s" * 73}"', "storage.state is too long"),
     ],
 )
 def test_invalid_config_is_refused_naming_the_field(tmp_path: Path, text: str, named: str) -> None:
@@ -79,6 +82,14 @@ def test_invalid_config_is_refused_naming_the_field(tmp_path: Path, text: str, n
     )
     assert started.returncode == 2
     assert named in started.stderr
+
+
+def test_the_longest_state_directory_is_accepted(tmp_path: Path) -> None:
+    """74 bytes are refused (above); 73 leave the shims' event sockets beneath it their 107 bytes."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[storage]\nstate = "/{"s" * 72}"')
+    state = config.load(path).storage.state
+    assert len(str(config.shim_events_socket(state, "a-handler"))) == config.UNIX_SOCKET_PATH_MAX
 
 
 def test_documented_example_is_valid() -> None:

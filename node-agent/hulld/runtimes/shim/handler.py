@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ from google.protobuf.message import DecodeError
 
 from hulld import errors
 from hulld.atomic import write_atomically
-from hulld.config import HandlerConfig, StorageConfig
+from hulld.config import HandlerConfig, StorageConfig, shim_events_socket
 from hulld.node import cgroups
 from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.base import (
@@ -181,8 +180,7 @@ class ShimHandler(Handler):
         """SIGKILL exits waiting for the shim's exit event (after its OOM event, if any)."""
         self._lock = threading.RLock()
         self._closed = threading.Event()
-        # Short, whatever the handler's name and the state directory: a Unix socket's path has 107 bytes at most.
-        self.events = state / "shim-events" / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.sock"
+        self.events = shim_events_socket(state, name)
         self.events.parent.mkdir(exist_ok=True, mode=0o700)
         self.spool = self.state / "events"
         _ensure_recorder(self.events, self.spool, self.state / "recorder.log")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import socketserver
 import sys
@@ -23,8 +24,8 @@ from typing import Any
 import tomli_w
 from prometheus_client import make_wsgi_app
 
-from kubehull_agent import install, kube, probe
-from kubehull_agent.agent import Agent
+from kubehull_agent import containerd, install, kube, probe
+from kubehull_agent.agent import CONTAINERD_RUNTIME, Agent, ContainerdNode
 from kubehull_agent.host import Host, HostError
 from kubehull_agent.metrics import Metrics
 
@@ -101,6 +102,16 @@ def _installation(args: argparse.Namespace, bundle: Path, host: Host) -> tuple[i
     return installer, supervisor
 
 
+def _kubelet_runtime(agent: Agent) -> str:
+    """What the node's kubelet reports using; "" if that cannot be read now (a new node: hulld is installed,
+    as a kubelet whose CRI is hulld reports nothing until hulld runs)."""
+    try:
+        return agent.node_runtimes.kubelet_runtime()
+    except Exception as error:
+        logger.warning("cannot read this node's runtime from its Node: %s", error)
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubehull-agent", description=__doc__)
     parser.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""))
@@ -137,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="with --host-namespaces: a host process whose namespaces and /proc/PID/root are the host's",
     )
+    parser.add_argument(
+        "--containerd-socket",
+        type=Path,
+        default=Path("/run/containerd/containerd.sock"),
+        help="on a node whose kubelet uses containerd: its CRI socket (host path)",
+    )
+    parser.add_argument(
+        "--containerd-dropin",
+        type=Path,
+        default=Path("/etc/containerd/conf.d/kubehull.toml"),
+        help="the drop-in the agent writes for containerd (host path; its configuration must import it)",
+    )
+    parser.add_argument(
+        "--containerd-restart",
+        default="systemctl restart containerd",
+        help="the command that restarts containerd, run in the host's namespaces when its drop-in changed",
+    )
     parser.add_argument("--install-root", type=Path, default=Path("/opt/kubehull"))
     parser.add_argument("--install-lock", type=Path, default=Path("/run/kubehull/install.lock"))
     parser.add_argument("--hulld-log", type=Path, default=Path("/var/log/kubehull/hulld.log"))
@@ -159,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.node_name or not args.probe_image:
         print("kubehull-agent: --node-name (or NODE_NAME) and --probe-image are required", file=sys.stderr)
         return 2
+    containerd_node = ContainerdNode(
+        dropin=containerd.DropIn(args.containerd_dropin, shlex.split(args.containerd_restart), host, args.install_lock),
+        prober=probe.Prober(host.path(args.containerd_socket), args.probe_image, host),
+    )
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
         prober=probe.Prober(args.hulld_private_socket, args.probe_image, host),
+        containerd_node=containerd_node,
         metrics=metrics,
         base_config=args.hulld_base_config,
         hulld_config=args.hulld_config,
@@ -171,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     hulld_metrics = str(agent.base.get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
     serve_http(args.http_address, metrics, agent, hulld_metrics)  # healthy (alive) while hulld is set up
-    if args.hulld_bundle is not None:
+    if args.hulld_bundle is not None and _kubelet_runtime(agent).startswith(CONTAINERD_RUNTIME):
+        logger.info("this node's kubelet uses containerd: hulld is not installed, containerd is configured")
+    elif args.hulld_bundle is not None:
         installer, supervisor = _installation(args, args.hulld_bundle, host)
         version = install.bundle_version(args.hulld_bundle)
         try:

@@ -1,4 +1,8 @@
-"""The node loop: NodeRuntime spec → hulld configuration → reload → probes → NodeRuntime status.
+"""The node loop: NodeRuntime spec → the node's runtime configuration → reload → probes → NodeRuntime status.
+
+The runtime configured is the one the node's kubelet reports using: hulld (its configuration file, reloaded
+with SIGHUP), or containerd 2.x (a drop-in, containerd restarted when it changed: containerd.py); on any other,
+every handler is reported ``UnsupportedRuntime``.
 
 It acts when the spec's generation differs from the one it last applied (so its own status writes do not
 wake it), and re-probes every ``reprobe_interval`` so that a handler that breaks later is reported. A probe
@@ -8,6 +12,7 @@ interval: a failure that passes (hulld restarting, a runtime being installed) is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -21,17 +26,35 @@ from typing import Any
 import grpc
 
 from hulld.atomic import write_atomically
-from kubehull_agent import probe, render
+from kubehull_agent import containerd, probe, render
 from kubehull_agent.kube import NodeRuntimes
 from kubehull_agent.metrics import Metrics
-from kubehull_api.noderuntime import NodeRuntime
+from kubehull_api.engines import Engine
+from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
 
 logger = logging.getLogger(__name__)
 
 HULLD_RUNTIME = "hulld://"
 """How a kubelet that talks to hulld reports its runtime (hulld's CRI Version: runtime name "hulld")."""
+CONTAINERD_RUNTIME = "containerd://"
 FIRST_RETRY = 5.0
 """Seconds before a probe round with a handler not ready is repeated (doubling up to the reprobe interval)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerdNode:
+    """How the agent configures and probes a node's containerd."""
+
+    dropin: containerd.DropIn
+    prober: probe.Prober
+    """Through containerd's CRI socket."""
+
+
+def containerd_major(kubelet_runtime: str) -> int | None:
+    """containerd's major version from the kubelet's ``containerd://v2.4.2`` (None if it says none)."""
+    version = kubelet_runtime.removeprefix(CONTAINERD_RUNTIME).lstrip("v")
+    major = version.split(".", 1)[0]
+    return int(major) if major.isdigit() else None
 
 
 class Agent:
@@ -40,6 +63,7 @@ class Agent:
         *,
         node_runtimes: NodeRuntimes,
         prober: probe.Prober,
+        containerd_node: ContainerdNode,
         metrics: Metrics,
         base_config: Path,
         hulld_config: Path,
@@ -49,6 +73,11 @@ class Agent:
     ) -> None:
         self.node_runtimes = node_runtimes
         self.prober = prober
+        """Through hulld's private socket."""
+        self.containerd = containerd_node
+        self.host_runs_systemd = host_runs_systemd
+        self.reporting = prober
+        """The prober of the runtime the last round configured: its runtime's name and version are reported."""
         self.metrics = metrics
         running = tomllib.loads(hulld_config.read_text()) if hulld_config.exists() else None
         self.base = render.with_cgroup_driver(tomllib.loads(base_config.read_text()), running, host_runs_systemd)
@@ -60,8 +89,9 @@ class Agent:
         """When the next probe round is due (time.monotonic())."""
         self.retry_delay = FIRST_RETRY
         self.ready = threading.Event()
-        self.swept = False
-        """Whether the probe pods an earlier agent left were looked for (once, when hulld first answers)."""
+        self.swept: set[int] = set()
+        """The probers (by id) through which probe pods an earlier agent left were looked for (once each, when
+        their runtime first answers)."""
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -79,32 +109,22 @@ class Agent:
                 stop.wait(2)
 
     def step(self, node_runtime: NodeRuntime) -> None:
-        if not self.swept:
-            try:
-                removed = self.prober.remove_leftovers()
-            except grpc.RpcError as error:  # hulld not there yet: the next step tries again
-                logger.warning("cannot look for leftover probe pods yet: %s", error.code().name)
-            else:
-                self.swept = True
-                if removed:
-                    logger.info("removed %d probe pods an earlier agent left", removed)
         due = time.monotonic() >= self.next_probe
         if node_runtime.generation == self.applied_generation and not due:
             return
         handlers = node_runtime.spec.handlers
         kubelet_runtime = self.node_runtimes.kubelet_runtime()
+        major = containerd_major(kubelet_runtime) if kubelet_runtime.startswith(CONTAINERD_RUNTIME) else None
         if kubelet_runtime.startswith(HULLD_RUNTIME):
-            excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
-            self._apply(
-                render.render(self.base, handlers, excluded, self._running_handlers()),
-                {h.name for h in handlers if h.name not in excluded},
-            )
-            results = {handler.name: self.prober.probe(handler) for handler in handlers}
+            results = self._hulld_round(handlers)
+        elif major is not None and major >= 2:
+            results = self._containerd_round(handlers)
         else:
-            # hulld would serve handlers that the kubelet never asks for: pods would fail "no runtime for handler".
+            # A runtime kubehull does not configure would not know the handlers: pods would fail "no runtime for
+            # handler".
             message = (
-                f"this node's kubelet uses {kubelet_runtime[:200] or 'a runtime it has not reported'}, not hulld;"
-                " kubehull's handlers need hulld as the node's CRI runtime"
+                f"this node's kubelet uses {kubelet_runtime[:200] or 'a runtime it has not reported'};"
+                " kubehull's handlers need hulld or containerd 2.0 or later as the node's CRI runtime"
             )
             results = {handler.name: probe.Result(False, "UnsupportedRuntime", message, 0.0) for handler in handlers}
         if all(result.ready for result in results.values()):
@@ -115,6 +135,79 @@ class Agent:
         self._report(node_runtime, results)
         self.applied_generation = node_runtime.generation
 
+    def _sweep(self, prober: probe.Prober) -> None:
+        """Remove the probe pods an earlier agent left through ``prober``, once."""
+        if id(prober) in self.swept:
+            return
+        try:
+            removed = prober.remove_leftovers()
+        except grpc.RpcError as error:  # the runtime is not there yet: the next round tries again
+            logger.warning("cannot look for leftover probe pods yet: %s", error.code().name)
+            return
+        self.swept.add(id(prober))
+        if removed:
+            logger.info("removed %d probe pods an earlier agent left", removed)
+
+    def _hulld_round(self, handlers: list[HandlerConfig]) -> dict[str, probe.Result]:
+        self.reporting = self.prober
+        self._sweep(self.prober)
+        excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
+        self._apply(
+            render.render(self.base, handlers, excluded, self._running_handlers()),
+            {h.name for h in handlers if h.name not in excluded},
+        )
+        return {handler.name: self.prober.probe(handler) for handler in handlers}
+
+    def _containerd_round(self, handlers: list[HandlerConfig]) -> dict[str, probe.Result]:
+        node = self.containerd
+        self.reporting = node.prober
+        self._sweep(node.prober)
+        excluded = {
+            h.name: problem
+            for h in handlers
+            if (problem := node.prober.binary_problem(h) or node.prober.path_problem(containerd.shim_binary(h)))
+        }
+        systemd_cgroup = node.prober.systemd_cgroup(default=self.host_runs_systemd)
+        path = node.dropin.path
+        text = containerd.render(
+            handlers, excluded, containerd.runtimes_in(node.dropin.current()), path, systemd_cgroup
+        )
+        rendered = containerd.runtimes_in(text)
+        side_files = {
+            containerd.runsc_config_path(path, h.name): containerd.runsc_config(h, systemd_cgroup)
+            for h in handlers
+            if h.engine == Engine.GVISOR and h.name not in excluded
+        }
+        wanted = set(rendered)
+        try:
+            if node.dropin.apply(text, side_files, lambda: self._serves(node.prober, wanted)):
+                self.metrics.renders.inc()
+                self._wait_serving(node.prober, wanted, "containerd")
+        except containerd.ContainerdError as error:
+            self.metrics.reload_failures.inc()
+            return {h.name: probe.Result(False, "RestartFailed", str(error)[:4000], 0.0) for h in handlers}
+        results = {}
+        for handler in handlers:
+            if handler.name in excluded:
+                results[handler.name] = probe.Result(False, "BinaryNotFound", excluded[handler.name], 0.0)
+                continue
+            if not self._serves(node.prober, {handler.name}):
+                results[handler.name] = probe.Result(
+                    False,
+                    "NotLoaded",
+                    f"containerd does not list handler {handler.name} after loading {path}: does its configuration"
+                    f" import {path.parent}/*.toml (containerd 2.x's default does)?",
+                    0.0,
+                )
+                continue
+            result = node.prober.probe(handler)
+            if not result.ready and result.reason == "ProbeFailed":
+                # The kubelet stops pods it does not know, a probe's too, if its housekeeping comes by
+                # meanwhile: a probe that lost that race is not a broken handler.
+                result = node.prober.probe(handler)
+            results[handler.name] = result
+        return results
+
     def _running_handlers(self) -> dict[str, Any]:
         try:
             handlers: dict[str, Any] = tomllib.loads(self.hulld_config.read_text()).get("handlers", {})
@@ -122,12 +215,23 @@ class Agent:
         except (FileNotFoundError, tomllib.TOMLDecodeError):
             return {}
 
-    def _serves(self, wanted: set[str]) -> bool:
-        """Whether hulld reports every handler in ``wanted``."""
+    def _serves(self, prober: probe.Prober, wanted: set[str]) -> bool:
+        """Whether the runtime behind ``prober`` reports every handler in ``wanted``."""
         try:
-            return wanted <= self.prober.runtime_status()[2]
-        except Exception:  # hulld may be briefly unavailable: not yet
+            return wanted <= prober.runtime_status()[2]
+        except Exception:  # the runtime may be briefly unavailable: not yet
             return False
+
+    def _wait_serving(self, prober: probe.Prober, wanted: set[str], runtime: str) -> None:
+        """Until the runtime (reloaded, restarted) lists ``wanted``; a reload failure after 20 s."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self._serves(prober, wanted):
+                logger.info("%s serves handlers %s", runtime, ", ".join(sorted(wanted)) or "(none)")
+                return
+            time.sleep(0.1)
+        logger.error("%s did not take the new configuration (handlers %s)", runtime, sorted(wanted))
+        self.metrics.reload_failures.inc()
 
     def _apply(self, text: str, wanted: set[str]) -> None:
         """Write hulld's configuration and have hulld reload it — again if an earlier reload did not take (a
@@ -136,7 +240,7 @@ class Agent:
             unchanged = self.hulld_config.read_text() == text
         except FileNotFoundError:
             unchanged = False
-        if unchanged and self._serves(wanted):
+        if unchanged and self._serves(self.prober, wanted):
             return
         if not unchanged:
             write_atomically(self.hulld_config, text)
@@ -147,25 +251,26 @@ class Agent:
             logger.error("cannot signal hulld to reload: %s", error)
             self.metrics.reload_failures.inc()
             return
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self._serves(wanted):
-                logger.info("hulld reloaded with handlers %s", ", ".join(sorted(wanted)) or "(none)")
-                return
-            time.sleep(0.1)
-        logger.error("hulld did not take the new configuration (handlers %s)", sorted(wanted))
-        self.metrics.reload_failures.inc()
+        self._wait_serving(self.prober, wanted, "hulld")
+
+    @staticmethod
+    def _runtime(prober: probe.Prober) -> tuple[str, bool, str]:
+        """(name, ready, version) of the runtime behind ``prober``; not ready if it does not answer."""
+        try:
+            ready, version, _ = prober.runtime_status()
+            return prober.runtime_name(), ready, version
+        except Exception:
+            return "", False, ""
 
     def _report(self, node_runtime: NodeRuntime, results: dict[str, probe.Result]) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            ready, version, _ = self.prober.runtime_status()
-        except Exception:
-            ready, version = False, ""
-        self.metrics.hulld_up.set(1 if ready else 0)
+        runtime, ready, version = self._runtime(self.reporting)
+        hulld = (runtime, ready, version) if self.reporting is self.prober else self._runtime(self.prober)
+        _, hulld_ready, hulld_version = hulld
+        self.metrics.hulld_up.set(1 if hulld_ready else 0)
         self.metrics.hulld_info.clear()
-        if version:
-            self.metrics.hulld_info.labels(version).set(1)
+        if hulld_version:
+            self.metrics.hulld_info.labels(hulld_version).set(1)
         self.metrics.handler_ready.clear()
         handlers = []
         configs = {handler.name: handler for handler in node_runtime.spec.handlers}
@@ -190,7 +295,7 @@ class Agent:
                 logger.warning("handler %s not ready: %s: %s", name, result.reason, result.message)
         status = {
             "observedGeneration": node_runtime.generation,
-            "runtime": {"name": "hulld", "version": version, "ready": ready},
+            "runtime": {"name": runtime or "unknown", "version": version, "ready": ready},
             "handlers": handlers,
             "handlersReady": f"{sum(result.ready for result in results.values())}/{len(results)}",
         }

@@ -8,10 +8,12 @@ its files are the host's, never the pod's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,19 @@ MAX_SYMLINKS = 40  # as the kernel's path walk
 
 class HostError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """The agent's lock on the host's runtime setup (hulld's installation, containerd's drop-in): two agents
+    (an upgrade's old and new pod) never change it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,10 +22,14 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
         )
         self.renders = Counter(
-            "kubehull_agent_config_renders", "hulld configurations written (changed).", registry=self.registry
+            "kubehull_agent_config_renders",
+            "Runtime configurations written because they changed (hulld's file, or containerd's drop-in).",
+            registry=self.registry,
         )
         self.reload_failures = Counter(
-            "kubehull_agent_reload_failures", "hulld reloads that did not take effect.", registry=self.registry
+            "kubehull_agent_reload_failures",
+            "Reloads (hulld) or restarts (containerd) that failed or did not take effect.",
+            registry=self.registry,
         )
         self.hulld_up = Gauge(
             "kubehull_agent_hulld_up", "1 if hulld answers on its socket and is ready.", registry=self.registry

@@ -1,10 +1,12 @@
-"""Checks that a handler really works: its binary, then a real probe container run under it through hulld.
+"""Checks that a handler really works: its binary, then a real probe container run under it through the node's
+CRI runtime (hulld, or containerd).
 
 The probe is a pod and a container from a small image (the agent's --probe-image, pulled from the registry
 the node is configured with) whose command exits 0; the handler is ready only if that container ran and
-exited 0. Probes go through hulld's private socket, so the kubelet never sees them (it would kill them as
-pods it does not know). Everything the probe makes is removed afterwards, whatever happened; what an agent
-killed mid-probe left, the next agent removes when it starts.
+exited 0. On hulld, probes go through its private socket, so the kubelet never sees them (it stops pods it
+does not know). containerd has no such view: probes go through its CRI socket, the kubelet's own, where its
+housekeeping may stop one (the agent then probes once more). Everything the probe makes is removed
+afterwards, whatever happened; what an agent killed mid-probe left, the next agent removes when it starts.
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ class Prober:
         self.host = host
 
     def binary_problem(self, handler: HandlerConfig) -> str | None:
-        path = self.host.path(handler.path)
+        return self.path_problem(handler.path)
+
+    def path_problem(self, binary: str) -> str | None:
+        """Why the host's ``binary`` cannot be run, if it cannot."""
+        path = self.host.path(binary)
         if not path.is_file():
-            return f"{handler.path} does not exist on this node"
+            return f"{binary} does not exist on this node"
         if not path.stat().st_mode & 0o111:
-            return f"{handler.path} is not executable"
+            return f"{binary} is not executable"
         return None
 
     def binary_version(self, handler: HandlerConfig) -> str:
@@ -68,6 +74,21 @@ class Prober:
         status = self.runtime.Status(cri.StatusRequest(), timeout=5)
         ready = any(c.type == "RuntimeReady" and c.status for c in status.status.conditions)
         return ready, version, {handler.name for handler in status.runtime_handlers if handler.name}
+
+    def runtime_name(self) -> str:
+        name: str = self.runtime.Version(cri.VersionRequest(), timeout=5).runtime_name
+        return name
+
+    def systemd_cgroup(self, default: bool) -> bool:
+        """Whether the runtime's containers are in systemd's cgroups, as its RuntimeConfig says (the kubelet's
+        driver follows it); ``default`` if it does not say."""
+        try:
+            answer = self.runtime.RuntimeConfig(cri.RuntimeConfigRequest(), timeout=5)
+        except grpc.RpcError:
+            return default
+        if not answer.HasField("linux"):
+            return default
+        return bool(answer.linux.cgroup_driver == cri.SYSTEMD)
 
     def remove_leftovers(self) -> int:
         """Remove the probe pods an earlier agent left (killed in the middle of a probe); how many. The private

@@ -168,12 +168,12 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
 def test_a_node_whose_kubelet_uses_another_runtime_gets_no_handlers(
     cluster: Cluster, hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
 ) -> None:
-    """On a node whose kubelet talks to containerd, hulld's handlers would never be asked for (pods would fail
-    "no runtime for handler"): the agent says so for every handler instead of probing hulld, and the node gets
-    no handler label."""
+    """On a node whose kubelet talks to a runtime kubehull does not configure (CRI-O here), hulld's handlers would
+    never be asked for (pods would fail "no runtime for handler"): the agent says so for every handler instead of
+    probing hulld, and the node gets no handler label."""
     hulld = hulld_with_network
-    node = cluster.create_node("containerd-node")
-    kubelet_reports(cluster, node, "containerd://2.1.4")
+    node = cluster.create_node("crio-node")
+    kubelet_reports(cluster, node, "cri-o://1.34.2")
     hulld_config = hulld.config_path.read_text()
     agent = AgentProcess(
         cluster.server, node, hulld, oci_registry.images["busybox"].reference, tmp_path, component_logs
@@ -186,7 +186,10 @@ def test_a_node_whose_kubelet_uses_another_runtime_gets_no_handlers(
         wait_until(lambda: cluster.condition(runc, "Ready").get("reason") == "NodesFailed", 120, "NodesFailed")
         failure = cluster.profile(runc)["status"]["failures"][0]
         assert (failure["node"], failure["reason"]) == (node, "UnsupportedRuntime")
-        assert "this node's kubelet uses containerd://2.1.4, not hulld" in failure["message"]
+        assert failure["message"] == (
+            "this node's kubelet uses cri-o://1.34.2; kubehull's handlers need hulld or containerd 2.0 or later"
+            " as the node's CRI runtime"
+        )
         status = cluster.node_runtime(node)["status"]
         assert status["handlersReady"] == "0/1"
         assert cluster.handler_labels(node) == {}

@@ -1,0 +1,301 @@
+"""The node agent on a node that keeps containerd as its CRI: the real API server and operator, and a real
+containerd 2.4 (the toolchain's) kept running by a supervising loop, as systemd keeps a node's — the agent's
+restart command stops it, the loop starts it again and counts the starts.
+
+The agent writes one drop-in that containerd's own configuration imports, restarts containerd only when it
+changed, probes each handler with a real pod through containerd's CRI, and removes the drop-in when no handler
+is left. A pod running all along keeps running through every restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubehull_agent import containerd
+from kubehull_api.engines import Engine, RuntimeType
+from kubehull_api.noderuntime import HandlerConfig
+from kubehull_harness import processes, toolchain
+from kubehull_harness.pytest_plugin import OCIRegistry
+from kubehull_harness.waiting import wait_until
+from tests.agent.conftest import kubelet_reports
+from tests.operator.conftest import Cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+
+CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "containerd-test", "plugins": [
+  {"type": "bridge", "bridge": "ctrdtest0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.236.0.0/24"}]]}}]}"""
+
+
+class Containerd:
+    """containerd 2.4 with the configuration an admin gave it (importing ``conf.d/*.toml``), supervised."""
+
+    def __init__(self, work: Path, registry_host: str, logs: Path) -> None:
+        self.work = work
+        self.socket = work / "containerd.sock"
+        self.confd = work / "conf.d"
+        self.confd.mkdir(parents=True)
+        hosts = work / "hosts" / registry_host
+        hosts.mkdir(parents=True)
+        (hosts / "hosts.toml").write_text(
+            f'server = "http://{registry_host}"\n'
+            f'[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        (work / "cni").mkdir()
+        (work / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
+        images, runtime = 'plugins."io.containerd.cri.v1.images"', 'plugins."io.containerd.cri.v1.runtime"'
+        self.config = work / "config.toml"
+        self.config.write_text(f"""
+version = 3
+imports = ["{self.confd}/*.toml"]
+root = "{work}/root"
+state = "{work}/state"
+[grpc]
+  address = "{self.socket}"
+[{images}.pinned_images]
+  sandbox = "{registry_host}/pause:3.9"
+[{images}.registry]
+  config_path = "{work / "hosts"}"
+[{runtime}]
+  restrict_oom_score_adj = true
+  [{runtime}.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{work / "cni"}"
+""")
+        self.starts = work / "starts"
+        self.pid_file = work / "containerd.pid"
+        self.stop_file = work / "stop"
+        loop = (
+            f"while [ ! -e {self.stop_file} ]; do {toolchain.binary('containerd')} --config {self.config} &"
+            f" echo $! > {self.pid_file}; echo started >> {self.starts}; wait $!; done"
+        )
+        # The shims containerd starts are the toolchain's, found on its PATH as on a node.
+        path = f"{toolchain.binary('containerd').parent}:{os.environ['PATH']}"
+        self.process = processes.ManagedProcess(
+            "containerd-2.4", ["sh", "-c", loop], logs, env={**os.environ, "PATH": path}
+        )
+        self.restart = work / "restart-containerd"
+        self.restart.write_text(
+            "#!/bin/sh\n"
+            f"old=$(cat {self.pid_file}); kill -TERM $old\n"
+            f'while kill -0 $old 2>/dev/null || [ "$(cat {self.pid_file})" = $old ]; do sleep 0.1; done\n'
+        )
+        self.restart.chmod(0o755)
+        wait_until(self.answers, 60, "containerd to answer")
+
+    def crictl(self, *args: str) -> str:
+        endpoint = f"unix://{self.socket}"
+        command = [str(toolchain.binary("crictl")), f"--runtime-endpoint={endpoint}", f"--image-endpoint={endpoint}"]
+        return processes.run([*command, *args]).stdout
+
+    def answers(self) -> bool:
+        return bool(self.crictl("version"))
+
+    def start_count(self) -> int:
+        return len(self.starts.read_text().split())
+
+    def stop(self) -> None:
+        for pod in self.crictl("pods", "-q").split():
+            self.crictl("rmp", "-f", pod)
+        self.stop_file.touch()
+        os.kill(int(self.pid_file.read_text()), 15)
+        self.process.stop()
+
+
+@pytest.fixture
+def containerd_node(tmp_path: Path, oci_registry: OCIRegistry, component_logs: Path) -> Iterator[Containerd]:
+    running = Containerd(tmp_path / "containerd", oci_registry.host, component_logs)
+    yield running
+    running.stop()
+
+
+def start_agent(cluster: Cluster, node: str, runtime: Containerd, probe_image: str, work: Path, logs: Path) -> Any:
+    base = work / "hulld-base.toml"
+    base.write_text("")
+    return processes.ManagedProcess(
+        "kubehull-agent",
+        [
+            sys.executable,
+            "-m",
+            "kubehull_agent",
+            f"--node-name={node}",
+            f"--hulld-base-config={base}",
+            f"--hulld-config={work / 'hulld.toml'}",
+            f"--hulld-private-socket={work / 'no-hulld.sock'}",
+            f"--containerd-socket={runtime.socket}",
+            f"--containerd-dropin={runtime.confd / 'kubehull.toml'}",
+            f"--containerd-restart={runtime.restart}",
+            f"--install-lock={work / 'install.lock'}",
+            f"--probe-image={probe_image}",
+            f"--http-address=127.0.0.1:{processes.free_port()}",
+            "--reprobe-interval=5",
+        ],
+        logs,
+        env={**os.environ, "KUBECONFIG": str(cluster.server.kubeconfig)},
+    )
+
+
+def runc_profile(cluster: Cluster, name: str) -> str:
+    spec = {
+        "handler": name,
+        "runtime": {"engine": "runc", "path": "/usr/sbin/runc"},
+        "rollout": {"maxUnavailable": "100%"},
+    }
+    return cluster.create_profile(name, spec)
+
+
+def ready(cluster: Cluster, profile: str) -> bool:
+    return cluster.condition(profile, "Ready").get("status") == "True"
+
+
+def run_workload(runtime: Containerd, image: str, work: Path) -> str:
+    """A pod with a long-running container under containerd's default runtime; its container's ID."""
+    pod_config = work / "pod.json"
+    pod_config.write_text(json.dumps({"metadata": {"name": "workload", "namespace": "default", "uid": "workload"}}))
+    container_config = work / "container.json"
+    container_config.write_text(
+        json.dumps({"metadata": {"name": "main"}, "image": {"image": image}, "command": ["sleep", "3600"]})
+    )
+    pod = runtime.crictl("runp", str(pod_config)).strip()
+    container = runtime.crictl("create", "--with-pull", pod, str(container_config), str(pod_config)).strip()
+    runtime.crictl("start", container)
+    return container
+
+
+def running(runtime: Containerd, container: str) -> bool:
+    status = json.loads(runtime.crictl("inspect", container))["status"]
+    return bool(status["state"] == "CONTAINER_RUNNING")
+
+
+def test_the_agent_configures_containerd_with_a_dropin(
+    cluster: Cluster, containerd_node: Containerd, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
+) -> None:
+    runtime = containerd_node
+    node = cluster.create_node("ctrd")
+    kubelet_reports(cluster, node, "containerd://v2.4.2")
+    busybox = oci_registry.images["busybox"].reference
+    workload = run_workload(runtime, busybox, tmp_path)
+    dropin = runtime.confd / "kubehull.toml"
+    agent = start_agent(cluster, node, runtime, busybox, tmp_path, component_logs)
+    try:
+        first = runc_profile(cluster, "ctrd-runc")
+        wait_until(lambda: ready(cluster, first), 120, f"{first} Ready")
+        status = cluster.node_runtime(node)["status"]
+        assert status["runtime"]["name"] == "containerd"
+        assert status["handlersReady"] == "1/1"
+        assert cluster.handler_labels(node) == {"handler.kubehull.io/ctrd-runc": "true"}
+        runtimes = containerd.runtimes_in(dropin.read_text())
+        assert runtimes["ctrd-runc"]["options"]["BinaryName"] == "/usr/sbin/runc"
+        assert runtime.start_count() == 2  # the one restart the new drop-in needed
+
+        # A second handler: one more restart; the pod running all along is the same container, still running.
+        second = runc_profile(cluster, "ctrd-second")
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready")
+        assert set(containerd.runtimes_in(dropin.read_text())) == {"ctrd-runc", "ctrd-second"}
+        assert runtime.start_count() == 3
+        assert running(runtime, workload)
+        assert json.loads(runtime.crictl("inspect", workload))["status"]["id"] == workload
+
+        # Reprobes every 5 s render the same drop-in: containerd is not restarted again.
+        probed = cluster.node_runtime(node)["status"]["handlers"][0]["lastProbeTime"]
+        wait_until(
+            lambda: cluster.node_runtime(node)["status"]["handlers"][0]["lastProbeTime"] != probed,
+            60,
+            "a reprobe",
+        )
+        assert runtime.start_count() == 3
+
+        # No handler left: the drop-in goes, containerd restarts once without it, the labels go.
+        cluster.delete_profile(first)
+        cluster.delete_profile(second)
+        wait_until(lambda: not dropin.exists(), 120, "the drop-in to be removed")
+        wait_until(lambda: cluster.handler_labels(node) == {}, 60, "the labels to go")
+        wait_until(lambda: runtime.start_count() == 4, 60, "containerd restarted without the drop-in")
+        served = json.loads(runtime.crictl("info"))
+        assert {"ctrd-runc", "ctrd-second"}.isdisjoint(h.get("name") for h in served.get("runtimeHandlers", []))
+        assert running(runtime, workload)
+    finally:
+        agent.stop()
+
+
+def test_a_containerd_1_node_is_unsupported(
+    cluster: Cluster, containerd_node: Containerd, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
+) -> None:
+    """containerd 1.x replaces whole plugin sections with an imported file's: a drop-in would wipe the node's CRI
+    settings. Its handlers are reported, nothing is written, nothing restarted."""
+    node = cluster.create_node("ctrd1")
+    kubelet_reports(cluster, node, "containerd://1.7.27")
+    busybox = oci_registry.images["busybox"].reference
+    agent = start_agent(cluster, node, containerd_node, busybox, tmp_path, component_logs)
+    try:
+        profile = runc_profile(cluster, "ctrd1-runc")
+
+        def reported() -> dict[str, Any]:
+            handlers = cluster.node_runtime(node)["status"]["handlers"]
+            assert handlers, handlers
+            assert handlers[0]["reason"] == "UnsupportedRuntime", handlers
+            return dict(handlers[0])
+
+        handler = wait_until(reported, 120, "UnsupportedRuntime")
+        assert "containerd://1.7.27" in handler["message"]
+        assert "containerd 2.0 or later" in handler["message"]
+        assert not (containerd_node.confd / "kubehull.toml").exists()
+        assert containerd_node.start_count() == 1
+        cluster.delete_profile(profile)
+    finally:
+        agent.stop()
+
+
+def handler(name: str, engine: Engine, path: str, **settings: Any) -> HandlerConfig:
+    runtime_type = RuntimeType.VM if engine == Engine.KATA else RuntimeType.OCI
+    return HandlerConfig(
+        name=name, profile=name, profile_generation=1, engine=engine, runtime_type=runtime_type, path=path, **settings
+    )
+
+
+def test_each_engine_renders_as_containerd_reads_it(tmp_path: Path) -> None:
+    """The drop-in for runc, gVisor and Kata handlers, merged by containerd itself (``config dump``): each
+    handler's shim, binary and options where containerd's CRI plugin reads them, beside the admin's settings."""
+    dropin = tmp_path / "conf.d" / "kubehull.toml"
+    handlers = [
+        handler("runc", Engine.RUNC, "/usr/sbin/runc", privileged_without_host_devices=True),
+        handler("gvisor", Engine.GVISOR, "/opt/gvisor/runsc", options={"platform": "systrap"}),
+        handler("kata", Engine.KATA, "/opt/kata/containerd-shim-kata-v2", config_path="/opt/kata/kata.toml"),
+        handler("broken", Engine.RUNC, "/nonexistent/runc"),
+    ]
+    text = containerd.render(handlers, {"broken": "missing"}, {}, dropin, systemd_cgroup=True)
+    dropin.parent.mkdir()
+    dropin.write_text(text)
+    config = tmp_path / "config.toml"
+    runtime = 'plugins."io.containerd.cri.v1.runtime"'
+    config.write_text(
+        f'version = 3\nimports = ["{dropin.parent}/*.toml"]\n[{runtime}.containerd]\n  default_runtime_name = "runc"\n'
+    )
+    dumped = processes.run([toolchain.binary("containerd"), "--config", str(config), "config", "dump"]).stdout
+    merged = tomllib.loads(dumped)["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]
+    assert merged["default_runtime_name"] == "runc"  # the admin's, kept
+    runtimes = merged["runtimes"]
+    assert "broken" not in runtimes
+    assert runtimes["runc"]["runtime_type"] == "io.containerd.runc.v2"
+    assert runtimes["runc"]["options"]["BinaryName"] == "/usr/sbin/runc"
+    assert runtimes["runc"]["options"]["SystemdCgroup"] is True
+    assert runtimes["runc"]["privileged_without_host_devices"] is True
+    assert runtimes["gvisor"]["runtime_type"] == "io.containerd.runsc.v1"
+    assert runtimes["gvisor"]["runtime_path"] == "/opt/gvisor/containerd-shim-runsc-v1"
+    gvisor_config = runtimes["gvisor"]["options"]["ConfigPath"]
+    assert gvisor_config == containerd.runsc_config_path(dropin, "gvisor")
+    assert tomllib.loads(containerd.runsc_config(handlers[1], True)) == {
+        "binary_name": "/opt/gvisor/runsc",
+        "runsc_config": {"platform": "systrap", "systemd-cgroup": "true"},
+    }
+    assert runtimes["kata"]["runtime_type"] == "io.containerd.kata.v2"
+    assert runtimes["kata"]["runtime_path"] == "/opt/kata/containerd-shim-kata-v2"
+    assert runtimes["kata"]["options"] == {"ConfigPath": "/opt/kata/kata.toml"}

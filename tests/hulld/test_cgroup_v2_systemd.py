@@ -27,14 +27,7 @@ from kubehull_harness.pytest_plugin import OCIRegistry
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow, pytest.mark.vm]
 
 REPO = Path(__file__).resolve().parents[2]
-SOCKET = "/run/hulld-test/hulld.sock"
-CONFIG = "/etc/hulld-test/config.toml"
 POD_LOG_ROOT = "/var/log/pods"
-UNIT = "hulld-test"
-RUNSC_SHIM_CONFIG = "/etc/hulld-test/runsc-shim.toml"
-CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "vm-test", "plugins": [
-  {"type": "bridge", "bridge": "hulldvm0", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/24"}]], "dataDir": "/run/hulld-test/ipam"}}]}"""
 CRITEST_LIFECYCLE = [
     "runtime should support basic operations on PodSandbox",
     "runtime should support basic operations on container",
@@ -52,40 +45,19 @@ def guest_reference(reference: str) -> str:
 
 
 class VMHulld:
-    """hulld in the VM, as a delegated systemd service, and crictl against it."""
+    """A hulld in the VM, as a delegated systemd service (the unit ``name``) with its own socket, directories
+    and pod network, and crictl against it. The systemd driver's runs every handler kind; the cgroupfs
+    driver's (a cgroup v2 node without systemd's driver) runc only."""
 
-    def __init__(self, machine: vm.DebianVM, registry_host: str) -> None:
+    def __init__(self, machine: vm.DebianVM, registry_host: str, name: str, driver: str, subnet: int) -> None:
         self.vm = machine
-        registry = guest_reference(registry_host)
-        mirrors = images.critest_mirrors(registry)
-        machine.write(
-            CONFIG,
-            f"""
-[server]
-socket = "{SOCKET}"
-private_socket = "/run/hulld-test/private.sock"
-metrics_address = "127.0.0.1:9300"
-
-[storage]
-root = "/var/lib/hulld-test"
-state = "/run/hulld-test/state"
-pod_log_root = "{POD_LOG_ROOT}"
-
-[network]
-cni_conf_dir = "/etc/hulld-test/cni"
-cni_bin_dirs = ["/usr/lib/cni"]
-
-[[registries]]
-prefix = "{vm.HOST_FROM_GUEST}"
-insecure = true
-{mirrors}
-[runtime]
-default_handler = "runc"
-cgroup_driver = "systemd"
-
-[handlers.runc]
-runtime_path = "/usr/sbin/runc"
-
+        self.unit = name
+        self.socket = f"/run/{name}/hulld.sock"
+        self.state = f"/run/{name}/state"
+        config = f"/etc/{name}/config.toml"
+        runsc_shim_config = f"/etc/{name}/runsc-shim.toml"
+        mirrors = images.critest_mirrors(guest_reference(registry_host))
+        handlers = f"""
 [handlers.runsc]
 runtime_path = "{toolchain.binary("runsc")}"
 sandbox_per_pod = true
@@ -97,25 +69,68 @@ runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
 [handlers.shim-runsc]
 runtime_type = "vm"
 runtime_path = "{toolchain.binary("containerd-shim-runsc-v1")}"
-config_path = "{RUNSC_SHIM_CONFIG}"
+config_path = "{runsc_shim_config}"
 sandbox_per_pod = true
-""",
+"""
+        machine.write(
+            config,
+            f"""
+[server]
+socket = "{self.socket}"
+private_socket = "/run/{name}/private.sock"
+metrics_address = ""
+
+[storage]
+root = "/var/lib/{name}"
+state = "{self.state}"
+pod_log_root = "{POD_LOG_ROOT}"
+
+[network]
+cni_conf_dir = "/etc/{name}/cni"
+cni_bin_dirs = ["/usr/lib/cni"]
+
+[[registries]]
+prefix = "{vm.HOST_FROM_GUEST}"
+insecure = true
+{mirrors}
+[runtime]
+default_handler = "runc"
+cgroup_driver = "{driver}"
+
+[handlers.runc]
+runtime_path = "/usr/sbin/runc"
+{handlers if driver == "systemd" else ""}""",
         )
         # Without the systemd flag: hulld adds it for the shim (a copy in its state directory).
-        machine.write(RUNSC_SHIM_CONFIG, f'binary_name = "{toolchain.binary("runsc")}"\n')
-        machine.write("/etc/hulld-test/cni/10-test.conflist", CNI_CONFLIST)
+        machine.write(runsc_shim_config, f'binary_name = "{toolchain.binary("runsc")}"\n')
+        bridge = {
+            "type": "bridge",
+            "bridge": f"hulldvm{subnet}",
+            "isGateway": True,
+            "ipMasq": False,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": f"10.{232 + subnet}.0.0/24"}]],
+                "dataDir": f"/run/{name}/ipam",
+            },
+        }
+        portmap = {"type": "portmap", "capabilities": {"portMappings": True}}
+        conflist = {"cniVersion": "0.4.0", "name": name, "plugins": [bridge, portmap]}
+        machine.write(f"/etc/{name}/cni/10-test.conflist", json.dumps(conflist))
         python = REPO / ".venv" / "bin" / "python"
         machine.run(
-            f"systemd-run --unit={UNIT} --property=Delegate=yes --property=KillMode=process"
-            f" {python} -m hulld --config {CONFIG}"
+            f"systemd-run --unit={name} --property=Delegate=yes --property=KillMode=process"
+            f" {python} -m hulld --config {config}"
         )
+
+    def wait_serving(self) -> None:
         deadline = time.monotonic() + 180
         while self.crictl("info", check=False).returncode != 0:
-            assert time.monotonic() < deadline, machine.run(f"journalctl -u {UNIT} | tail -40").stdout
+            assert time.monotonic() < deadline, self.vm.run(f"journalctl -u {self.unit} | tail -40").stdout
             time.sleep(2)
 
     def crictl(self, *args: str, check: bool = True, timeout: float = 300) -> Any:
-        endpoint = f"unix://{SOCKET}"
+        endpoint = f"unix://{self.socket}"
         command = " ".join(
             shlex.quote(part)
             for part in [
@@ -131,14 +146,29 @@ sandbox_per_pod = true
     def stop(self) -> None:
         for pod in self.crictl("pods", "-q", check=False).stdout.split():
             self.crictl("rmp", "-f", pod, check=False)
-        self.vm.run(f"systemctl stop {UNIT}", check=False)
+        self.vm.run(f"systemctl stop {self.unit}", check=False)
 
 
 @pytest.fixture(scope="module")
-def hulld_in_vm(debian_vm: vm.DebianVM, oci_registry: OCIRegistry) -> Iterator[VMHulld]:
-    running = VMHulld(debian_vm, oci_registry.host)
-    yield running
-    running.stop()
+def vm_hullds(debian_vm: vm.DebianVM, oci_registry: OCIRegistry) -> Iterator[dict[str, VMHulld]]:
+    """Both drivers' hullds, started together (each takes a while under emulation)."""
+    running = {
+        "systemd": VMHulld(debian_vm, oci_registry.host, "hulld-test", "systemd", 0),
+        "cgroupfs": VMHulld(debian_vm, oci_registry.host, "hulld-cgroupfs", "cgroupfs", 1),
+    }
+    try:
+        for each in running.values():
+            each.wait_serving()
+        yield running
+    finally:
+        for each in running.values():
+            each.stop()
+
+
+@pytest.fixture
+def hulld_in_vm(vm_hullds: dict[str, VMHulld]) -> VMHulld:
+    """The systemd driver's hulld."""
+    return vm_hullds["systemd"]
 
 
 def run_pod(
@@ -203,7 +233,7 @@ def test_critest_lifecycle_specs(hulld_in_vm: VMHulld, oci_registry: OCIRegistry
     started = time.monotonic()
     result = hulld_in_vm.vm.run(
         f"mkdir -p {POD_LOG_ROOT} && TMPDIR={POD_LOG_ROOT} {toolchain.binary('critest')}"
-        f" --runtime-endpoint=unix://{SOCKET} --image-endpoint=unix://{SOCKET}"
+        f" --runtime-endpoint=unix://{hulld_in_vm.socket} --image-endpoint=unix://{hulld_in_vm.socket}"
         f" --test-images-file={images_file} --runtime-handler={handler}"
         f" --ginkgo.focus={shlex.quote(focus)} --ginkgo.no-color --ginkgo.flake-attempts=1",
         check=False,
@@ -298,7 +328,7 @@ def test_shim_handlers_run_in_systemd_scopes(hulld_in_vm: VMHulld, oci_registry:
             f"/sys/fs/cgroup/kubehull.slice/kubehull-{pod}.slice/hulld-{container}.scope"
         )
     if handler == "shim-runsc":
-        given = hulld_in_vm.vm.run(f"cat /run/hulld-test/state/runtimes/{handler}/runsc-shim.toml").stdout
+        given = hulld_in_vm.vm.run(f"cat {hulld_in_vm.state}/runtimes/{handler}/runsc-shim.toml").stdout
         assert 'systemd-cgroup = "true"' in given
     cores, working_set = cores_used(hulld_in_vm, burner)
     print(f"busy container ({handler}): {cores:.2f} cores, working set {working_set} bytes")
@@ -331,6 +361,10 @@ runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
 """
 
 
+def resize(hulld: VMHulld, pod: str) -> None:
+    hulld.vm.run(f"{REPO / '.venv/bin/python'} -c {shlex.quote(RESIZE)} {hulld.socket} {pod}")
+
+
 @pytest.mark.parametrize("handler", ["runc", "runsc"])
 def test_pod_resize_reaches_the_slice_and_the_sandbox(
     hulld_in_vm: VMHulld, oci_registry: OCIRegistry, handler: str
@@ -339,7 +373,7 @@ def test_pod_resize_reaches_the_slice_and_the_sandbox(
     pod's size as systemd properties, and a gVisor pod's sandbox (its infra scope) through ``runsc update``."""
     busybox = oci_registry.images["busybox"].reference
     pod, _ = run_pod(hulld_in_vm, busybox, handler, command="sleep 3600")
-    hulld_in_vm.vm.run(f"{REPO / '.venv/bin/python'} -c {shlex.quote(RESIZE)} {SOCKET} {pod}")
+    resize(hulld_in_vm, pod)
     cgroups = [f"/sys/fs/cgroup/kubehull.slice/kubehull-{pod}.slice"]
     if handler == "runsc":
         cgroups.append(
@@ -388,3 +422,24 @@ def test_a_cgroup_parent_that_is_not_a_slice_is_refused(hulld_in_vm: VMHulld) ->
     assert refused.returncode != 0
     assert "linux.cgroup_parent" in refused.stderr
     assert "does not end in a systemd slice" in refused.stderr
+
+
+def test_the_cgroupfs_driver_on_cgroup_v2(vm_hullds: dict[str, VMHulld], oci_registry: OCIRegistry) -> None:
+    """A cgroup v2 node without systemd's driver: hulld's own pod cgroup is a directory it makes (controllers
+    enabled on the way down), its container's below it, read for stats and sized by a pod resize; the driver
+    reported to the kubelet says so; all of it removed with the pod."""
+    hulld = vm_hullds["cgroupfs"]
+    assert "CGROUPFS" in hulld.crictl("runtime-config").stdout
+    busybox = oci_registry.images["busybox"].reference
+    pod, container = run_pod(hulld, busybox, "runc", command="while :; do :; done")
+    pod_cgroup = f"/sys/fs/cgroup/kubehull/{pod}"
+    assert hulld.vm.run(f"cat {pod_cgroup}/{container}/cgroup.procs").stdout.split() != []
+    cores, working_set = cores_used(hulld, container)
+    print(f"busy container (cgroupfs on v2): {cores:.2f} cores")
+    assert cores > 0.5
+    assert working_set > 0
+    resize(hulld, pod)
+    assert hulld.vm.run(f"cat {pod_cgroup}/memory.max").stdout.strip() == str(160 << 20)
+    assert hulld.vm.run(f"cat {pod_cgroup}/cpu.max").stdout.split() == ["60000", "100000"]
+    hulld.crictl("rmp", "-f", pod)
+    assert hulld.vm.run(f"test -e {pod_cgroup}", check=False).returncode != 0

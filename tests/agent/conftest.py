@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -60,13 +61,34 @@ def kubelet_reports(cluster: Cluster, node: str, runtime: str) -> None:
 
 class AgentProcess:
     """One `kubehull-agent` host process serving ``node`` with a test's running hulld (no bundle: it installs
-    nothing); its base configuration is a copy of hulld's, its log goes to test-logs/."""
+    nothing), or with none (``hulld=None``: a node whose kubelet uses another runtime, which ``options``
+    name); its base configuration is a copy of hulld's, its log goes to test-logs/."""
 
     def __init__(
-        self, server: KubeAPIServer, node: str, hulld: Hulld, probe_image: str, work_dir: Path, log_dir: Path
+        self,
+        server: KubeAPIServer,
+        node: str,
+        hulld: Hulld | None,
+        probe_image: str,
+        work_dir: Path,
+        log_dir: Path,
+        options: Sequence[str] = (),
     ) -> None:
         base = work_dir / "hulld-base.toml"
-        shutil.copyfile(hulld.config_path, base)
+        if hulld is not None:
+            shutil.copyfile(hulld.config_path, base)
+            hulld_options = [
+                f"--hulld-config={hulld.config_path}",
+                f"--hulld-socket={hulld.socket}",
+                f"--hulld-private-socket={hulld.private_socket}",
+                f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
+            ]
+        else:
+            base.write_text("")
+            hulld_options = [
+                f"--hulld-config={work_dir / 'hulld.toml'}",
+                f"--hulld-private-socket={work_dir / 'none.sock'}",
+            ]
         self.port = processes.free_port()
         self.process = processes.ManagedProcess(
             "kubehull-agent",
@@ -76,12 +98,10 @@ class AgentProcess:
                 "kubehull_agent",
                 f"--node-name={node}",
                 f"--hulld-base-config={base}",
-                f"--hulld-config={hulld.config_path}",
-                f"--hulld-socket={hulld.socket}",
-                f"--hulld-private-socket={hulld.private_socket}",
-                f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
+                *hulld_options,
                 f"--probe-image={probe_image}",
                 f"--http-address=127.0.0.1:{self.port}",
+                *options,
             ],
             log_dir,
             env={**os.environ, "KUBECONFIG": str(server.kubeconfig)},

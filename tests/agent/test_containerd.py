@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,11 @@ import pytest
 from kubehull_agent import containerd
 from kubehull_api.engines import Engine, RuntimeType
 from kubehull_api.noderuntime import HandlerConfig
+from kubehull_harness import containerd as harness_containerd
 from kubehull_harness import processes, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.agent.conftest import kubelet_reports
+from tests.agent.conftest import AgentProcess, kubelet_reports
 from tests.operator.conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -43,33 +43,12 @@ class Containerd:
         self.socket = work / "containerd.sock"
         self.confd = work / "conf.d"
         self.confd.mkdir(parents=True)
-        hosts = work / "hosts" / registry_host
-        hosts.mkdir(parents=True)
-        (hosts / "hosts.toml").write_text(
-            f'server = "http://{registry_host}"\n'
-            f'[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'
-        )
         (work / "cni").mkdir()
         (work / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
-        images, runtime = 'plugins."io.containerd.cri.v1.images"', 'plugins."io.containerd.cri.v1.runtime"'
         self.config = work / "config.toml"
-        self.config.write_text(f"""
-version = 3
-imports = ["{self.confd}/*.toml"]
-root = "{work}/root"
-state = "{work}/state"
-[grpc]
-  address = "{self.socket}"
-[{images}.pinned_images]
-  sandbox = "{registry_host}/pause:3.9"
-[{images}.registry]
-  config_path = "{work / "hosts"}"
-[{runtime}]
-  restrict_oom_score_adj = true
-  [{runtime}.cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "{work / "cni"}"
-""")
+        self.config.write_text(
+            harness_containerd.config(work, registry_host, work / "cni", imports=f"{self.confd}/*.toml")
+        )
         self.starts = work / "starts"
         self.pid_file = work / "containerd.pid"
         self.stop_file = work / "stop"
@@ -117,30 +96,17 @@ def containerd_node(tmp_path: Path, oci_registry: OCIRegistry, component_logs: P
     running.stop()
 
 
-def start_agent(cluster: Cluster, node: str, runtime: Containerd, probe_image: str, work: Path, logs: Path) -> Any:
-    base = work / "hulld-base.toml"
-    base.write_text("")
-    return processes.ManagedProcess(
-        "kubehull-agent",
-        [
-            sys.executable,
-            "-m",
-            "kubehull_agent",
-            f"--node-name={node}",
-            f"--hulld-base-config={base}",
-            f"--hulld-config={work / 'hulld.toml'}",
-            f"--hulld-private-socket={work / 'no-hulld.sock'}",
-            f"--containerd-socket={runtime.socket}",
-            f"--containerd-dropin={runtime.confd / 'kubehull.toml'}",
-            f"--containerd-restart={runtime.restart}",
-            f"--install-lock={work / 'install.lock'}",
-            f"--probe-image={probe_image}",
-            f"--http-address=127.0.0.1:{processes.free_port()}",
-            "--reprobe-interval=5",
-        ],
-        logs,
-        env={**os.environ, "KUBECONFIG": str(cluster.server.kubeconfig)},
-    )
+def start_agent(
+    cluster: Cluster, node: str, runtime: Containerd, probe_image: str, work: Path, logs: Path
+) -> AgentProcess:
+    options = [
+        f"--containerd-socket={runtime.socket}",
+        f"--containerd-dropin={runtime.confd / 'kubehull.toml'}",
+        f"--containerd-restart={runtime.restart}",
+        f"--install-lock={work / 'install.lock'}",
+        "--reprobe-interval=5",
+    ]
+    return AgentProcess(cluster.server, node, None, probe_image, work, logs, options)
 
 
 def runc_profile(cluster: Cluster, name: str) -> str:

@@ -43,7 +43,7 @@ from cri_api.v1 import api_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "e2e"))
 
-from kubehull_harness import images, processes, registry, shims, toolchain  # noqa: E402
+from kubehull_harness import containerd, images, processes, registry, shims, toolchain  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 T = TypeVar("T")
@@ -201,44 +201,25 @@ state = "{work}/state"
 @contextmanager
 def containerd_2_4(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Runtime]:
     """The toolchain's containerd 2.4 with its own runc shim, and gVisor's shim; configuration format 3."""
-    runtime_plugin, images_plugin = 'plugins."io.containerd.cri.v1.runtime"', 'plugins."io.containerd.cri.v1.images"'
     runsc_shim, runsc_shim_config = shims.runsc_shim(work / "runsc-shim")
-    hosts = work / "hosts" / registry_host
-    hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text(
-        f'server = "http://{registry_host}"\n[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'
-    )
+    runtime = containerd.RUNTIME_PLUGIN
     config = work / "containerd.toml"
-    config.write_text(f"""
-version = 3
-root = "{work}/root"
-state = "{work}/state"
-[grpc]
-  address = "{work}/containerd.sock"
-[{images_plugin}]
-  [{images_plugin}.pinned_images]
-    sandbox = "{registry_host}/pause:3.9"
-  [{images_plugin}.registry]
-    config_path = "{work / "hosts"}"
-[{runtime_plugin}]
-  restrict_oom_score_adj = true
-  [{runtime_plugin}.cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "{cni_dir}"
-  [{runtime_plugin}.containerd]
+    runtimes = f"""
+  [{runtime}.containerd]
     default_runtime_name = "runc"
-    [{runtime_plugin}.containerd.runtimes.runc]
+    [{runtime}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       runtime_path = "{toolchain.binary("containerd-shim-runc-v2")}"
-      [{runtime_plugin}.containerd.runtimes.runc.options]
+      [{runtime}.containerd.runtimes.runc.options]
         BinaryName = "{RUNC}"
-    [{runtime_plugin}.containerd.runtimes.runsc]
+    [{runtime}.containerd.runtimes.runsc]
       runtime_type = "io.containerd.runsc.v1"
       runtime_path = "{runsc_shim}"
-      [{runtime_plugin}.containerd.runtimes.runsc.options]
+      [{runtime}.containerd.runtimes.runsc.options]
         TypeUrl = "io.containerd.runsc.v1.options"
         ConfigPath = "{runsc_shim_config}"
-""")
+"""
+    config.write_text(containerd.config(work, registry_host, cni_dir, runtimes=runtimes))
     binary = toolchain.binary("containerd")
     process = processes.ManagedProcess("containerd-2.4", [binary, "--config", config], work / "logs")
     wait_socket(process, work / "containerd.sock")

@@ -9,16 +9,17 @@ IMAGES_PLUGIN = 'plugins."io.containerd.cri.v1.images"'
 RUNTIME_PLUGIN = 'plugins."io.containerd.cri.v1.runtime"'
 
 
-def config(work: Path, registry_host: str, cni_dir: Path, *, imports: str = "", runtimes: str = "") -> str:
-    """The configuration of a containerd whose root, state and socket (``containerd.sock``) are in ``work``.
-    ``imports``: a glob of drop-ins it imports; ``runtimes``: TOML under its CRI runtime plugin's table (the
-    ``.containerd`` table and below)."""
+def write_config(work: Path, registry_host: str, cni_dir: Path, *, imports: str = "", runtimes: str = "") -> Path:
+    """Write the configuration (``work/containerd.toml``, returned) of a containerd whose root, state, registry
+    settings and socket (``containerd.sock``) are in ``work``. ``imports``: a glob of drop-ins it imports;
+    ``runtimes``: TOML under its CRI runtime plugin's table (the ``.containerd`` table and below)."""
     hosts = work / "hosts" / registry_host
     hosts.mkdir(parents=True, exist_ok=True)
     (hosts / "hosts.toml").write_text(
         f'server = "http://{registry_host}"\n[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'
     )
-    return f"""
+    config = work / "containerd.toml"
+    config.write_text(f"""
 version = 3
 {f'imports = ["{imports}"]' if imports else ""}
 root = "{work}/root"
@@ -35,4 +36,5 @@ state = "{work}/state"
   [{RUNTIME_PLUGIN}.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{cni_dir}"
-{runtimes}"""
+{runtimes}""")
+    return config

@@ -2,7 +2,8 @@
 
 It learns its node from --node-name (the DaemonSet passes NODE_NAME from the downward API). With
 --hulld-bundle it installs hulld from that bundle and keeps it running (install.py); either way it keeps
-hulld's handlers in line with the node's NodeRuntime. --uninstall removes hulld (refused while pods run).
+the node's handlers (hulld's, or containerd's drop-in) in line with its NodeRuntime. --uninstall removes
+containerd's drop-in and hulld (refused while hulld runs pods).
 """
 
 from __future__ import annotations
@@ -168,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install-root", type=Path, default=Path("/opt/kubehull"))
     parser.add_argument("--install-lock", type=Path, default=Path("/run/kubehull/install.lock"))
     parser.add_argument("--hulld-log", type=Path, default=Path("/var/log/kubehull/hulld.log"))
-    parser.add_argument("--uninstall", action="store_true", help="stop and remove hulld (not while pods run)")
+    parser.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="remove containerd's drop-in (restarting containerd), stop and remove hulld (not while it runs pods)",
+    )
     parser.add_argument("--reprobe-interval", type=float, default=300.0, help="seconds")
     parser.add_argument("--http-address", default="0.0.0.0:9104", help="/metrics, /healthz, /readyz")
     parser.add_argument("--log-level", default="INFO")
@@ -176,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
     host = Host(from_pod=args.host_namespaces, pid=args.host_pid)
+    dropin = containerd.DropIn(args.containerd_dropin, shlex.split(args.containerd_restart), host, args.install_lock)
     if args.uninstall:
         try:
+            # A containerd node's handlers go with the drop-in (running pods keep their shims); no drop-in, no
+            # restart.
+            if dropin.apply("", {}, loaded=lambda: True):
+                print(f"removed {args.containerd_dropin}; containerd restarted")
             install.uninstall(*_installation(args, args.install_root / "hulld", host))
-        except (install.InstallError, HostError) as error:
+        except (install.InstallError, HostError, containerd.ContainerdError) as error:
             print(f"kubehull-agent: {error}", file=sys.stderr)
             return 1
         print("hulld uninstalled")
@@ -188,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print("kubehull-agent: --node-name (or NODE_NAME) and --probe-image are required", file=sys.stderr)
         return 2
     containerd_node = ContainerdNode(
-        dropin=containerd.DropIn(args.containerd_dropin, shlex.split(args.containerd_restart), host, args.install_lock),
-        prober=probe.Prober(host.path(args.containerd_socket), args.probe_image, host),
+        dropin=dropin, prober=probe.Prober(host.path(args.containerd_socket), args.probe_image, host)
     )
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),

@@ -46,9 +46,15 @@ def shim_binary(handler: HandlerConfig) -> str:
     return handler.path
 
 
+def side_directory(dropin: Path) -> Path:
+    """Where the agent keeps the files its drop-in names (``kubehull.d`` beside ``kubehull.toml``): a directory,
+    so that containerd's ``conf.d/*.toml`` import does not take them for drop-ins."""
+    return dropin.with_suffix(".d")
+
+
 def runsc_config_path(dropin: Path, handler: str) -> str:
-    """Where the agent writes gVisor's shim configuration for ``handler``: beside the drop-in."""
-    return str(dropin.parent / f"kubehull-{handler}-runsc.toml")
+    """Where the agent writes gVisor's shim configuration for ``handler``."""
+    return str(side_directory(dropin) / f"{handler}-runsc.toml")
 
 
 def runsc_config(handler: HandlerConfig, systemd_cgroup: bool) -> str:
@@ -172,10 +178,13 @@ class DropIn:
     def _write_side_files(self, side_files: Mapping[str, str]) -> bool:
         changed = False
         wanted = {self.host.path(path): content for path, content in side_files.items()}
-        for stale in self.host.path(self.path.parent).glob("kubehull-*-runsc.toml"):
+        directory = self.host.path(side_directory(self.path))
+        for stale in directory.glob("*-runsc.toml"):
             if stale not in wanted:
                 stale.unlink()
                 changed = True
+        if not wanted and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
         for target, content in wanted.items():
             try:
                 if target.read_text() == content:

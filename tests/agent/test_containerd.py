@@ -2,9 +2,10 @@
 containerd 2.4 (the toolchain's) kept running by a supervising loop, as systemd keeps a node's — the agent's
 restart command stops it, the loop starts it again and counts the starts.
 
-The agent writes one drop-in that containerd's own configuration imports, restarts containerd only when it
-changed, probes each handler with a real pod through containerd's CRI, and removes the drop-in when no handler
-is left. A pod running all along keeps running through every restart.
+The agent writes one drop-in that containerd's own configuration imports (a runc handler, then a gVisor one
+through gVisor's shim), restarts containerd only when it changed, probes each handler with a real pod through
+containerd's CRI, takes a removed profile's handler out, and removes the drop-in when uninstalled. A pod
+running all along keeps running through every restart.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kubehull_agent import containerd
 from kubehull_api.engines import Engine, RuntimeType
 from kubehull_api.noderuntime import HandlerConfig
 from kubehull_harness import containerd as harness_containerd
-from kubehull_harness import processes, toolchain
+from kubehull_harness import processes, shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
 from tests.agent.conftest import AgentProcess, kubelet_reports
@@ -45,10 +46,7 @@ class Containerd:
         self.confd.mkdir(parents=True)
         (work / "cni").mkdir()
         (work / "cni" / "10-test.conflist").write_text(CNI_CONFLIST)
-        self.config = work / "config.toml"
-        self.config.write_text(
-            harness_containerd.config(work, registry_host, work / "cni", imports=f"{self.confd}/*.toml")
-        )
+        self.config = harness_containerd.write_config(work, registry_host, work / "cni", imports=f"{self.confd}/*.toml")
         self.starts = work / "starts"
         self.pid_file = work / "containerd.pid"
         self.stop_file = work / "stop"
@@ -122,15 +120,26 @@ def ready(cluster: Cluster, profile: str) -> bool:
     return cluster.condition(profile, "Ready").get("status") == "True"
 
 
-def run_workload(runtime: Containerd, image: str, work: Path) -> str:
-    """A pod with a long-running container under containerd's default runtime; its container's ID."""
+def gvisor_install(directory: Path) -> Path:
+    """gVisor as a node has it: runsc and its containerd shim in one directory (the shim with the harness's
+    ``start``, which this machine's missing CAP_SYS_RESOURCE needs: shims.py). The runsc path."""
+    shims.runsc_shim(directory)
+    (directory / "runsc").symlink_to(toolchain.binary("runsc"))
+    return directory / "runsc"
+
+
+def run_workload(runtime: Containerd, image: str, work: Path, handler: str = "") -> str:
+    """A pod with a long-running container under ``handler`` (containerd's default runtime if none); its
+    container's ID."""
+    work.mkdir(parents=True, exist_ok=True)
     pod_config = work / "pod.json"
-    pod_config.write_text(json.dumps({"metadata": {"name": "workload", "namespace": "default", "uid": "workload"}}))
+    metadata = {"name": f"workload{handler}", "namespace": "default", "uid": f"workload{handler}"}
+    pod_config.write_text(json.dumps({"metadata": metadata}))
     container_config = work / "container.json"
     container_config.write_text(
         json.dumps({"metadata": {"name": "main"}, "image": {"image": image}, "command": ["sleep", "3600"]})
     )
-    pod = runtime.crictl("runp", str(pod_config)).strip()
+    pod = runtime.crictl("runp", *([f"--runtime={handler}"] if handler else []), str(pod_config)).strip()
     container = runtime.crictl("create", "--with-pull", pod, str(container_config), str(pod_config)).strip()
     runtime.crictl("start", container)
     return container
@@ -162,13 +171,28 @@ def test_the_agent_configures_containerd_with_a_dropin(
         assert runtimes["ctrd-runc"]["options"]["BinaryName"] == "/usr/sbin/runc"
         assert runtime.start_count() == 2  # the one restart the new drop-in needed
 
-        # A second handler: one more restart; the pod running all along is the same container, still running.
-        second = runc_profile(cluster, "ctrd-second")
+        # A gVisor handler: one more restart; the pod running all along is the same container, still running.
+        second = cluster.create_profile(
+            "ctrd-gvisor",
+            {
+                "handler": "ctrd-gvisor",
+                "runtime": {"engine": "gvisor", "path": str(gvisor_install(tmp_path / "gvisor"))},
+                "rollout": {"maxUnavailable": "100%"},
+            },
+        )
         wait_until(lambda: ready(cluster, second), 120, f"{second} Ready")
-        assert set(containerd.runtimes_in(dropin.read_text())) == {"ctrd-runc", "ctrd-second"}
+        runtimes = containerd.runtimes_in(dropin.read_text())
+        assert set(runtimes) == {"ctrd-runc", "ctrd-gvisor"}
+        assert runtimes["ctrd-gvisor"]["runtime_type"] == "io.containerd.runsc.v1"
+        runsc_config = Path(runtimes["ctrd-gvisor"]["options"]["ConfigPath"])
+        assert runsc_config.parent == runtime.confd / "kubehull.d"  # not imported as a drop-in itself
+        assert tomllib.loads(runsc_config.read_text())["binary_name"] == str(tmp_path / "gvisor" / "runsc")
         assert runtime.start_count() == 3
         assert running(runtime, workload)
         assert json.loads(runtime.crictl("inspect", workload))["status"]["id"] == workload
+        # A pod of the handler runs under gVisor's kernel.
+        sandboxed = run_workload(runtime, busybox, tmp_path / "sandboxed", handler="ctrd-gvisor")
+        assert "gVisor" in runtime.crictl("exec", sandboxed, "dmesg")
 
         # Reprobes every 5 s render the same drop-in: containerd is not restarted again.
         probed = cluster.node_runtime(node)["status"]["handlers"][0]["lastProbeTime"]
@@ -179,17 +203,42 @@ def test_the_agent_configures_containerd_with_a_dropin(
         )
         assert runtime.start_count() == 3
 
-        # No handler left: the drop-in goes, containerd restarts once without it, the labels go.
-        cluster.delete_profile(first)
+        # A profile deleted: its handler leaves the drop-in and containerd (one restart), its label and its
+        # gVisor configuration go. (Its pod keeps running: containerd recorded its runtime when it was made.)
         cluster.delete_profile(second)
-        wait_until(lambda: not dropin.exists(), 120, "the drop-in to be removed")
-        wait_until(lambda: cluster.handler_labels(node) == {}, 60, "the labels to go")
-        wait_until(lambda: runtime.start_count() == 4, 60, "containerd restarted without the drop-in")
-        served = json.loads(runtime.crictl("info"))
-        assert {"ctrd-runc", "ctrd-second"}.isdisjoint(h.get("name") for h in served.get("runtimeHandlers", []))
-        assert running(runtime, workload)
+        wait_until(lambda: set(containerd.runtimes_in(dropin.read_text())) == {"ctrd-runc"}, 120, "ctrd-gvisor gone")
+        wait_until(
+            lambda: cluster.handler_labels(node) == {"handler.kubehull.io/ctrd-runc": "true"}, 60, "its label to go"
+        )
+        wait_until(lambda: runtime.start_count() == 4, 60, "containerd restarted without ctrd-gvisor")
+        assert "ctrd-gvisor" not in served_handlers(runtime)
+        assert not (runtime.confd / "kubehull.d").exists()
+        assert running(runtime, sandboxed)
     finally:
         agent.stop()
+
+    # Uninstalled: the drop-in goes, containerd restarts once without it; the pod running all along still runs.
+    uninstall = [
+        *agent.process.argv[:3],
+        "--uninstall",
+        f"--install-root={tmp_path / 'opt'}",
+        f"--hulld-socket={tmp_path / 'none' / 'hulld.sock'}",
+        f"--hulld-pid-file={tmp_path / 'none' / 'hulld.pid'}",
+        *(
+            option
+            for option in agent.process.argv
+            if option.startswith(("--containerd-", "--install-lock", "--hulld-"))
+        ),
+    ]
+    processes.run(uninstall)
+    assert not dropin.exists()
+    assert runtime.start_count() == 5
+    assert "ctrd-runc" not in served_handlers(runtime)
+    assert running(runtime, workload)
+
+
+def served_handlers(runtime: Containerd) -> set[str]:
+    return {handler.get("name", "") for handler in json.loads(runtime.crictl("info")).get("runtimeHandlers", [])}
 
 
 def test_a_containerd_1_node_is_unsupported(

@@ -203,7 +203,6 @@ def containerd_2_4(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Ru
     """The toolchain's containerd 2.4 with its own runc shim, and gVisor's shim; configuration format 3."""
     runsc_shim, runsc_shim_config = shims.runsc_shim(work / "runsc-shim")
     runtime = containerd.RUNTIME_PLUGIN
-    config = work / "containerd.toml"
     runtimes = f"""
   [{runtime}.containerd]
     default_runtime_name = "runc"
@@ -219,7 +218,7 @@ def containerd_2_4(work: Path, registry_host: str, cni_dir: Path) -> Iterator[Ru
         TypeUrl = "io.containerd.runsc.v1.options"
         ConfigPath = "{runsc_shim_config}"
 """
-    config.write_text(containerd.config(work, registry_host, cni_dir, runtimes=runtimes))
+    config = containerd.write_config(work, registry_host, cni_dir, runtimes=runtimes)
     binary = toolchain.binary("containerd")
     process = processes.ManagedProcess("containerd-2.4", [binary, "--config", config], work / "logs")
     wait_socket(process, work / "containerd.sock")

@@ -525,8 +525,9 @@ def nodes() -> models.Dashboard:
         .with_panel(
             graph(
                 "Configuration and status writes",
-                "hulld configurations written and reloads that failed (kubehull_agent_config_renders_total, "
-                "kubehull_agent_reload_failures_total), NodeRuntime status writes by result "
+                "Runtime configurations written (hulld's file, or containerd's drop-in) and reloads or restarts "
+                "that failed (kubehull_agent_config_renders_total, kubehull_agent_reload_failures_total), "
+                "NodeRuntime status writes by result "
                 "(kubehull_agent_status_writes_total).",
                 [
                     query(f"sum(increase(kubehull_agent_config_renders_total{{{NODE}}}[{RATE}]))", "renders"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
@@ -126,7 +127,7 @@ class LabelSelector(KubeModel):
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
     """Requirements that must all hold."""
 
-    def matches(self, labels: dict[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, str]) -> bool:
         if any(labels.get(key) != value for key, value in self.match_labels.items()):
             return False
         for requirement in self.match_expressions:

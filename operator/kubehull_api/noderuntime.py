@@ -123,7 +123,7 @@ class NodeRuntime(KubeModel):
         return int(self.metadata.get("generation", 0))
 
     def handler(self, name: str) -> HandlerConfig | None:
-        return next((handler for handler in self.spec.handlers if handler.name == name), None)
+        return self._handlers.get(name)
 
     def handler_status(self, name: str) -> HandlerStatus | None:
         """The agent's report on ``name``, only if it is about the handler's configuration in the spec.
@@ -133,5 +133,15 @@ class NodeRuntime(KubeModel):
         config = self.handler(name)
         if self.status is None or config is None:
             return None
-        digest = config.runtime_digest()
-        return next((h for h in self.status.handlers if h.name == name and h.config_digest == digest), None)
+        report = self._reports.get(name)
+        return report if report is not None and report.config_digest == config.runtime_digest() else None
+
+    # By name, computed once per object: the operator looks up every handler of every node on each pass, and a
+    # record is never changed once parsed (a new version of the object is a new record).
+    @functools.cached_property
+    def _handlers(self) -> dict[str, HandlerConfig]:
+        return {handler.name: handler for handler in self.spec.handlers}
+
+    @functools.cached_property
+    def _reports(self) -> dict[str, HandlerStatus]:
+        return {report.name: report for report in self.status.handlers} if self.status else {}

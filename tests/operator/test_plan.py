@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
 from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
-from kubehull_api.runtimeprofile import RuntimeProfile
-from kubehull_operator.reconcile import placement, plan, rollout, runtimeclass
+from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
+from kubehull_operator.reconcile import placement, plan, rollout, runtimeclass, status
 from kubehull_operator.reconcile.model import (
+    ApplyRuntimeClass,
     CreateNodeRuntime,
     NodeRecord,
     RecordEvent,
@@ -191,4 +193,36 @@ def test_cleanup_pending_lists_what_a_deleted_profile_left() -> None:
         "NodeRuntime a",
         "label handler.kubehull.io/runc on node a",
     ]
-    assert rollout.planned_handlers(state, placement.place(state)) == {"a": ()}
+    placed = placement.place(state)
+    assert rollout.planned_handlers(state, placed, rollout.states(state, placed)) == {"a": ()}
+
+
+def test_new_runtime_classes_are_found_without_planning_the_nodes() -> None:
+    new, edited = profile("new", RUNC), profile("edited", {**RUNC, "handler": "other"})
+    hand_edited = runtimeclass_record(edited)
+    hand_edited = dataclasses.replace(hand_edited, body={**hand_edited.body, "handler": "someone-elses"})
+    state = Snapshot(
+        profiles={"new": new, "edited": edited}, nodes={}, node_runtimes={}, runtime_classes={"edited": hand_edited}
+    )
+    # The hand-edited one is restored by the full plan, with the event that says so.
+    assert plan.new_runtime_classes(state) == [ApplyRuntimeClass(body=runtimeclass.desired(new), resource_version=None)]
+
+
+def test_a_status_that_only_counts_progress_is_told_apart() -> None:
+    rp = profile("p", {**RUNC, "rollout": {"maxUnavailable": "100%"}})
+    config = placement.handler_config(rp)
+    nodes = [node("a"), node("b"), node("c")]
+
+    def status_with(ready: dict[str, bool]) -> RuntimeProfileStatus:
+        runtimes = [node_runtime(name, [config], ready={"runc": ok}) for name, ok in ready.items()]
+        runtimes += [node_runtime(name, [config]) for name in "abc" if name not in ready]
+        state = snapshot([rp], nodes, runtimes)
+        state = dataclasses.replace(state, runtime_classes={"p": runtimeclass_record(rp)})
+        return plan.plan(state, NOW).statuses["p"]
+
+    none_ready, one_ready = status_with({}), status_with({"a": True})
+    assert (none_ready.nodes.ready, one_ready.nodes.ready) == (0, 1)
+    assert status.progress_only(none_ready, one_ready)
+    assert not status.progress_only(None, one_ready)  # a profile's first status
+    assert not status.progress_only(one_ready, status_with({"a": True, "b": False}))  # a failure: Degraded
+    assert not status.progress_only(one_ready, status_with(dict.fromkeys("abc", True)))  # Ready turns True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -164,8 +166,28 @@ def profile_record(body: Mapping[str, Any]) -> RuntimeProfile:
     return RuntimeProfile.model_validate(dict(body))
 
 
+NODE_RUNTIME_METADATA = ("name", "uid", "resourceVersion", "generation")
+
+
 def node_runtime_record(body: Mapping[str, Any]) -> NodeRuntime:
-    return NodeRuntime.model_validate(dict(body))
+    """The NodeRuntime as the planner needs it: metadata cut to what it reads (managedFields alone would be most
+    of the record), and every handler entry shared with the nodes that carry the same one, so 5000 nodes with one
+    profile's handler hold one parsed HandlerConfig (and compute its digest once), not 5000."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    handlers = [_handler_config(json.dumps(entry, sort_keys=True)) for entry in spec.get("handlers") or []]
+    return NodeRuntime.model_validate(
+        {
+            "metadata": {key: metadata[key] for key in NODE_RUNTIME_METADATA if key in metadata},
+            "spec": {**spec, "handlers": handlers},
+            "status": body.get("status"),
+        }
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _handler_config(entry: str) -> HandlerConfig:
+    return HandlerConfig.model_validate_json(entry)
 
 
 # --- actions --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ different runtime settings conflict, and the newer one (by creation time, then n
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 from kubehull_api.noderuntime import HandlerConfig
@@ -44,10 +45,15 @@ class Placement:
 
     def handlers_on(self, node: str) -> dict[str, HandlerConfig]:
         """The handlers desired on ``node``: handler name → config of the oldest active profile selecting it."""
-        desired: dict[str, HandlerConfig] = {}
+        return dict(self._desired.get(node, {}))
+
+    @functools.cached_property
+    def _desired(self) -> dict[str, dict[str, HandlerConfig]]:
+        # Every node's, at once: asked for each node in every pass.
+        desired: dict[str, dict[str, HandlerConfig]] = {}
         for name, profile in self.active.items():  # oldest first
-            if node in self.selected[name]:
-                desired.setdefault(profile.spec.handler, self.configs[name])
+            for node in self.selected[name]:
+                desired.setdefault(node, {}).setdefault(profile.spec.handler, self.configs[name])
         return desired
 
 
@@ -56,7 +62,7 @@ def by_age(profiles: Mapping[str, RuntimeProfile]) -> list[RuntimeProfile]:
 
 
 def selects(profile: RuntimeProfile, node: NodeRecord) -> bool:
-    return profile.spec.node_selector.matches(dict(node.labels))
+    return profile.spec.node_selector.matches(node.labels)
 
 
 def place(snapshot: Snapshot) -> Placement:

@@ -15,6 +15,7 @@ from kubehull_operator.reconcile import labels, namespaces, placement, rollout, 
 from kubehull_operator.reconcile.model import (
     PROFILE_LABEL,
     Action,
+    ApplyRuntimeClass,
     CreateNodeRuntime,
     DeleteNodeRuntime,
     SetNodeRuntimeHandlers,
@@ -33,7 +34,8 @@ class Plan:
 def plan(snapshot: Snapshot, now: datetime.datetime) -> Plan:
     placed = placement.place(snapshot)
     actions, outcomes = runtimeclass.plan(snapshot, placed)
-    planned = rollout.planned_handlers(snapshot, placed)
+    node_states = rollout.states(snapshot, placed)
+    planned = rollout.planned_handlers(snapshot, placed, node_states)
     for name, node in sorted(snapshot.nodes.items()):
         node_runtime = snapshot.node_runtimes.get(name)
         if node_runtime is None:
@@ -47,9 +49,16 @@ def plan(snapshot: Snapshot, now: datetime.datetime) -> Plan:
     covers = namespaces.coverage(snapshot, placed)
     admission_actions, policies_in_place = namespaces.plan(snapshot, placed, covers)
     actions.extend(admission_actions)
-    status_actions, statuses = status.plan(snapshot, placed, outcomes, now, covers, policies_in_place)
+    status_actions, statuses = status.plan(snapshot, placed, node_states, outcomes, now, covers, policies_in_place)
     actions.extend(status_actions)
     return Plan(actions=actions, statuses=statuses)
+
+
+def new_runtime_classes(snapshot: Snapshot) -> list[Action]:
+    """The RuntimeClasses to create for new profiles: ``plan``'s first actions, found without planning the
+    nodes."""
+    actions, _ = runtimeclass.plan(snapshot, placement.place(snapshot))
+    return [action for action in actions if isinstance(action, ApplyRuntimeClass) and action.resource_version is None]
 
 
 def cleanup_pending(snapshot: Snapshot, profile_name: str) -> list[str]:

@@ -39,17 +39,23 @@ def node_state(node_runtime: NodeRuntime | None, config: HandlerConfig) -> NodeS
     return NodeState.READY if status.ready else NodeState.FAILED
 
 
-def states(snapshot: Snapshot, placement: Placement, profile: str) -> dict[str, NodeState]:
-    """The state of every node the (active) profile selects, by node name."""
-    config = placement.configs[profile]
-    return {node: node_state(snapshot.node_runtimes.get(node), config) for node in placement.selected[profile]}
+States = Mapping[str, Mapping[str, NodeState]]
+"""Active profile name → the state of every node it selects, by node name."""
 
 
-def admitted(snapshot: Snapshot, placement: Placement) -> set[tuple[str, str]]:
+def states(snapshot: Snapshot, placement: Placement) -> States:
+    """Computed once per pass: both the rollout and the profiles' statuses count them."""
+    return {
+        profile: {node: node_state(snapshot.node_runtimes.get(node), config) for node in placement.selected[profile]}
+        for profile, config in placement.configs.items()
+    }
+
+
+def admitted(placement: Placement, node_states_by_profile: States) -> set[tuple[str, str]]:
     """(handler, node) pairs whose desired configuration may be written now."""
     allowed: set[tuple[str, str]] = set()
     for name, profile in placement.active.items():
-        node_states = states(snapshot, placement, name)
+        node_states = node_states_by_profile[name]
         unavailable = sum(state in (NodeState.UPDATING, NodeState.FAILED) for state in node_states.values())
         budget = profile.spec.rollout.budget(len(node_states)) - unavailable
         for node in sorted(node_states):
@@ -61,9 +67,11 @@ def admitted(snapshot: Snapshot, placement: Placement) -> set[tuple[str, str]]:
     return allowed
 
 
-def planned_handlers(snapshot: Snapshot, placement: Placement) -> Mapping[str, tuple[HandlerConfig, ...]]:
+def planned_handlers(
+    snapshot: Snapshot, placement: Placement, node_states: States
+) -> Mapping[str, tuple[HandlerConfig, ...]]:
     """Node name → the handler list its NodeRuntime should carry after this round."""
-    allowed = admitted(snapshot, placement)
+    allowed = admitted(placement, node_states)
     planned: dict[str, tuple[HandlerConfig, ...]] = {}
     for node in snapshot.nodes:
         node_runtime = snapshot.node_runtimes.get(node)

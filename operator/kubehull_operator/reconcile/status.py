@@ -47,11 +47,13 @@ def _stamp(
     return stamped
 
 
-def _nodes(snapshot: Snapshot, placement: Placement, profile: RuntimeProfile) -> tuple[NodeCounts, list[NodeFailure]]:
+def _nodes(
+    snapshot: Snapshot, placement: Placement, node_states: rollout.States, profile: RuntimeProfile
+) -> tuple[NodeCounts, list[NodeFailure]]:
     if profile.name not in placement.active:  # a conflicting profile: selected, but nothing applied
         desired = sum(selects(profile, node) for node in snapshot.nodes.values())
         return NodeCounts(desired=desired, updating=desired), []
-    states = rollout.states(snapshot, placement, profile.name)
+    states = node_states[profile.name]
     failures = []
     for node in sorted(node for node, state in states.items() if state is rollout.NodeState.FAILED):
         status = snapshot.node_runtimes[node].handler_status(profile.spec.handler)
@@ -93,6 +95,7 @@ def _namespace_default(
 def compute(
     snapshot: Snapshot,
     placement: Placement,
+    node_states: rollout.States,
     profile: RuntimeProfile,
     runtime_class: Outcome,
     now: datetime.datetime,
@@ -101,7 +104,7 @@ def compute(
     """``namespaces``: with a namespace default, the profile's coverage (None if it is not in force) and
     whether its admission objects are in place."""
     generation = profile.generation
-    counts, failures = _nodes(snapshot, placement, profile)
+    counts, failures = _nodes(snapshot, placement, node_states, profile)
     if profile.name in placement.conflicts:
         nodes_ready, nodes_reason, nodes_message = False, "HandlerConflict", runtime_class.message
     elif counts.desired == 0:
@@ -169,9 +172,21 @@ def _event(
     return None
 
 
+def progress_only(before: RuntimeProfileStatus | None, after: RuntimeProfileStatus) -> bool:
+    """Whether ``after`` differs from ``before`` only in rollout counts (the conditions, failures and the rest
+    as they were): news the controller may hold back for a while, unlike a condition turning."""
+
+    def essence(status: RuntimeProfileStatus) -> RuntimeProfileStatus:
+        conditions = [condition.model_copy(update={"message": ""}) for condition in status.conditions]
+        return status.model_copy(update={"ready": None, "nodes": None, "conditions": conditions})
+
+    return before is not None and essence(before) == essence(after)
+
+
 def plan(
     snapshot: Snapshot,
     placement: Placement,
+    node_states: rollout.States,
     outcomes: dict[str, Outcome],
     now: datetime.datetime,
     covers: Mapping[str, Coverage],
@@ -183,7 +198,7 @@ def plan(
         if profile.deleting:
             continue
         namespaces = (covers.get(name), name in policies_in_place)
-        status = compute(snapshot, placement, profile, outcomes[name], now, namespaces)
+        status = compute(snapshot, placement, node_states, profile, outcomes[name], now, namespaces)
         statuses[name] = status
         if status != profile.status:
             actions.append(SetProfileStatus(profile=name, status=status))

@@ -25,6 +25,7 @@ from kubehull_operator.leader import LeaderElector
 from kubehull_operator.metrics import Metrics
 
 logger = logging.getLogger("kubehull_operator")
+WRITERS = 16  # API writes in flight at once
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
-    api = kube.Kube(kube.api_client(), metrics, identity=os.environ.get("POD_NAME"))
+    api = kube.Kube(kube.api_client(WRITERS + 2), metrics, identity=os.environ.get("POD_NAME"))
     loop = asyncio.new_event_loop()
     # Set (from any thread) to stop kopf; kopf itself handles SIGTERM and SIGINT once it runs.
     stop_kopf: asyncio.Future[None] = loop.create_future()
@@ -139,7 +140,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 async def _make_controller(api: kube.Kube, metrics: Metrics, own_namespace: str) -> Controller:
-    return Controller(api, metrics, own_namespace=own_namespace)  # its asyncio primitives belong to kopf's loop
+    # Its asyncio primitives belong to kopf's loop.
+    return Controller(api, metrics, own_namespace=own_namespace, concurrency=WRITERS)
 
 
 if __name__ == "__main__":

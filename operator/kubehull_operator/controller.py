@@ -1,23 +1,26 @@
 """The reconciliation loop: snapshot the cluster, plan, apply the actions; again whenever something changes.
 
-kopf's indices (``handlers.indices``) keep the cluster's state in memory; its event handlers call ``nudge()``.
-The loop waits for a nudge, lets a burst of events settle for a moment, takes one ``Snapshot`` and hands it to
-``reconcile.plan`` — level-triggered, so a missed or repeated event costs nothing. It starts only once kopf has
-listed every watched kind (``attach``), so an operator restart never acts on a half-known cluster.
+kopf's indices (``handlers.indices``) and the controller's mirrors of Nodes and NodeRuntimes (``mirror``) keep
+the cluster's state in memory; kopf's event handlers call ``nudge()``. The loop waits for a nudge, lets a burst
+of events settle for a moment, takes one ``Snapshot`` and hands it to ``reconcile.plan`` — level-triggered, so a
+missed or repeated event costs nothing. It starts only once kopf has listed every indexed kind (``attach``) and
+the mirrors are complete, so an operator restart never acts on a half-known cluster.
 
 A write's result reaches the indices only when its watch event arrives. Until then the snapshot shows the
-written object as the write returned it (an overlay keyed by the version it replaced), so a pass that starts
-early does not see an old NodeRuntime and push it again — or count it twice against maxUnavailable.
+written object as the write returned it (an overlay keyed by the version it replaced, none for an object it
+created), so a pass that starts early does not see an old NodeRuntime and push it again, create one twice, or
+count a node twice against maxUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
@@ -25,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.kube import Kube
 from kubehull_operator.metrics import Metrics
+from kubehull_operator.mirror import Mirror
 from kubehull_operator.reconcile import plan as planning
 from kubehull_operator.reconcile.model import (
     PROFILE_LABEL,
@@ -48,6 +52,7 @@ from kubehull_operator.reconcile.model import (
     node_runtime_record,
     runtime_class_record,
 )
+from kubehull_operator.reconcile.status import progress_only
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +68,9 @@ class Store(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Indices:
+    """kopf's indices of the kinds that come in handfuls (Nodes and NodeRuntimes: the controller's mirrors)."""
+
     profiles: Store
-    nodes: Store
-    node_runtimes: Store
     runtime_classes: Store
     namespaces: Store
     admission: Store
@@ -76,6 +81,14 @@ def _version(record: Any) -> str:
     if isinstance(record, NodeRecord | RuntimeClassRecord | AdmissionRecord):
         return record.resource_version
     return str(record.metadata.get("resourceVersion", ""))
+
+
+def _indexed(store: Store, name: str) -> bool:
+    try:
+        store[name]
+    except KeyError:
+        return False
+    return True
 
 
 # Objects the controller writes and reads back through the overlay: kind → (snapshot field, parser of a write's
@@ -101,6 +114,9 @@ class Overlay:
     def record(self, key: str, replaced_version: str | None, record: Any) -> None:
         self._written[key] = (replaced_version, record)
 
+    def forget(self, key: str) -> None:
+        self._written.pop(key, None)
+
     def view(self, key: str, indexed: Any) -> Any:
         if key not in self._written:
             return indexed
@@ -110,6 +126,18 @@ class Overlay:
             return written  # the watch has not delivered the write yet
         del self._written[key]
         return indexed
+
+    def created(self, kind: str, indexed: Any) -> dict[str, Any]:
+        """Objects of ``kind`` this operator created that are not indexed yet, by name."""
+        prefix = f"{kind}/"
+        return {
+            key.removeprefix(prefix): written
+            for key, (replaced, written) in list(self._written.items())
+            if key.startswith(prefix)
+            and replaced is None
+            and written is not None
+            and not _indexed(indexed, key.removeprefix(prefix))
+        }
 
 
 class Controller:
@@ -122,16 +150,29 @@ class Controller:
         settle: float = 0.05,
         concurrency: int = 16,
         retry_after: float = 2.0,
+        pass_limit: float = 5.0,
+        progress_interval: float = 30.0,
     ) -> None:
-        """``own_namespace``: kubehull's, which namespace defaults never cover."""
+        """``own_namespace``: kubehull's, which namespace defaults never cover. ``pass_limit``: seconds of writes
+        after which a pass stops to look again if something changed meanwhile (see ``reconcile_once``).
+        ``progress_interval``: the least time between two status writes of a profile that change only its
+        rollout counts (every pass of a large rollout would write one otherwise)."""
         self.kube = kube
         self.own_namespace = own_namespace
         self.metrics = metrics
         self.settle = settle
         self.retry_after = retry_after
-        self._limit = asyncio.Semaphore(concurrency)
+        self.pass_limit = pass_limit
+        self.progress_interval = progress_interval
+        self._status_written: dict[str, float] = {}  # profile → when this replica last wrote its status
+        self._concurrency = concurrency
+        # The writers' own threads: asyncio's default executor is small and shared (kopf runs handlers there).
+        self._writers = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="kube-write")
         self._dirty = asyncio.Event()
         self._indices: Indices | None = None
+        self.nodes = Mirror(node_record)
+        self.node_runtimes = Mirror(node_runtime_record)
+        self._listed = False  # the mirrors are complete
         self._overlay = Overlay()
         self._task: asyncio.Task[None] | None = None
 
@@ -155,8 +196,32 @@ class Controller:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._writers.shutdown(wait=False, cancel_futures=True)
+
+    async def _wait_listed(self) -> None:
+        """Until the watch has shown every Node and NodeRuntime that a list returns, listing again every 10 s
+        (an object deleted between the two lists is never shown)."""
+        lists = ((self.nodes, self.kube.node_names), (self.node_runtimes, self.kube.node_runtime_names))
+        while True:
+            try:
+                for mirror, names in lists:
+                    mirror.expect(await asyncio.get_running_loop().run_in_executor(self._writers, names))
+            except Exception as error:  # the API server is not there yet: the same as waiting
+                logger.warning("listing Nodes and NodeRuntimes: %s", error)
+            for _ in range(50):
+                if all(mirror.complete() for mirror, _ in lists):
+                    logger.info("the watch has shown every Node and NodeRuntime")
+                    self._listed = True
+                    return
+                await asyncio.sleep(0.2)
+            logger.info(
+                "waiting for the watch to show %d Nodes and %d NodeRuntimes",
+                self.nodes.missing,
+                self.node_runtimes.missing,
+            )
 
     async def _run(self) -> None:
+        await self._wait_listed()
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.settle)  # let a burst of watch events land first
@@ -179,7 +244,7 @@ class Controller:
             raise RuntimeError("snapshot before kopf listed the cluster")
 
         def view(kind: str, store: Store) -> dict[str, Any]:
-            records = {}
+            records = self._overlay.created(kind, store)
             for name, values in store.items():
                 record = self._overlay.view(f"{kind}/{name}", next(iter(values)))
                 if record is not None:
@@ -188,8 +253,8 @@ class Controller:
 
         return Snapshot(
             profiles=view("RuntimeProfile", indices.profiles),
-            nodes=view("Node", indices.nodes),
-            node_runtimes=view("NodeRuntime", indices.node_runtimes),
+            nodes=view("Node", self.nodes),
+            node_runtimes=view("NodeRuntime", self.node_runtimes),
             runtime_classes=view("RuntimeClass", indices.runtime_classes),
             namespaces={name: next(iter(values)) for name, values in indices.namespaces.items()},
             admission=view("Admission", indices.admission),
@@ -197,17 +262,24 @@ class Controller:
         )
 
     async def reconcile_once(self) -> bool:
-        """One pass; True if some write failed (the loop then retries shortly)."""
+        """One pass; True if some write failed (the loop then retries shortly).
+
+        A new profile's RuntimeClass is written before anything else is planned: planning thousands of nodes
+        takes a second, and the RuntimeClass is what the profile's users wait for first. Then the plan: what
+        must not wait behind a thousand NodeRuntime writes first (RuntimeClass updates, admission policies, the
+        labels that let pods onto nodes whose agents reported), the rest in chunks. A pass that has written for
+        ``pass_limit`` seconds while new events came in stops there and plans again (the overlay keeps that
+        exact), so agents' reports turn into labels within seconds, not after the last node's write."""
+        early = planning.new_runtime_classes(self.snapshot())
+        failed = not all(await self._apply_all(self.snapshot(), early))
         snapshot = self.snapshot()
         result = planning.plan(snapshot, datetime.datetime.now(datetime.UTC).replace(microsecond=0))
         self.metrics.observe_statuses(result.statuses)
         if not result.actions:
-            return False
+            return failed
         logger.info("applying %d actions", len(result.actions))
-        # What users wait for first — a new profile's RuntimeClass and admission policies, the label that lets
-        # pods onto a node whose agent reported ready — must not wait behind a thousand NodeRuntime writes.
         first = [action for action in result.actions if isinstance(action, URGENT)]
-        outcomes = list(await asyncio.gather(*(self._apply(snapshot, action) for action in first)))
+        outcomes = await self._apply_all(snapshot, first)
         # A status computed while the profile's RuntimeClass was being written says "syncing": once that write
         # went through, it is already out of date. The write's watch event brings the next pass, which writes
         # the status as it then is (one status write fewer per change); a failed write leaves it as it is.
@@ -220,13 +292,36 @@ class Controller:
             action
             for action in result.actions
             if not isinstance(action, URGENT)
-            and not (isinstance(action, SetProfileStatus) and action.profile in written)
+            and not (
+                isinstance(action, SetProfileStatus) and (action.profile in written or self._held(snapshot, action))
+            )
         ]
-        outcomes += await asyncio.gather(*(self._apply(snapshot, action) for action in rest))
-        return not all(outcomes)
+        started = time.monotonic()
+        chunk = 4 * self._concurrency
+        for start in range(0, len(rest), chunk):
+            if start and self._dirty.is_set() and time.monotonic() - started > self.pass_limit:
+                logger.info("%d actions left to the next pass, which sees what changed meanwhile", len(rest) - start)
+                break
+            outcomes += await self._apply_all(snapshot, rest[start : start + chunk])
+        return failed or not all(outcomes)
+
+    def _held(self, snapshot: Snapshot, action: SetProfileStatus) -> bool:
+        """Whether to hold back a status that only updates rollout counts, written less than
+        ``progress_interval`` ago; a pass comes back for it when the interval is over."""
+        written = self._status_written.get(action.profile)
+        previous = snapshot.profiles[action.profile].status
+        if written is None or not progress_only(previous, action.status):
+            return False
+        wait = written + self.progress_interval - time.monotonic()
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self.nudge)
+        return wait > 0
+
+    async def _apply_all(self, snapshot: Snapshot, actions: Sequence[Action]) -> list[bool]:
+        return list(await asyncio.gather(*(self._apply(snapshot, action) for action in actions)))
 
     def cleanup_pending(self, profile: str) -> list[str]:
-        if self._indices is None:
+        if self._indices is None or not self._listed:
             return ["the operator has not listed the cluster yet"]
         snapshot = self.snapshot()
         if profile not in snapshot.profiles:
@@ -237,20 +332,19 @@ class Controller:
 
     async def _apply(self, snapshot: Snapshot, action: Action) -> bool:
         kind, name, request = self._request(snapshot, action)
-        async with self._limit:
-            try:
-                await asyncio.to_thread(request)
-            except ApiException as error:
-                # 404 on delete and 409 on create mean the watch is behind: the next pass sees the truth.
-                benign = error.status in (404, 409)
-                log = logger.info if benign else logger.error
-                log("%s %s: %s %s", kind, name, error.status, error.reason)
-                self.metrics.reconciles.labels(kind, "conflict" if benign else "error").inc()
-                return benign
-            except Exception:
-                logger.exception("%s %s failed", kind, name)
-                self.metrics.reconciles.labels(kind, "error").inc()
-                return False
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writers, request)
+        except ApiException as error:
+            # 404 on delete and 409 on create mean the watch is behind: the next pass sees the truth.
+            benign = error.status in (404, 409)
+            log = logger.info if benign else logger.error
+            log("%s %s: %s %s", kind, name, error.status, error.reason)
+            self.metrics.reconciles.labels(kind, "conflict" if benign else "error").inc()
+            return benign
+        except Exception:
+            logger.exception("%s %s failed", kind, name)
+            self.metrics.reconciles.labels(kind, "error").inc()
+            return False
         self.metrics.reconciles.labels(kind, "ok").inc()
         return True
 
@@ -263,8 +357,14 @@ class Controller:
         replaced_version = None if replaced is None else _version(replaced)
 
         def run() -> None:
-            response = request()
-            self._overlay.record(f"{kind}/{name}", replaced_version, None if deletes else parse(response))
+            key = f"{kind}/{name}"
+            try:
+                response = request()
+            except ApiException as error:
+                if error.status == 404:
+                    self._overlay.forget(key)  # gone, perhaps before the watch ever showed it: show no copy
+                raise
+            self._overlay.record(key, replaced_version, None if deletes else parse(response))
 
         return kind, name, run
 
@@ -301,7 +401,13 @@ class Controller:
                     snapshot, "Admission", f"{kind}/{name}", lambda: kube.delete_admission(kind, name), deletes=True
                 )
             case SetProfileStatus(profile=name, status=status):
-                return self._tracked(snapshot, "RuntimeProfile", name, lambda: kube.set_profile_status(name, status))
+
+                def write_status() -> dict[str, Any]:
+                    response = kube.set_profile_status(name, status)
+                    self._status_written[name] = time.monotonic()
+                    return response
+
+                return self._tracked(snapshot, "RuntimeProfile", name, write_status)
             case RecordEvent(profile=profile, type=kind, reason=reason, message=message):
                 return "Event", profile.name, lambda: kube.record_event(profile, kind, reason, message)
         raise TypeError(f"unknown action {action!r}")

@@ -7,6 +7,7 @@ Each method is one request, counted in ``kubehull_operator_api_writes_total``. R
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -29,17 +30,23 @@ FIELD_MANAGER = "kubehull-operator"
 MERGE_PATCH = "application/merge-patch+json"
 ADMISSION_GROUP, ADMISSION_VERSION = "admissionregistration.k8s.io", "v1"
 EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
+# A list of PartialObjectMetadata: names and labels without the objects' bodies (a real Node's is kilobytes).
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 T = TypeVar("T")
 
 
-def api_client() -> k8s.ApiClient:
-    """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+def api_client(connections: int) -> k8s.ApiClient:
+    """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config. ``connections``: how many
+    requests may run at once (one per writer thread, and the lease's) each keeping its TLS connection; beyond
+    the pool, each request would open and close its own."""
+    configuration = k8s.Configuration()
     if "KUBERNETES_SERVICE_HOST" in os.environ:
-        k8s_config.load_incluster_config()
-        return k8s.ApiClient()
-    client: k8s.ApiClient = k8s_config.new_client_from_config()
-    return client
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return k8s.ApiClient(configuration)
 
 
 def _raw(body: Mapping[str, Any]) -> Any:
@@ -227,6 +234,28 @@ class Kube:
             "count": 1,
         }
         self._write("events", "create", lambda: self.core.create_namespaced_event(EVENT_NAMESPACE, _raw(body)))
+
+    # --- reads --------------------------------------------------------------------------------------------------
+
+    def node_names(self) -> set[str]:
+        return self._names(self.core.list_node)
+
+    def node_runtime_names(self) -> set[str]:
+        return self._names(lambda **page: self.custom.list_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, **page))
+
+    @staticmethod
+    def _names(list_page: Callable[..., Any]) -> set[str]:
+        """The names of every object of a kind, listed as metadata only, a page at a time: what the controller
+        waits for kopf's watch to have shown it."""
+        names: set[str] = set()
+        token = None
+        while True:
+            response = list_page(limit=500, _continue=token, _headers={"Accept": METADATA_ONLY}, _preload_content=False)
+            page = json.loads(response.data)
+            names.update(item["metadata"]["name"] for item in page.get("items") or [])
+            token = page.get("metadata", {}).get("continue") or None
+            if token is None:
+                return names
 
     # --- Leases (leader election) ------------------------------------------------------------------------------
 

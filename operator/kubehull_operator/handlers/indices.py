@@ -1,9 +1,11 @@
-"""The operator's view of the cluster: one kopf index per watched kind, each keyed by object name.
+"""The operator's view of the cluster: kopf indices of the few, the controller's mirrors of the many.
 
-kopf lists and watches the kinds (profiles, nodes, NodeRuntimes, RuntimeClasses, namespaces, and kubehull's
-own admission policies and bindings), keeps the indices current, and calls handlers only once all are fully
-listed. ``changed`` then hands the indices to the controller and nudges it on every event, deletions
-included.
+kopf lists and watches the kinds. Profiles, RuntimeClasses, namespaces and kubehull's own admission policies
+and bindings it indexes (one index per kind, keyed by object name) and calls handlers only once all are fully
+listed; ``changed`` then hands the indices to the controller and nudges it on every event, deletions included.
+Nodes and NodeRuntimes, thousands on a large cluster, go to the controller's mirrors instead (``mirror`` says
+why). The handlers are coroutines: kopf would run plain functions in a thread pool, a hand-off per watch
+event that costs more than the handler (thousands of events per profile change on a large cluster).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import kopf
 
 from kubehull_api.common import GROUP, VERSION
 from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
-from kubehull_api.noderuntime import NodeRuntime
 from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.controller import Controller, Indices, Store
@@ -26,12 +27,9 @@ from kubehull_operator.reconcile.model import (
     MANAGED_BY_LABEL,
     AdmissionRecord,
     NamespaceRecord,
-    NodeRecord,
     RuntimeClassRecord,
     admission_record,
     namespace_record,
-    node_record,
-    node_runtime_record,
     profile_record,
     runtime_class_record,
 )
@@ -65,27 +63,17 @@ class Merged:
 
 
 @kopf.index(*PROFILES)
-def profile_index(name: str, body: kopf.Body, **_: Any) -> dict[str, RuntimeProfile]:
+async def profile_index(name: str, body: kopf.Body, **_: Any) -> dict[str, RuntimeProfile]:
     return {name: profile_record(body)}
 
 
-@kopf.index(*NODES)
-def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeRecord]:
-    return {name: node_record(body)}
-
-
-@kopf.index(*NODE_RUNTIMES_RESOURCE)
-def node_runtime_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeRuntime]:
-    return {name: node_runtime_record(body)}
-
-
 @kopf.index(*RUNTIME_CLASSES)
-def runtime_class_index(name: str, body: kopf.Body, **_: Any) -> dict[str, RuntimeClassRecord]:
+async def runtime_class_index(name: str, body: kopf.Body, **_: Any) -> dict[str, RuntimeClassRecord]:
     return {name: runtime_class_record(body)}
 
 
 @kopf.index(*NAMESPACES)
-def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceRecord]:
+async def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceRecord]:
     return {name: namespace_record(body)}
 
 
@@ -96,22 +84,22 @@ def _admission(body: kopf.Body) -> dict[str, AdmissionRecord]:
 
 # Only kubehull's own admission objects: the admin's are none of the operator's business.
 @kopf.index(*MUTATING_POLICIES, labels=MANAGED)
-def mutating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+async def mutating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
     return _admission(body)
 
 
 @kopf.index(*MUTATING_BINDINGS, labels=MANAGED)
-def mutating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+async def mutating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
     return _admission(body)
 
 
 @kopf.index(*VALIDATING_POLICIES, labels=MANAGED)
-def validating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+async def validating_policy_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
     return _admission(body)
 
 
 @kopf.index(*VALIDATING_BINDINGS, labels=MANAGED)
-def validating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
+async def validating_binding_index(body: kopf.Body, **_: Any) -> dict[str, AdmissionRecord]:
     return _admission(body)
 
 
@@ -129,8 +117,6 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
     controller.attach(
         Indices(
             profiles=handler_kwargs["profile_index"],
-            nodes=handler_kwargs["node_index"],
-            node_runtimes=handler_kwargs["node_runtime_index"],
             runtime_classes=handler_kwargs["runtime_class_index"],
             namespaces=handler_kwargs["namespace_index"],
             admission=Merged(tuple(handler_kwargs[name] for name in ADMISSION_INDICES)),
@@ -139,14 +125,26 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
     return controller
 
 
-@kopf.on.event(*PROFILES)
 @kopf.on.event(*NODES)
+async def node_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    controller = attach(memo, kwargs)
+    controller.nodes.apply(type, name, body)
+    controller.nudge()
+
+
 @kopf.on.event(*NODE_RUNTIMES_RESOURCE)
+async def node_runtime_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    controller = attach(memo, kwargs)
+    controller.node_runtimes.apply(type, name, body)
+    controller.nudge()
+
+
+@kopf.on.event(*PROFILES)
 @kopf.on.event(*RUNTIME_CLASSES)
 @kopf.on.event(*NAMESPACES)
 @kopf.on.event(*MUTATING_POLICIES, labels=MANAGED)
 @kopf.on.event(*MUTATING_BINDINGS, labels=MANAGED)
 @kopf.on.event(*VALIDATING_POLICIES, labels=MANAGED)
 @kopf.on.event(*VALIDATING_BINDINGS, labels=MANAGED)
-def changed(memo: kopf.Memo, **kwargs: Any) -> None:
+async def changed(memo: kopf.Memo, **kwargs: Any) -> None:
     attach(memo, kwargs).nudge()

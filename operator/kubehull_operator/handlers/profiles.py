@@ -14,7 +14,7 @@ from kubehull_operator.handlers.indices import PROFILES, attach
 
 
 @kopf.on.delete(*PROFILES)
-def cleanup(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def cleanup(name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     controller = attach(memo, kwargs)
     controller.nudge()
     left = controller.cleanup_pending(name)

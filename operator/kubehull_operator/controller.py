@@ -270,7 +270,10 @@ class Controller:
         labels that let pods onto nodes whose agents reported), the rest in chunks. A pass that has written for
         ``pass_limit`` seconds while new events came in stops there and plans again (the overlay keeps that
         exact), so agents' reports turn into labels within seconds, not after the last node's write."""
-        early = planning.new_runtime_classes(self.snapshot())
+        before = self.snapshot()
+        for gone in self._status_written.keys() - before.profiles.keys():
+            del self._status_written[gone]
+        early = planning.new_runtime_classes(before)
         failed = not all(await self._apply_all(self.snapshot(), early))
         snapshot = self.snapshot()
         result = planning.plan(snapshot, datetime.datetime.now(datetime.UTC).replace(microsecond=0))

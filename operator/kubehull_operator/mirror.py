@@ -10,8 +10,11 @@ the kind returned (``expect``): once the watch has shown each of them, the mirro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -27,13 +30,18 @@ class Mirror(Generic[R]):
         self._expected: set[str] | None = None
 
     def apply(self, event_type: str | None, name: str, body: Mapping[str, Any]) -> None:
-        """One watch event (``None``: an object the watch's initial list returned)."""
-        if event_type == "DELETED":
-            self._records.pop(name, None)
-        else:
-            self._records[name] = self._parse(body)
+        """One watch event (``None``: an object the watch's initial list returned). An object that does not
+        parse is left out (and logged), but counts as shown: it must not hold the operator back for good."""
         if self._seen is not None:
             self._seen.add(name)
+        if event_type == "DELETED":
+            self._records.pop(name, None)
+            return
+        try:
+            self._records[name] = self._parse(body)
+        except ValueError as error:
+            self._records.pop(name, None)
+            logger.error("left out %s: it does not parse: %s", name, error)
 
     def expect(self, names: Iterable[str]) -> None:
         """The names a list of the kind returned: the mirror is complete once the watch has shown each one. (An

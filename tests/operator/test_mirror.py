@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubehull_operator.mirror import Mirror
-from kubehull_operator.reconcile.model import node_record
+from kubehull_operator.reconcile.model import node_record, node_runtime_record
 
 
 def node(name: str, version: str = "1") -> dict[str, object]:
@@ -41,3 +41,11 @@ def test_reads_like_a_kopf_index_with_the_latest_record() -> None:
     assert record.resource_version == "2"
     mirror.apply("DELETED", "a", node("a", "2"))
     assert mirror.items() == []
+
+
+def test_an_object_that_does_not_parse_is_left_out_but_counts_as_shown() -> None:
+    mirror = Mirror(node_runtime_record)
+    mirror.expect({"bad"})
+    mirror.apply(None, "bad", {"metadata": {"name": "bad"}, "spec": {"handlers": [{"name": "Not A Label"}]}})
+    assert mirror.items() == []
+    assert mirror.complete()  # the operator is not held back by it for good

@@ -236,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     worker.start()
     stop.wait()
     logger.info("stopping; hulld keeps running")
-    return 0
+    # The node loop may be inside a watch or a CRI call: finalizing the interpreter under it can abort in gRPC's
+    # C core (the agent then exits by SIGABRT; seen in CI). Nothing is left to tear down (hulld keeps running,
+    # every file the loop writes is replaced whole), so the agent leaves without the interpreter's finalization.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -273,8 +273,7 @@ class Controller:
         before = self.snapshot()
         for gone in self._status_written.keys() - before.profiles.keys():
             del self._status_written[gone]
-        early = planning.new_runtime_classes(before)
-        failed = not all(await self._apply_all(self.snapshot(), early))
+        failed = not all(await self._apply_all(before, planning.new_runtime_classes(before)))
         snapshot = self.snapshot()
         result = planning.plan(snapshot, datetime.datetime.now(datetime.UTC).replace(microsecond=0))
         self.metrics.observe_statuses(result.statuses)

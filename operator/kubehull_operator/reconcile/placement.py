@@ -43,9 +43,9 @@ class Placement:
     selected: Mapping[str, frozenset[str]]
     """Active profile name → the names of the nodes it selects."""
 
-    def handlers_on(self, node: str) -> dict[str, HandlerConfig]:
+    def handlers_on(self, node: str) -> Mapping[str, HandlerConfig]:
         """The handlers desired on ``node``: handler name → config of the oldest active profile selecting it."""
-        return dict(self._desired.get(node, {}))
+        return self._desired.get(node, {})
 
     @functools.cached_property
     def _desired(self) -> dict[str, dict[str, HandlerConfig]]:

@@ -92,7 +92,7 @@ def _indexed(store: Store, name: str) -> bool:
 
 
 # Objects the controller writes and reads back through the overlay: kind → (snapshot field, parser of a write's
-# response). The overlay key is "<kind>/<name>".
+# response).
 TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
     "RuntimeProfile": ("profiles", RuntimeProfile.model_validate),
     "Node": ("nodes", node_record),
@@ -106,37 +106,35 @@ URGENT = (ApplyRuntimeClass, DeleteRuntimeClass, ApplyAdmission, DeleteAdmission
 
 
 class Overlay:
-    """Objects as this operator last wrote them, until the watch catches up. None marks a deletion."""
+    """Objects as this operator last wrote them, by kind and name, until the watch catches up. None marks a
+    deletion."""
 
     def __init__(self) -> None:
-        self._written: dict[str, tuple[str | None, Any]] = {}
+        self._written: dict[str, dict[str, tuple[str | None, Any]]] = {kind: {} for kind in TRACKED}
 
-    def record(self, key: str, replaced_version: str | None, record: Any) -> None:
-        self._written[key] = (replaced_version, record)
+    def record(self, kind: str, name: str, replaced_version: str | None, record: Any) -> None:
+        self._written[kind][name] = (replaced_version, record)
 
-    def forget(self, key: str) -> None:
-        self._written.pop(key, None)
+    def forget(self, kind: str, name: str) -> None:
+        self._written[kind].pop(name, None)
 
-    def view(self, key: str, indexed: Any) -> Any:
-        if key not in self._written:
+    def view(self, kind: str, name: str, indexed: Any) -> Any:
+        written_of_kind = self._written[kind]
+        if name not in written_of_kind:
             return indexed
-        replaced, written = self._written[key]
+        replaced, written = written_of_kind[name]
         indexed_version = None if indexed is None else _version(indexed)
         if indexed_version == replaced:
             return written  # the watch has not delivered the write yet
-        del self._written[key]
+        del written_of_kind[name]
         return indexed
 
-    def created(self, kind: str, indexed: Any) -> dict[str, Any]:
+    def created(self, kind: str, indexed: Store) -> dict[str, Any]:
         """Objects of ``kind`` this operator created that are not indexed yet, by name."""
-        prefix = f"{kind}/"
         return {
-            key.removeprefix(prefix): written
-            for key, (replaced, written) in list(self._written.items())
-            if key.startswith(prefix)
-            and replaced is None
-            and written is not None
-            and not _indexed(indexed, key.removeprefix(prefix))
+            name: written
+            for name, (replaced, written) in list(self._written[kind].items())
+            if replaced is None and written is not None and not _indexed(indexed, name)
         }
 
 
@@ -165,6 +163,7 @@ class Controller:
         self.pass_limit = pass_limit
         self.progress_interval = progress_interval
         self._status_written: dict[str, float] = {}  # profile → when this replica last wrote its status
+        self._held_until: dict[str, float] = {}  # profile → when a held status is due (a wake-up is set for then)
         self._concurrency = concurrency
         # The writers' own threads: asyncio's default executor is small and shared (kopf runs handlers there).
         self._writers = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="kube-write")
@@ -246,7 +245,7 @@ class Controller:
         def view(kind: str, store: Store) -> dict[str, Any]:
             records = self._overlay.created(kind, store)
             for name, values in store.items():
-                record = self._overlay.view(f"{kind}/{name}", next(iter(values)))
+                record = self._overlay.view(kind, name, next(iter(values)))
                 if record is not None:
                     records[name] = record
             return records
@@ -273,6 +272,7 @@ class Controller:
         before = self.snapshot()
         for gone in self._status_written.keys() - before.profiles.keys():
             del self._status_written[gone]
+            self._held_until.pop(gone, None)
         failed = not all(await self._apply_all(before, planning.new_runtime_classes(before)))
         snapshot = self.snapshot()
         result = planning.plan(snapshot, datetime.datetime.now(datetime.UTC).replace(microsecond=0))
@@ -314,8 +314,10 @@ class Controller:
         previous = snapshot.profiles[action.profile].status
         if written is None or not progress_only(previous, action.status):
             return False
-        wait = written + self.progress_interval - time.monotonic()
-        if wait > 0:
+        due = written + self.progress_interval
+        wait = due - time.monotonic()
+        if wait > 0 and self._held_until.get(action.profile) != due:
+            self._held_until[action.profile] = due  # one wake-up per held status, not one per pass holding it
             asyncio.get_running_loop().call_later(wait, self.nudge)
         return wait > 0
 
@@ -359,14 +361,13 @@ class Controller:
         replaced_version = None if replaced is None else _version(replaced)
 
         def run() -> None:
-            key = f"{kind}/{name}"
             try:
                 response = request()
             except ApiException as error:
                 if error.status == 404:
-                    self._overlay.forget(key)  # gone, perhaps before the watch ever showed it: show no copy
+                    self._overlay.forget(kind, name)  # gone, perhaps before the watch ever showed it: show no copy
                 raise
-            self._overlay.record(key, replaced_version, None if deletes else parse(response))
+            self._overlay.record(kind, name, replaced_version, None if deletes else parse(response))
 
         return kind, name, run
 

@@ -12,24 +12,24 @@ def record(name: str, version: str) -> NodeRecord:
 
 def test_a_created_object_is_shown_until_the_watch_indexes_it() -> None:
     overlay = Overlay()
-    overlay.record("Node/new", None, record("new", "5"))
+    overlay.record("Node", "new", None, record("new", "5"))
     assert overlay.created("Node", {}) == {"new": record("new", "5")}
     assert overlay.created("NodeRuntime", {}) == {}
     indexed = {"new": [record("new", "5")]}
     assert overlay.created("Node", indexed) == {}  # the watch has it: the index speaks
-    assert overlay.view("Node/new", indexed["new"][0]) == record("new", "5")
+    assert overlay.view("Node", "new", indexed["new"][0]) == record("new", "5")
 
 
 def test_an_update_is_shown_until_the_watch_moves_past_the_version_it_replaced() -> None:
     overlay = Overlay()
-    overlay.record("Node/a", "1", record("a", "2"))
-    assert overlay.view("Node/a", record("a", "1")) == record("a", "2")
-    assert overlay.view("Node/a", record("a", "2")) == record("a", "2")
-    assert overlay.view("Node/a", record("a", "1")) == record("a", "1")  # forgotten once caught up
+    overlay.record("Node", "a", "1", record("a", "2"))
+    assert overlay.view("Node", "a", record("a", "1")) == record("a", "2")
+    assert overlay.view("Node", "a", record("a", "2")) == record("a", "2")
+    assert overlay.view("Node", "a", record("a", "1")) == record("a", "1")  # forgotten once caught up
 
 
 def test_a_forgotten_object_is_not_shown() -> None:
     overlay = Overlay()
-    overlay.record("Node/gone", None, record("gone", "3"))
-    overlay.forget("Node/gone")  # a write found it gone (404) before the watch ever showed it
+    overlay.record("Node", "gone", None, record("gone", "3"))
+    overlay.forget("Node", "gone")  # a write found it gone (404) before the watch ever showed it
     assert overlay.created("Node", {}) == {}

@@ -126,16 +126,13 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
 
 
 @kopf.on.event(*NODES)
-async def node_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    controller = attach(memo, kwargs)
-    controller.nodes.apply(type, name, body)
-    controller.nudge()
-
-
 @kopf.on.event(*NODE_RUNTIMES_RESOURCE)
-async def node_runtime_changed(type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def mirrored_changed(
+    type: str | None, name: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **kwargs: Any
+) -> None:
     controller = attach(memo, kwargs)
-    controller.node_runtimes.apply(type, name, body)
+    mirror = controller.nodes if resource.plural == "nodes" else controller.node_runtimes
+    mirror.apply(type, name, body)
     controller.nudge()
 
 

@@ -62,10 +62,13 @@ MASKED_UNITS = (
     "getty@tty1.service",
 )
 NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
+SYSTEM_CONF = "[Manager]\nDefaultTimeoutStopSec=10s\n"
+"""A test VM is powered off with whatever its tests left running (a container that ignores SIGTERM, a conmon):
+systemd's default would wait 90 s for each before killing it."""
 IMAGE_SIZE = "4G"
 HOST_FROM_GUEST = "10.0.2.2"
 """The host's loopback as the VM sees it (QEMU's user networking)."""
-RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, IMAGE_SIZE, "recipe 2"])
+RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, SYSTEM_CONF, IMAGE_SIZE, "recipe 2"])
 
 
 class VMError(RuntimeError):
@@ -123,6 +126,8 @@ def build_image(log: Path | None = None) -> Image:
                 'echo kubehull-vm > "$1/etc/hostname"',
                 'echo "/dev/vda / ext4 rw 0 1" > "$1/etc/fstab"',
                 f'printf %s {shlex.quote(NETWORK)} > "$1/etc/systemd/network/20-wired.network"',
+                'mkdir -p "$1/etc/systemd/system.conf.d"',
+                f'printf %s {shlex.quote(SYSTEM_CONF)} > "$1/etc/systemd/system.conf.d/kubehull.conf"',
                 'chroot "$1" systemctl enable systemd-networkd',
                 f'chroot "$1" systemctl mask {" ".join(MASKED_UNITS)}',
                 'echo "UseDNS no" > "$1/etc/ssh/sshd_config.d/kubehull.conf"',

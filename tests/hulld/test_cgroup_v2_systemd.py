@@ -143,9 +143,12 @@ runtime_path = "/usr/sbin/runc"
         )
         return self.vm.run(command, check=check, timeout=timeout)
 
-    def stop(self) -> None:
+    def remove_pods(self) -> None:
         for pod in self.crictl("pods", "-q", check=False).stdout.split():
             self.crictl("rmp", "-f", pod, check=False)
+
+    def stop(self) -> None:
+        self.remove_pods()
         self.vm.run(f"systemctl stop {self.unit}", check=False)
 
 
@@ -166,9 +169,12 @@ def vm_hullds(debian_vm: vm.DebianVM, oci_registry: OCIRegistry) -> Iterator[dic
 
 
 @pytest.fixture
-def hulld_in_vm(vm_hullds: dict[str, VMHulld]) -> VMHulld:
-    """The systemd driver's hulld."""
-    return vm_hullds["systemd"]
+def hulld_in_vm(vm_hullds: dict[str, VMHulld]) -> Iterator[VMHulld]:
+    """The systemd driver's hulld, its pods removed after each test: a busy container left running would keep an
+    emulated CPU busy, and so one of this machine's cores, for every test after it."""
+    hulld = vm_hullds["systemd"]
+    yield hulld
+    hulld.remove_pods()
 
 
 def run_pod(

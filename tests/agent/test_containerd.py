@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytes
 
 CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "containerd-test", "plugins": [
   {"type": "bridge", "bridge": "ctrdtest0", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.236.0.0/24"}]]}}]}"""
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.236.0.0/24"}]],
+            "dataDir": "/run/containerd-test-ipam"}}]}"""
 
 
 class Containerd:

@@ -253,11 +253,18 @@ class Sandboxes:
     def _tear_down(self, record: SandboxRecord) -> None:
         self._stop_infra(record)
         if record.status.network and record.status.namespaces.get("net"):
+            net = Path(record.status.namespaces["net"])
+            # gVisor's sandbox takes the pod's addresses off its interface (its own network stack holds them),
+            # and the bridge plugin's DEL finds what to tear down (the pod's masquerade chain) from the addresses
+            # on the interface: without them it would leave the chain behind, one per pod. So they go back first,
+            # as the ADD left them.
+            addresses = cni.pod_addresses(record.status.network.get("result") or {})
+            namespaces.restore_addresses(net, cni.POD_INTERFACE, addresses)
             try:
                 cni.detach(
                     self.config.network,
                     container_id=record.id,
-                    netns=Path(record.status.namespaces["net"]),
+                    netns=net,
                     args=self._cni_args(record),
                     attachment=record.status.network,
                     port_mappings=record.port_mappings,

@@ -22,7 +22,7 @@ from kubehull_harness.pytest_plugin import OCIRegistry
 
 # A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
 CNI_CONFLIST = """{"cniVersion": "0.4.0", "name": "hulld-test", "plugins": [
-  {"type": "bridge", "bridge": "hulldtest0", "isGateway": true, "ipMasq": false,
+  {"type": "bridge", "bridge": "hulldtest0", "isGateway": true, "ipMasq": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.0.0/24"}]],
             "dataDir": "/run/hulld-test-ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}"""
@@ -205,15 +205,23 @@ def pod_cgroups() -> set[Path]:
     return host_cgroups.children("kubehull")
 
 
+def pod_network_rules() -> set[str]:
+    """The NAT rules the CNI plugins keep for pods of the test network (the bridge plugin's masquerade chain,
+    one per pod, which its DEL removes)."""
+    rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    return {rule for rule in rules.splitlines() if 'name: \\"hulld-test\\"' in rule}
+
+
 @pytest.fixture
 def hulld_with_network(tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry) -> Iterator[Hulld]:
-    cgroups_before = pod_cgroups()
+    cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
     running = Hulld(tmp_path, component_logs, oci_registry.host, network=True)
     yield running
     for pod in running.crictl("pods", "-q", check=False).stdout.split():
         running.crictl("rmp", "-f", pod, check=False)
     assert running.tear_down() == [], "processes of removed pods were left running"
     assert pod_cgroups() - cgroups_before == set(), "removed pods left their cgroups"
+    assert pod_network_rules() - rules_before == set(), "removed pods left their CNI rules"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ network; the plugins it names must be in one of ``network.cni_bin_dirs``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import subprocess
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from typing import Any
 from hulld.config import NetworkConfig
 
 SUFFIXES = (".conflist", ".conf", ".json")
+POD_INTERFACE = "eth0"
+"""The interface the plugins make in the pod's network namespace (``CNI_IFNAME``)."""
 
 
 def network_config(network: NetworkConfig) -> tuple[Path, dict[str, Any]] | None:
@@ -144,7 +147,9 @@ def attach(
     for plugin in _chain(data, {"portMappings": list(port_mappings)}):
         if previous is not None:
             plugin["prevResult"] = previous
-        previous = _invoke(network, "ADD", plugin, container_id=container_id, netns=netns, ifname="eth0", args=args)
+        previous = _invoke(
+            network, "ADD", plugin, container_id=container_id, netns=netns, ifname=POD_INTERFACE, args=args
+        )
     ips = [entry["address"].split("/")[0] for entry in (previous or {}).get("ips", [])]
     if not ips:
         raise NetworkError("the CNI plugins returned no IP address for the pod")
@@ -167,4 +172,20 @@ def detach(
     for plugin in reversed(_chain(data, {"portMappings": list(port_mappings)})):
         if attachment.get("result"):
             plugin["prevResult"] = attachment["result"]
-        _invoke(network, "DEL", plugin, container_id=container_id, netns=netns, ifname="eth0", args=args)
+        _invoke(network, "DEL", plugin, container_id=container_id, netns=netns, ifname=POD_INTERFACE, args=args)
+
+
+def pod_addresses(result: dict[str, Any]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The addresses (with their prefix) an ADD's result put on the pod's interface; an entry that does not parse
+    as one is left out (the result is the plugins' answer, and it reaches a command)."""
+    interfaces = result.get("interfaces") or []
+    found = []
+    for entry in result.get("ips") or []:
+        index = entry.get("interface")
+        if isinstance(index, int) and 0 <= index < len(interfaces) and not interfaces[index].get("sandbox"):
+            continue  # an address on the host's side (a bridge's gateway), not the pod's
+        try:
+            found.append(ipaddress.ip_interface(str(entry.get("address", ""))))
+        except ValueError:
+            continue
+    return found

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import ipaddress
+import logging
 import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from hulld import errors
 
+logger = logging.getLogger(__name__)
 KINDS = ("net", "ipc", "uts")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)  # setns: os.setns arrives with Python 3.12
@@ -76,6 +79,22 @@ def remove(pinned: Pinned) -> None:
         if _is_mountpoint(path):
             subprocess.run(["umount", str(path)], check=False, capture_output=True)
         path.unlink(missing_ok=True)
+
+
+def restore_addresses(
+    net: Path, interface: str, addresses: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+) -> None:
+    """Put each of ``addresses`` on ``interface`` in the network namespace ``net`` if it is not there
+    (``ip address replace`` leaves one that is). A failure is logged: the caller goes on with the teardown."""
+    for address in addresses:
+        argv = ["nsenter", f"--net={net}", "ip", "address", "replace", str(address), "dev", interface]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            logger.warning("restoring %s on %s in %s: %s", address, interface, net, error)
+            return
+        if result.returncode != 0:
+            logger.info("restoring %s on %s in %s: %s", address, interface, net, result.stderr.strip())
 
 
 def connect_loopback(net: Path | None, port: int, timeout: float = 10.0) -> socket.socket:

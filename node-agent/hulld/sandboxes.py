@@ -16,6 +16,7 @@ import logging
 import secrets
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class Sandboxes:
         self._pause_source: tuple[str, int, int] | None = None
         """The pause binary the rootfs holds a copy of (path, size, mtime): copied again only if it changes."""
         self.handlers = Handlers(config)
+        self._setting_up: dict[str, threading.Event] = {}
+        """Sandboxes whose RunPodSandbox is under way, set when it ends (see ``_settled``)."""
         namespaces.prepare(self.namespace_dir)
 
     def reconfigure(self, config: Config) -> None:
@@ -114,12 +117,26 @@ class Sandboxes:
             status=SandboxStatus(),
         )
         record = self.records.add(record)  # claims the name first: a second RunPodSandbox of the pod fails
+        setting_up = self._setting_up[record.id] = threading.Event()
         try:
             return self._set_up(record, request.get("dnsConfig", {}))
         except BaseException:
             self._tear_down(self.records.find(record.id) or record)  # as far as it got: namespaces, network, infra
-            self.records.remove(record)
+            self._discard(record)
             raise
+        finally:
+            del self._setting_up[record.id]
+            setting_up.set()
+
+    def _settled(self, sandbox_id: str) -> SandboxRecord | None:
+        """The sandbox's record once a RunPodSandbox of it under way has ended. The record is listed from the
+        start (it claims the pod's name), so a Stop or Remove can come meanwhile: tearing down then would miss
+        what the set-up makes after, and pull its files from under it."""
+        record = self.records.find(sandbox_id)
+        if record is not None and (setting_up := self._setting_up.get(record.id)) is not None:
+            setting_up.wait()
+            record = self.records.find(record.id)
+        return record
 
     def _set_up(self, record: SandboxRecord, dns: dict[str, Any]) -> SandboxRecord:
         directory = self.directory(record)
@@ -280,7 +297,7 @@ class Sandboxes:
         )
 
     def stop(self, sandbox_id: str) -> None:
-        record = self.records.find(sandbox_id)
+        record = self._settled(sandbox_id)
         if record is None:
             return  # CRI: stopping an unknown sandbox succeeds
         if record.status.state == "NOTREADY" and not record.status.network and not record.status.infra_id:
@@ -289,10 +306,15 @@ class Sandboxes:
         self.records.set(record.id, state="NOTREADY", network={}, infra_id="", infra_pid=0)
 
     def remove(self, sandbox_id: str) -> None:
-        record = self.records.find(sandbox_id)
+        record = self._settled(sandbox_id)
         if record is None:
             return  # CRI: removing an unknown sandbox succeeds
         self.stop(record.id)
+        self._discard(record)
+
+    def _discard(self, record: SandboxRecord) -> None:
+        """What is left of a torn-down pod: hulld's own pod cgroup (the runtime made it for the infra container
+        and removes only the infra's below it), the pod's files, its record."""
         if record.cgroup.owned:  # a kubelet's pod cgroup is the kubelet's to remove
             cgroups.remove(record.cgroup)
         shutil.rmtree(self.directory(record), ignore_errors=True)

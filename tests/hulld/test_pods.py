@@ -3,6 +3,7 @@ shares it (Kubernetes' shareProcessNamespace, the CRI's POD mode), for runc and 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from cri_api.v1 import api_pb2 as cri
 
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.hulld.conftest import Hulld
+from tests.hulld.conftest import Hulld, pod_cgroups, pod_network_rules
 from tests.hulld.test_lifecycle import write
 
 pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
@@ -212,3 +213,67 @@ def test_pod_resize_reaches_the_pod_cgroup_and_the_sandbox(
         hulld.runtime().UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(pod_sandbox_id="0" * 64))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     hulld.crictl("rmp", "-f", pod)
+
+
+def test_a_pod_whose_sandbox_fails_to_start_leaves_nothing(
+    tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry
+) -> None:
+    """RunPodSandbox fails after runc made the pod's cgroup and the network was set up (its infra container is
+    created, then cannot start): the error says so, and the pod's record, files, cgroup, namespaces and CNI rules
+    are gone."""
+    failing = tmp_path / "runc-that-cannot-start"
+    failing.write_text(
+        '#!/bin/sh\nfor word in "$@"; do [ "$word" = start ] && exit 1; done\nexec /usr/sbin/runc "$@"\n'
+    )
+    failing.chmod(0o755)
+    cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
+    hulld = Hulld(
+        tmp_path / "hulld",
+        component_logs,
+        oci_registry.host,
+        network=True,
+        extra_config=f'\n[handlers.cannot-start]\nruntime_path = "{failing}"\n',
+    )
+    try:
+        pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "fails", "namespace": "default", "uid": "u"}})
+        refused = hulld.crictl("runp", "--runtime", "cannot-start", pod_file, check=False)
+        assert refused.returncode != 0
+        assert hulld.crictl("pods", "-q").stdout.split() == []
+        assert list((hulld.root / "sandboxes").iterdir()) == []
+        assert pod_cgroups() - cgroups_before == set()
+        assert pod_network_rules() - rules_before == set()
+    finally:
+        assert hulld.tear_down() == []
+
+
+def test_a_pod_removed_while_it_is_being_set_up_leaves_nothing(
+    tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry
+) -> None:
+    """RemovePodSandbox of a pod whose RunPodSandbox is still under way (listed: its name is claimed) waits for
+    the set-up to end, then removes all of it: tearing down meanwhile missed what the set-up made after (the
+    infra container, its cgroup; seen when a node agent that was starting a probe pod was itself removed)."""
+    slow = tmp_path / "slow-runc"
+    slow.write_text('#!/bin/sh\nfor word in "$@"; do [ "$word" = create ] && sleep 3; done\nexec /usr/sbin/runc "$@"\n')
+    slow.chmod(0o755)
+    cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
+    hulld = Hulld(
+        tmp_path / "hulld",
+        component_logs,
+        oci_registry.host,
+        network=True,
+        extra_config=f'\n[handlers.slow]\nruntime_path = "{slow}"\n',
+    )
+    try:
+        pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "slow", "namespace": "default", "uid": "u"}})
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(hulld.crictl, "runp", "--runtime", "slow", pod_file)
+            listed = wait_until(lambda: hulld.crictl("pods", "-q").stdout.split(), what="the pod listed")
+            assert not running.done()
+            hulld.crictl("rmp", "-f", *listed)
+            assert running.result().stdout.strip() == listed[0]
+        assert hulld.crictl("pods", "-q").stdout.split() == []
+        assert list((hulld.root / "sandboxes").iterdir()) == []
+        assert pod_cgroups() - cgroups_before == set()
+        assert pod_network_rules() - rules_before == set()
+    finally:
+        assert hulld.tear_down() == []

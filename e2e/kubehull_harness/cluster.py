@@ -45,6 +45,7 @@ HULLD_BASE_CONFIG = Path("/etc/kubehull/hulld-base.toml")
 HULLD_CONFIG = Path("/etc/hulld/config.toml")
 HULLD_STATE = Path("/run/hulld")
 HULLD_SOCKET = HULLD_STATE / "hulld.sock"
+HULLD_PRIVATE_SOCKET = HULLD_STATE / "private.sock"  # hulld's default: beside its socket
 HULLD_PID_FILE = HULLD_STATE / "hulld.pid"
 NODE_PATHS = (
     HULLD_BASE_CONFIG.parent,
@@ -91,25 +92,29 @@ class Hulld:
             self.process.popen.wait(timeout=10)
 
     def remove_all_pods(self, rounds: int = 5) -> None:
-        """Every pod through hulld (containers, mounts, network namespaces); one that fails does not keep the
-        others. Again until none is listed: the node agent, itself a pod here, may be starting a probe pod while
-        the first round removes it (a gVisor shim started then would outlive hulld)."""
+        """Every pod through hulld (containers, mounts, network namespaces), the kubelet's and the node agent's
+        probe pods (which only hulld's private socket lists); one that fails does not keep the others. Again
+        until none is listed: the node agent, itself a pod here, may be starting a probe pod while the first
+        round removes it (a gVisor shim started then would outlive hulld)."""
         failures: dict[str, str] = {}
-        with grpc.insecure_channel(f"unix://{HULLD_SOCKET}") as channel:
-            runtime = api_pb2_grpc.RuntimeServiceStub(channel)
-            for _ in range(rounds):
-                listed = runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30).items
-                remaining = [sandbox for sandbox in listed if sandbox.id not in failures]
-                if not remaining:
-                    break
-                for sandbox in remaining:
-                    try:
-                        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
-                        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
-                    except grpc.RpcError as error:
-                        failures[sandbox.id] = f"{sandbox.metadata.name}: {error}"
-            else:
-                failures["..."] = f"pods still appearing after {rounds} rounds of removal"
+        for socket in (HULLD_SOCKET, HULLD_PRIVATE_SOCKET):
+            with grpc.insecure_channel(f"unix://{socket}") as channel:
+                runtime = api_pb2_grpc.RuntimeServiceStub(channel)
+                for _ in range(rounds):
+                    listed = runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30).items
+                    remaining = [sandbox for sandbox in listed if sandbox.id not in failures]
+                    if not remaining:
+                        break
+                    for sandbox in remaining:
+                        try:
+                            runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120)
+                            runtime.RemovePodSandbox(
+                                cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=120
+                            )
+                        except grpc.RpcError as error:
+                            failures[sandbox.id] = f"{sandbox.metadata.name}: {error}"
+                else:
+                    failures[str(socket)] = f"pods still appearing on {socket} after {rounds} rounds of removal"
         if failures:
             raise processes.ProcessError("pods hulld could not remove:\n" + "\n".join(failures.values()))
 

@@ -89,9 +89,6 @@ class Agent:
         """When the next probe round is due (time.monotonic())."""
         self.retry_delay = FIRST_RETRY
         self.ready = threading.Event()
-        self.swept: set[int] = set()
-        """The probers (by id) through which probe pods an earlier agent left were looked for (once each, when
-        their runtime first answers)."""
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -136,17 +133,16 @@ class Agent:
         self.applied_generation = node_runtime.generation
 
     def _sweep(self, prober: probe.Prober) -> None:
-        """Remove the probe pods an earlier agent left through ``prober``, once."""
-        if id(prober) in self.swept:
-            return
+        """Remove the probe pods an earlier probe left through ``prober``: an earlier agent killed in the middle
+        of one, or a runtime that restarted in the middle of one (its RunPodSandbox never answered, so the pod's
+        ID never reached this agent). Every round: a listing of the agent's own pods costs little."""
         try:
             removed = prober.remove_leftovers()
         except grpc.RpcError as error:  # the runtime is not there yet: the next round tries again
             logger.warning("cannot look for leftover probe pods yet: %s", error.code().name)
             return
-        self.swept.add(id(prober))
         if removed:
-            logger.info("removed %d probe pods an earlier agent left", removed)
+            logger.info("removed %d probe pods an earlier probe left", removed)
 
     def _hulld_round(self, handlers: list[HandlerConfig]) -> dict[str, probe.Result]:
         self.reporting = self.prober

@@ -8,7 +8,9 @@ timeout), and stops the whole process group with SIGTERM, then SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,12 +26,35 @@ class ProcessError(RuntimeError):
     pass
 
 
+TEST_PORTS = range(20000, 32000)
+"""Ports handed to the components tests start: below Linux's ephemeral range (32768-60999), from which every
+outgoing connection takes one at any moment (a port the kernel offered as free could be taken so before the
+component bound it: hulld's metrics port was, once)."""
+_turn = itertools.count(secrets.randbelow(len(TEST_PORTS)))  # processes started together start apart
+
+
+def _own_ports() -> range:
+    """This process's share of ``TEST_PORTS``: each pytest-xdist worker (and what it starts, which inherits its
+    environment) has its own, so two workers never offer the same port."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = len(TEST_PORTS) // max(workers, 1)
+    return TEST_PORTS[worker * size : (worker + 1) * size]
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this process's share (in turn, so
+    ports just offered are not offered again soon)."""
+    ports = _own_ports()
+    for _ in range(len(ports)):
+        port = ports[next(_turn) % len(ports)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ProcessError(f"no free port in {ports}")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -4,8 +4,10 @@ shares it (Kubernetes' shareProcessNamespace, the CRI's POD mode), for runc and 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -215,35 +217,48 @@ def test_pod_resize_reaches_the_pod_cgroup_and_the_sandbox(
     hulld.crictl("rmp", "-f", pod)
 
 
-def test_a_pod_whose_sandbox_fails_to_start_leaves_nothing(
-    tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry
-) -> None:
-    """RunPodSandbox fails after runc made the pod's cgroup and the network was set up (its infra container is
-    created, then cannot start): the error says so, and the pod's record, files, cgroup, namespaces and CNI rules
-    are gone."""
-    failing = tmp_path / "runc-that-cannot-start"
-    failing.write_text(
-        '#!/bin/sh\nfor word in "$@"; do [ "$word" = start ] && exit 1; done\nexec /usr/sbin/runc "$@"\n'
+@contextlib.contextmanager
+def hulld_with_altered_runc(
+    tmp_path: Path, component_logs: Path, registry_host: str, handler: str, step: str, action: str
+) -> Iterator[Hulld]:
+    """A hulld whose handler ``handler`` is runc, except that it runs the shell line ``action`` when asked to
+    ``step`` (create, start...). After the body, nothing of any pod is left: no pod listed, no pod files, no
+    pod cgroup, no CNI rule, no process."""
+    altered = tmp_path / f"runc-{handler}"
+    altered.write_text(
+        f'#!/bin/sh\nfor word in "$@"; do [ "$word" = {step} ] && {action}; done\nexec /usr/sbin/runc "$@"\n'
     )
-    failing.chmod(0o755)
+    altered.chmod(0o755)
     cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
     hulld = Hulld(
         tmp_path / "hulld",
         component_logs,
-        oci_registry.host,
+        registry_host,
         network=True,
-        extra_config=f'\n[handlers.cannot-start]\nruntime_path = "{failing}"\n',
+        extra_config=f'\n[handlers.{handler}]\nruntime_path = "{altered}"\n',
     )
     try:
-        pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "fails", "namespace": "default", "uid": "u"}})
-        refused = hulld.crictl("runp", "--runtime", "cannot-start", pod_file, check=False)
-        assert refused.returncode != 0
+        yield hulld
         assert hulld.crictl("pods", "-q").stdout.split() == []
         assert list((hulld.root / "sandboxes").iterdir()) == []
         assert pod_cgroups() - cgroups_before == set()
         assert pod_network_rules() - rules_before == set()
     finally:
         assert hulld.tear_down() == []
+
+
+def test_a_pod_whose_sandbox_fails_to_start_leaves_nothing(
+    tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry
+) -> None:
+    """RunPodSandbox fails after runc made the pod's cgroup and the network was set up (its infra container is
+    created, then cannot start): the error says so, and the pod's record, files, cgroup, namespaces and CNI rules
+    are gone."""
+    with hulld_with_altered_runc(
+        tmp_path, component_logs, oci_registry.host, "cannot-start", "start", "exit 1"
+    ) as hulld:
+        pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "fails", "namespace": "default", "uid": "u"}})
+        refused = hulld.crictl("runp", "--runtime", "cannot-start", pod_file, check=False)
+        assert refused.returncode != 0
 
 
 def test_a_pod_removed_while_it_is_being_set_up_leaves_nothing(
@@ -252,18 +267,7 @@ def test_a_pod_removed_while_it_is_being_set_up_leaves_nothing(
     """RemovePodSandbox of a pod whose RunPodSandbox is still under way (listed: its name is claimed) waits for
     the set-up to end, then removes all of it: tearing down meanwhile missed what the set-up made after (the
     infra container, its cgroup; seen when a node agent that was starting a probe pod was itself removed)."""
-    slow = tmp_path / "slow-runc"
-    slow.write_text('#!/bin/sh\nfor word in "$@"; do [ "$word" = create ] && sleep 3; done\nexec /usr/sbin/runc "$@"\n')
-    slow.chmod(0o755)
-    cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
-    hulld = Hulld(
-        tmp_path / "hulld",
-        component_logs,
-        oci_registry.host,
-        network=True,
-        extra_config=f'\n[handlers.slow]\nruntime_path = "{slow}"\n',
-    )
-    try:
+    with hulld_with_altered_runc(tmp_path, component_logs, oci_registry.host, "slow", "create", "sleep 3") as hulld:
         pod_file = write(tmp_path / "pod.json", {"metadata": {"name": "slow", "namespace": "default", "uid": "u"}})
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             running = pool.submit(hulld.crictl, "runp", "--runtime", "slow", pod_file)
@@ -271,9 +275,3 @@ def test_a_pod_removed_while_it_is_being_set_up_leaves_nothing(
             assert not running.done()
             hulld.crictl("rmp", "-f", *listed)
             assert running.result().stdout.strip() == listed[0]
-        assert hulld.crictl("pods", "-q").stdout.split() == []
-        assert list((hulld.root / "sandboxes").iterdir()) == []
-        assert pod_cgroups() - cgroups_before == set()
-        assert pod_network_rules() - rules_before == set()
-    finally:
-        assert hulld.tear_down() == []

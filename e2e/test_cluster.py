@@ -482,6 +482,9 @@ def test_prometheus_scrapes_everything_and_dashboards_show_data(env: Environment
     wait_until(all_up, 60, "every target scraped", interval=1)
     jobs = {target["labels"]["job"] for target in scraper.targets()}
     assert jobs == {"kubehull-operator", "kubehull-agent", "hulld"}
+    # The streaming panels need a session since hulld's last start (an earlier test restarts it, which resets its
+    # counters, and its old samples may have aged out of the rate window): make one here.
+    assert env.local.kubectl("exec", "-n", "default", "on-runc", "--", "echo", "scraped").strip() == "scraped"
     time.sleep(10)  # a few scrapes, so rates have two points
     empty = []
     queries = dashboard_queries()

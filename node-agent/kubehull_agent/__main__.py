@@ -137,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hulld-pid-file", type=Path, default=Path("/run/hulld/hulld.pid"))
     parser.add_argument("--probe-image", default="", help="a small image whose `true` the probes run")
+    parser.add_argument(
+        "--probe-logs",
+        type=Path,
+        default=Path("/var/log/kubehull/probes"),
+        help="on a containerd node: the host directory under which each probe pod has its log directory",
+    )
     parser.add_argument("--hulld-bundle", type=Path, help="install hulld from this bundle and keep it running")
     parser.add_argument(
         "--host-namespaces",
@@ -198,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         print("kubehull-agent: --node-name (or NODE_NAME) and --probe-image are required", file=sys.stderr)
         return 2
     containerd_node = ContainerdNode(
-        dropin=dropin, prober=probe.Prober(host.path(args.containerd_socket), args.probe_image, host)
+        dropin=dropin,
+        prober=probe.Prober(
+            host.path(args.containerd_socket), args.probe_image, host, args.probe_logs, probe.PROBE_SLICE
+        ),
     )
     agent = Agent(
         node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
@@ -211,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         host_runs_systemd=host.path("/run/systemd/system").is_dir(),  # sd_booted(3)
         reprobe_interval=args.reprobe_interval,
     )
-    hulld_metrics = str(agent.base.get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
+    hulld_metrics = str((agent.base or {}).get("server", {}).get("metrics_address", DEFAULT_HULLD_METRICS))
     serve_http(args.http_address, metrics, agent, hulld_metrics)  # healthy (alive) while hulld is set up
     if args.hulld_bundle is not None and _kubelet_runtime(agent).startswith(CONTAINERD_RUNTIME):
         logger.info("this node's kubelet uses containerd: hulld is not installed, containerd is configured")
     elif args.hulld_bundle is not None:
+        if agent.base is None:
+            print(f"kubehull-agent: hulld's base configuration {args.hulld_base_config} is missing", file=sys.stderr)
+            return 1
         installer, supervisor = _installation(args, args.hulld_bundle, host)
         version = install.bundle_version(args.hulld_bundle)
         try:

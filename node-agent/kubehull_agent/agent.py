@@ -80,7 +80,13 @@ class Agent:
         """The prober of the runtime the last round configured: its runtime's name and version are reported."""
         self.metrics = metrics
         running = tomllib.loads(hulld_config.read_text()) if hulld_config.exists() else None
-        self.base = render.with_cgroup_driver(tomllib.loads(base_config.read_text()), running, host_runs_systemd)
+        # The node image provides hulld's base configuration; a node that keeps containerd has none.
+        self.base: dict[str, Any] | None = (
+            render.with_cgroup_driver(tomllib.loads(base_config.read_text()), running, host_runs_systemd)
+            if base_config.exists()
+            else None
+        )
+        self.base_config = base_config
         self.hulld_config = hulld_config
         self.hulld_pid_file = hulld_pid_file
         self.reprobe_interval = reprobe_interval
@@ -146,6 +152,9 @@ class Agent:
 
     def _hulld_round(self, handlers: list[HandlerConfig]) -> dict[str, probe.Result]:
         self.reporting = self.prober
+        if self.base is None:
+            message = f"hulld's base configuration {self.base_config} is missing on this node (its image provides it)"
+            return {handler.name: probe.Result(False, "NotConfigured", message, 0.0) for handler in handlers}
         self._sweep(self.prober)
         excluded = {h.name: problem for h in handlers if (problem := self.prober.binary_problem(h)) is not None}
         self._apply(

@@ -7,11 +7,17 @@ exited 0. On hulld, probes go through its private socket, so the kubelet never s
 does not know). containerd has no such view: probes go through its CRI socket, the kubelet's own, where its
 housekeeping may stop one (the agent then probes once more). Everything the probe makes is removed
 afterwards, whatever happened; what an agent killed mid-probe left, the next agent removes when it starts.
+
+Probe containers on containerd log to a file of their own (under ``log_root``): the kubelet removes the exited
+containers of pods it does not know, and first deletes what matches ``<the container's log path>*`` — with no
+log path, every file, link and empty directory in its working directory, the node's root (/bin, /sbin on a
+merged-/usr system).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import time
 import uuid
@@ -27,6 +33,9 @@ from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
 PROBE_PREFIX = "kubehull-probe-"
+PROBE_SLICE = "kubehull-probes.slice"
+"""The cgroup parent of probe pods on a runtime in systemd's cgroups that needs one, as the kubelet gives each pod
+its slice: containerd (with ``SystemdCgroup``) has none of its own; hulld makes one per pod."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +48,19 @@ class Result:
 
 
 class Prober:
-    def __init__(self, private_socket: Path, image: str, host: Host) -> None:
+    def __init__(
+        self, private_socket: Path, image: str, host: Host, log_root: Path | None = None, systemd_parent: str = ""
+    ) -> None:
+        """``log_root``: the host directory under which each probe pod has its log directory (named after the pod),
+        for a runtime the kubelet shares (hulld's private socket needs none); ``systemd_parent``: the probe pods'
+        cgroup parent when the runtime reports systemd's cgroup driver."""
         channel = grpc.insecure_channel(f"unix://{private_socket}")
         self.runtime: Any = api_pb2_grpc.RuntimeServiceStub(channel)
         self.images: Any = api_pb2_grpc.ImageServiceStub(channel)
         self.image = image
         self.host = host
+        self.systemd_parent = systemd_parent
+        self.log_root = log_root
 
     def binary_problem(self, handler: HandlerConfig) -> str | None:
         return self.path_problem(handler.path)
@@ -94,10 +110,12 @@ class Prober:
         """Remove the probe pods an earlier agent left (killed in the middle of a probe); how many. The private
         socket shows only the agent's own pods."""
         listed = self.runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10).items
-        leftovers = [pod.id for pod in listed if pod.metadata.name.startswith(PROBE_PREFIX)]
+        leftovers = [pod for pod in listed if pod.metadata.name.startswith(PROBE_PREFIX)]
         for pod in leftovers:
-            self.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
-            self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            self.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+            self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+            if self.log_root is not None:
+                shutil.rmtree(self.host.path(self.log_root / pod.metadata.name), ignore_errors=True)
         return len(leftovers)
 
     def probe(self, handler: HandlerConfig) -> Result:
@@ -107,10 +125,15 @@ class Prober:
             return Result(False, "BinaryNotFound", problem, 0.0)
         version = self.binary_version(handler)
         name = f"{PROBE_PREFIX}{handler.name}-{uuid.uuid4().hex[:8]}"
+        parent = self.systemd_parent if self.systemd_parent and self.systemd_cgroup(default=False) else ""
+        logs = None if self.log_root is None else self.log_root / name
+        if logs is not None:
+            self.host.path(logs).mkdir(parents=True, exist_ok=True)
         config = cri.PodSandboxConfig(
             metadata=cri.PodSandboxMetadata(name=name, namespace="kubehull-system", uid=name),
             hostname=name,
-            linux=cri.LinuxPodSandboxConfig(),
+            log_directory="" if logs is None else str(logs),
+            linux=cri.LinuxPodSandboxConfig(cgroup_parent=parent),
         )
         pod = ""
         try:
@@ -126,6 +149,7 @@ class Prober:
                         metadata=cri.ContainerMetadata(name="probe"),
                         image=cri.ImageSpec(image=self.image),
                         command=["true"],
+                        log_path="" if logs is None else "probe.log",
                     ),
                 ),
                 timeout=120,
@@ -171,3 +195,5 @@ class Prober:
                     self.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
                 except grpc.RpcError:
                     pass
+            if logs is not None:
+                shutil.rmtree(self.host.path(logs), ignore_errors=True)

@@ -62,7 +62,7 @@ def kubelet_reports(cluster: Cluster, node: str, runtime: str) -> None:
 class AgentProcess:
     """One `kubehull-agent` host process serving ``node`` with a test's running hulld (no bundle: it installs
     nothing), or with none (``hulld=None``: a node whose kubelet uses another runtime, which ``options``
-    name); its base configuration is a copy of hulld's, its log goes to test-logs/."""
+    name); its base configuration is a copy of hulld's (none without hulld), its log goes to test-logs/."""
 
     def __init__(
         self,
@@ -83,8 +83,7 @@ class AgentProcess:
                 f"--hulld-private-socket={hulld.private_socket}",
                 f"--hulld-pid-file={hulld.work_dir / 'state' / 'hulld.pid'}",
             ]
-        else:
-            base.write_text("")
+        else:  # a node without hulld has no base configuration for it
             hulld_options = [
                 f"--hulld-config={work_dir / 'hulld.toml'}",
                 f"--hulld-private-socket={work_dir / 'none.sock'}",
@@ -100,6 +99,7 @@ class AgentProcess:
                 f"--hulld-base-config={base}",
                 *hulld_options,
                 f"--probe-image={probe_image}",
+                f"--probe-logs={work_dir / 'probe-logs'}",
                 f"--http-address=127.0.0.1:{self.port}",
                 *options,
             ],

@@ -12,7 +12,7 @@ harness imports ``binary()`` from it to find the cached files.
     python3 e2e/kubehull_harness/toolchain.py build      # build whatever is not cached yet
     python3 e2e/kubehull_harness/toolchain.py paths      # print the binary paths (NAME=PATH lines)
 
-Besides Kubernetes, etcd, helm, cri-tools and kwok it builds a current gVisor (runsc and its containerd shim)
+Besides Kubernetes, etcd, helm, cri-tools, kwok and kind it builds a current gVisor (runsc and its containerd shim)
 and the current containerd (the benchmark's peer).
 """
 
@@ -225,14 +225,21 @@ def _build_containerd(component: Component, scratch: Path, out: Path, log: Path)
     _go(["build", "-ldflags", ldflags, "-o", str(out) + "/", *packages], scratch, log)
 
 
+def _build_kind(component: Component, scratch: Path, out: Path, log: Path) -> None:
+    _write_module(scratch, requires={component.module: component.version}, replaces={})
+    _go(["build", "-ldflags", "-s -w", "-o", str(out / "kind"), component.module], scratch, log)
+
+
 BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "kubernetes": _build_kubernetes,
+    "kubeadm": _build_kubernetes,
     "etcd": _build_etcd,
     "helm": _build_helm,
     "cri-tools": _build_cri_tools,
     "kwok": _build_kwok,
     "gvisor": _build_gvisor,
     "containerd": _build_containerd,
+    "kind": _build_kind,
 }
 
 # How each binary reports its version (default: --version); the component's version must be in the output.
@@ -243,6 +250,8 @@ VERSION_COMMANDS: dict[str, list[str]] = {
     "critest": ["-version"],
     "kwok": ["--version"],
     "kwokctl": ["--version"],
+    "kind": ["version"],
+    "kubeadm": ["version", "-o", "short"],
     "containerd-shim-runsc-v1": ["-v"],
     "containerd-shim-runc-v2": ["-v"],
 }

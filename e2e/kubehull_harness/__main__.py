@@ -6,6 +6,10 @@ kubehull the way users install it (deploy.py): its image built here and pushed t
 `helm install` of charts/kubehull. It prints how to reach everything, then waits; Ctrl-C or SIGTERM tears it
 all down. ``--check`` also applies a runc RuntimeProfile, runs a pod with its RuntimeClass, and tears down.
 
+`python -m kubehull_harness kind up [--check]`: a kind cluster built offline (kind.py) — a control plane and three
+workers, two on hulld and one on containerd — with kubehull installed, until Ctrl-C; `kind down` removes what a
+killed one left.
+
 `python -m kubehull_harness vm build|run -- CMD`: the Debian VM of the cgroup v2 + systemd tests (vm.py).
 """
 
@@ -20,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from kubehull_harness import cluster, deploy, toolchain, vm
+from kubehull_harness import cluster, deploy, kind, toolchain, vm
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_TAG = "0.1.0"
@@ -71,6 +75,42 @@ def up(work_dir: Path, check_only: bool) -> int:
     return 0
 
 
+def kind_up(work_dir: Path, check_only: bool) -> int:
+    shutil.rmtree(work_dir, ignore_errors=True)
+    logs = work_dir / "logs"
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    started = time.monotonic()
+    with kind.run(work_dir, logs, REPO) as up:
+        print(f"kind cluster up in {time.monotonic() - started:.1f}s: {up.nodes}", flush=True)
+        image = deploy.build_and_push_image(up, IMAGE_TAG)
+        deploy.helm_install(up, image)
+        print(f"kubehull installed in {time.monotonic() - started:.1f}s (image {image}, logs: {logs})")
+        print(f"  export KUBECONFIG={up.kubeconfig}")
+        print(f"  kubectl: {toolchain.binary('kubectl')}")
+        print(f"  a node's shell: DOCKER_HOST=unix://{kind.ENGINE_RUN / 'docker.sock'} docker exec -it NODE bash")
+        if check_only:
+            up.apply(CHECK_PROFILE)
+            up.kubectl("wait", "--for=condition=Ready", "runtimeprofile/runc", "--timeout=300s", timeout=330)
+            print("RuntimeProfile runc Ready:", up.kubectl("get", "runtimeprofile", "runc", "--no-headers").strip())
+            return 0
+        print("Ctrl-C to stop and clean up.", flush=True)
+        stop.wait()
+        print("stopping...", flush=True)
+    return 0
+
+
+def kind_down(work_dir: Path) -> int:
+    engine = kind.start_engine(work_dir / "logs")
+    try:
+        kind.delete(engine)
+        kind.remove_network(engine)
+    finally:
+        engine.stop()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kubehull_harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,12 +124,18 @@ def main() -> int:
         help="state and logs of the running cluster (wiped at start)",
     )
     up_parser.add_argument("--check", action="store_true", help="bring it up, run a pod, tear it down")
+    kind_parser = sub.add_parser("kind", help="a kind cluster (hulld and containerd workers) with kubehull")
+    kind_parser.add_argument("action", choices=["up", "down"], help="up: until Ctrl-C; down: a killed run's leftovers")
+    kind_parser.add_argument("--check", action="store_true", help="with up: bring it up, make a profile Ready, stop")
+    kind_parser.add_argument("--work-dir", type=Path, default=toolchain.cache_dir() / "kind-cluster")
     vm_parser = sub.add_parser("vm", help="the Debian VM (systemd, cgroup v2) that tests boot")
     vm_parser.add_argument("action", choices=["build", "run"], help="build: its image; run: boot, run, shut down")
     vm_parser.add_argument("vm_command", nargs="*", help="with run: the shell command (after --)")
     args = parser.parse_args()
     if args.command == "vm":
         return run_in_vm(args.action, " ".join(args.vm_command))
+    if args.command == "kind":
+        return kind_up(args.work_dir, args.check) if args.action == "up" else kind_down(args.work_dir)
     return up(args.work_dir, args.check)
 
 

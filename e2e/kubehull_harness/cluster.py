@@ -199,7 +199,8 @@ runtime_path = "{shutil.which("runc")}"
 """
 
 
-def cni_config(work_dir: Path) -> str:
+def cni_config(work_dir: Path, subnet: str = POD_SUBNET) -> str:
+    """The node's pod network: a bridge, addresses from ``subnet`` (IPAM state under ``work_dir``)."""
     return json.dumps(
         {
             "cniVersion": "0.4.0",
@@ -212,7 +213,7 @@ def cni_config(work_dir: Path) -> str:
                     "ipMasq": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": POD_SUBNET}]],
+                        "ranges": [[{"subnet": subnet}]],
                         "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": str(work_dir / "ipam"),
                     },

@@ -1,4 +1,4 @@
-"""A real OCI registry (Debian's docker-registry, the CNCF distribution server) on 127.0.0.1."""
+"""A real OCI registry (Debian's docker-registry, the CNCF distribution server) on 127.0.0.1 (or kind's gateway)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ REGISTRY_BINARY = "docker-registry"
 @dataclasses.dataclass
 class Registry:
     host: str
-    """``127.0.0.1:<port>``: the prefix of every image reference served here (plain HTTP, loopback only)."""
+    """``127.0.0.1:<port>`` (or the address it was started on): the prefix of every image reference served here
+    (plain HTTP)."""
     process: processes.ManagedProcess
 
     def reference(self, repository: str, tag_or_digest: str) -> str:
@@ -33,11 +34,12 @@ def _serving(host: str) -> bool:
         return bool(response.status == 200)
 
 
-def start(work_dir: Path, log_dir: Path, timeout: float = 30) -> Registry:
+def start(work_dir: Path, log_dir: Path, timeout: float = 30, host: str = "") -> Registry:
+    """``host``: the address and port to serve on (default: a free port on 127.0.0.1)."""
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise processes.ProcessError(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
-    host = f"127.0.0.1:{processes.free_port()}"
+    host = host or f"127.0.0.1:{processes.free_port()}"
     config = {
         "version": 0.1,
         "log": {"level": "info"},

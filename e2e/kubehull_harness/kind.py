@@ -42,9 +42,8 @@ from pathlib import Path
 import yaml
 
 from kubehull_agent import install
-from kubehull_harness import cluster, images, processes, registry, shims, toolchain, vm
+from kubehull_harness import cluster, debian, images, processes, registry, shims, toolchain, vm
 
-SUITE = "bookworm"
 PACKAGES = (
     "systemd-sysv",
     "dbus",
@@ -304,7 +303,8 @@ def kind_module_dir() -> Path:
 def _recipe() -> str:
     binaries = {name: str(toolchain.binary(name)) for name in NODE_BINARIES.values()}
     return json.dumps(
-        [SUITE, PACKAGES, NODE_FILES, KIND_FILES, IMAGE_SETUP, IMAGE_CONFIG, binaries, "recipe 1"], sort_keys=True
+        [debian.SUITE, PACKAGES, NODE_FILES, KIND_FILES, IMAGE_SETUP, IMAGE_CONFIG, binaries, "recipe 1"],
+        sort_keys=True,
     )
 
 
@@ -328,24 +328,7 @@ def node_image(engine: Engine, log: Path) -> str:
         (staged / "kind").mkdir(exist_ok=True)
         (staged / "kind" / "version").write_text(toolchain.components()["kubeadm"].version + "\n")
         rootfs = Path(scratch) / "rootfs.tar"
-        with log.open("a") as output:
-            done = subprocess.run(
-                [
-                    "mmdebstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(PACKAGES)}",
-                    f"--customize-hook=sync-in {staged} /",
-                    f"--customize-hook={IMAGE_SETUP}",
-                    SUITE,
-                    str(rootfs),
-                ],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=1800,
-                check=False,
-            )
-        if done.returncode != 0:
-            raise KindError(f"mmdebstrap failed ({done.returncode}); see {log}")
+        debian.bootstrap(rootfs, PACKAGES, log, variant="minbase", hooks=(f"sync-in {staged} /", IMAGE_SETUP))
         base = reference.replace("kind-node", "kind-node-rootfs")
         engine.docker("import", rootfs, base)
         context = Path(scratch) / "context"
@@ -374,16 +357,7 @@ def _binary_layer(name: str, tar: Path) -> Path:
 
 
 def _proxy_base(tar: Path, log: Path) -> Path:
-    with log.open("a") as output:
-        done = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", f"--include={','.join(PROXY_PACKAGES)}", SUITE, str(tar)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            timeout=1800,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise KindError(f"mmdebstrap (kube-proxy's base) failed ({done.returncode}); see {log}")
+    debian.bootstrap(tar, PROXY_PACKAGES, log, variant="minbase")
     return tar
 
 
@@ -412,7 +386,7 @@ def control_plane_specs(layers: Path) -> list[images.ImageSpec]:
 
 def push_control_plane(served: registry.Registry, work_dir: Path, log: Path) -> None:
     """Build the control-plane images (the layout is cached by recipe) and push them to ``served``."""
-    recipe = json.dumps([SUITE, PROXY_PACKAGES, PAUSE_COMMAND, _recipe(), ETCD_TAG, "recipe 1"])
+    recipe = json.dumps([debian.SUITE, PROXY_PACKAGES, PAUSE_COMMAND, _recipe(), ETCD_TAG, "recipe 1"])
     layout = toolchain.cache_dir() / "kind" / f"control-plane-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
     layers = work_dir / "layers"
     specs = control_plane_specs(layers)

@@ -28,9 +28,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kubehull_harness import processes, toolchain
+from kubehull_harness import debian, processes, toolchain
 
-SUITE = "bookworm"
+SUITE = debian.SUITE
 PACKAGES = (
     "linux-image-amd64",
     "systemd-sysv",
@@ -133,23 +133,7 @@ def build_image(log: Path | None = None) -> Image:
                 'echo "UseDNS no" > "$1/etc/ssh/sshd_config.d/kubehull.conf"',
             ]
         )
-        with (log or Path(os.devnull)).open("a") as output:
-            done = subprocess.run(
-                [
-                    "mmdebstrap",
-                    "--variant=apt",
-                    f"--include={','.join(PACKAGES)}",
-                    f"--customize-hook={setup}",
-                    SUITE,
-                    str(rootfs),
-                ],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=1800,
-                check=False,
-            )
-        if done.returncode != 0:
-            raise VMError(f"mmdebstrap failed ({done.returncode}); see {log}")
+        debian.bootstrap(rootfs, PACKAGES, log or Path(os.devnull), variant="apt", hooks=(setup,))
         for name, destination in (("vmlinuz", image.kernel), ("initrd.img", image.initrd)):
             (found,) = sorted((rootfs / "boot").glob(f"{name}-*"))
             shutil.copyfile(found, destination)

@@ -154,8 +154,12 @@ class Containers:
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Bring a created or running container's status up to date with what its monitor recorded."""
         with self._lock:
-            if record.status.state not in ("CREATED", "RUNNING") or record.id in self._starting:
+            if record.id in self._starting:
                 return record
+        if record.status.state == "EXITED":
+            return self._late_oom_kill(record)
+        if record.status.state not in ("CREATED", "RUNNING"):
+            return record
         handler = self.sandboxes.handlers.find(record.handler)
         if handler is None:
             return record
@@ -295,6 +299,27 @@ class Containers:
         finally:
             with self._lock:
                 self._starting.discard(record.id)
+
+    def _late_oom_kill(self, record: ContainerRecord) -> ContainerRecord:
+        """An exited container's OOM kill that its monitor learnt of after the exit: a shim's OOM watch and its
+        reaper race, so its ``/tasks/oom`` event may come after its exit event. As containerd's CRI does, the
+        reason of a container that died of SIGKILL turns to OOMKilled when it comes."""
+        if record.status.reason != "Error" or record.status.exit_code != SIGKILL_EXIT:
+            return record
+        handler = self.sandboxes.handlers.find(record.handler)
+        ended = None if handler is None else handler.exit_status(record.id, self.paths(record))
+        if ended is None or not ended.oom_killed:
+            return record
+
+        def oom_killed(current: ContainerStatus) -> ContainerStatus:
+            return dataclasses.replace(current, reason="OOMKilled") if current.reason == "Error" else current
+
+        try:
+            _, after = self.records.update(record.id, oom_killed)
+        except errors.NotFound:
+            return record
+        self.on_change()
+        return after
 
     def _oom_killed(self, record: ContainerRecord, ended: ExitStatus) -> bool:
         """Whether the kernel's OOM killer ended the container: its monitor saw it, or, on cgroup v2, the

@@ -14,6 +14,9 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
+from hulld.config import shim_events_socket
+from hulld.runtimes.shim import framing
+from hulld.runtimes.shim.protocol import task_pb2, ttrpc_pb2
 from kubehull_harness import images
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
@@ -59,8 +62,11 @@ def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp
     wait_until(
         lambda: json.loads(hulld.crictl("inspect", hog).stdout)["status"]["state"] == "CONTAINER_EXITED", 60, "the OOM"
     )
+    # A shim's OOM event may come just after its exit event (test_an_oom_event_after_the_exit_event_counts).
+    wait_until(
+        lambda: json.loads(hulld.crictl("inspect", hog).stdout)["status"]["reason"] == "OOMKilled", 5, "the reason"
+    )
     status = json.loads(hulld.crictl("inspect", hog).stdout)["status"]
-    assert status["reason"] == "OOMKilled"
     assert status["exitCode"] == 137
     assert hulld.process is not None
     if handler == "shim-runc":
@@ -68,6 +74,35 @@ def test_oom_killed_container_says_so(hulld_with_network: Hulld, image: str, tmp
     # conmon's "oom" marker lands in the container's bundle, never in hulld's working directory.
     assert (hulld.root / "containers" / hog / "bundle" / "oom").exists()
     assert not (Path(os.readlink(f"/proc/{hulld.process.popen.pid}/cwd")) / "oom").exists()
+
+
+def test_an_oom_event_after_the_exit_event_counts(hulld_with_network: Hulld, image: str, tmp_path: Path) -> None:
+    """A shim's OOM watch and its reaper race: its /tasks/oom event may follow the exit event (CI saw it once).
+    The order cannot be provoked, so the test sends that late event itself, as the shim would, to hulld's events
+    socket for the handler; the container's reason turns from Error to OOMKilled, as containerd's CRI does."""
+    hulld = hulld_with_network
+    pod_file = pod_config(tmp_path, "late-oom")
+    pod = hulld.crictl("runp", "--runtime", "shim-runc", pod_file).stdout.strip()
+    killed = start(hulld, tmp_path, pod_file, pod, "killed", image, ["sleep", "3600"])
+    hulld.crictl("stop", "--timeout", "0", killed)
+    status = json.loads(hulld.crictl("inspect", killed).stdout)["status"]
+    assert (status["state"], status["exitCode"], status["reason"]) == ("CONTAINER_EXITED", 137, "Error")
+
+    event = task_pb2.Envelope(topic="/tasks/oom", namespace="k8s.io")
+    event.event.Pack(task_pb2.TaskOOM(container_id=killed), type_url_prefix="containerd.events")
+    request = ttrpc_pb2.Request(
+        service="containerd.services.events.ttrpc.v1.Events",
+        method="Forward",
+        payload=task_pb2.ForwardRequest(envelope=event).SerializeToString(),
+    )
+    with socket.socket(socket.AF_UNIX) as events:
+        events.connect(str(shim_events_socket(hulld.work_dir / "state", "shim-runc")))
+        events.sendall(framing.frame(1, framing.REQUEST, request.SerializeToString()))
+        assert framing.read_frame(events)[:2] == (1, framing.RESPONSE)
+    wait_until(
+        lambda: json.loads(hulld.crictl("inspect", killed).stdout)["status"]["reason"] == "OOMKilled", 10, "OOMKilled"
+    )
+    assert json.loads(hulld.crictl("inspect", killed).stdout)["status"]["exitCode"] == 137
 
 
 def test_update_resources_reaches_the_cgroup(hulld_with_network: Hulld, image: str, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ last container is deleted.
   monitor writes them (``<exits>/<id>``, mtime = exit time), so the rest of hulld reads both the same way.
 - **OOM kills** arrive as ``/tasks/oom`` events. Shims publish events to ``TTRPC_ADDRESS``, which must answer
   even while hulld restarts (gVisor's shim panics otherwise): the ``recorder`` process there spools them, and
-  hulld reads the spool. A shim publishes an OOM kill before the exit it causes; an exit by SIGKILL (137) is
-  held until the shim's own ``/tasks/exit`` event for it says every earlier event has arrived (or a second
-  passed).
+  hulld reads the spool. A shim's OOM watch and its reaper race, so its OOM event mostly, not always, comes
+  before the exit event: an exit by SIGKILL (137) is held until the shim's own ``/tasks/exit`` event for it
+  (or a second), and a later OOM event still turns the container's reason to OOMKilled (``containers``).
 - **Logs**: each container's stdout and stderr are FIFOs in its bundle; ``stdio.LogCopier`` turns them into
   the CRI log.
 - **The shim's own log** comes through a FIFO named ``log`` in its bundle (shims refuse to start without one)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kubehull_harness import rollouts
 from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.waiting import wait_until
 from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
@@ -41,17 +42,12 @@ class SimulatedAgents:
 
     def _round(self) -> None:
         listed = self.cluster.custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]
-        unavailable = 0
         for item in listed:
             name = item["metadata"]["name"]
             if name not in self.cluster.nodes:
                 continue
             spec = {entry["name"] for entry in item["spec"].get("handlers", [])}
-            status = item.get("status") or {}
-            current = status.get("observedGeneration") == item["metadata"]["generation"]
-            ready = {entry["name"] for entry in status.get("handlers", []) if entry["ready"]}
-            if self.handler in spec and not (current and self.handler in ready):
-                unavailable += 1
+            current = (item.get("status") or {}).get("observedGeneration") == item["metadata"]["generation"]
             if not current and name not in self.paused:
                 since = self._lagging_since.setdefault(name, time.monotonic())
                 if time.monotonic() - since >= self.delay:
@@ -59,7 +55,7 @@ class SimulatedAgents:
                     # again, as an agent that applies one spec at a time would.
                     self.cluster.report(name, dict.fromkeys(spec, True), read=item)
                     del self._lagging_since[name]
-        self.max_unavailable = max(self.max_unavailable, unavailable)
+        self.max_unavailable = max(self.max_unavailable, rollouts.unavailable(listed, self.handler, self.cluster.nodes))
 
     def stop(self) -> None:
         self._stop.set()

@@ -8,7 +8,7 @@ hosts need no Python. Layout (relocatable: each launcher finds everything relati
     DEST/VERSION             hulld's version
     DEST/python/             the CPython kubehull runs on: interpreter, libpython, standard library
     DEST/site-packages/      kubehull and its dependencies, the very files installed beside it
-    DEST/bin/<command>       launchers: hulld, kubehull-agent, kubehull-operator
+    DEST/bin/<command>       launchers: hulld, kubehull-agent, kubehull-operator, kubehull-uninstall
 
 The shared libraries the interpreter and the extension modules link against come along in python/lib
 (OpenSSL, libffi, zlib, ...), all but the C library itself: hosts need a glibc at least as new as the
@@ -33,7 +33,12 @@ import hulld
 
 DISTRIBUTION = "kubehull"
 PACKAGES = ("kubehull_api", "kubehull_operator", "kubehull_agent", "hulld")
-COMMANDS = {"hulld": "hulld", "kubehull-agent": "kubehull_agent", "kubehull-operator": "kubehull_operator"}
+COMMANDS = {
+    "hulld": "hulld",
+    "kubehull-agent": "kubehull_agent",
+    "kubehull-operator": "kubehull_operator",
+    "kubehull-uninstall": "kubehull_operator.uninstall",
+}
 STDLIB_SKIPPED = (
     "site-packages",
     "test",

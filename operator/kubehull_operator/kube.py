@@ -67,6 +67,7 @@ class Kube:
         self.node_api = k8s.NodeV1Api(client)
         self.custom = k8s.CustomObjectsApi(client)
         self.coordination = k8s.CoordinationV1Api(client)
+        self.apps = k8s.AppsV1Api(client)
 
     def _write(self, resource: str, verb: str, request: Callable[[], T]) -> T:
         try:
@@ -243,19 +244,47 @@ class Kube:
     def node_runtime_names(self) -> set[str]:
         return self._names(lambda **page: self.custom.list_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, **page))
 
+    def node_runtimes(self) -> list[dict[str, Any]]:
+        return self._items(lambda **page: self.custom.list_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, **page))
+
+    def node_labels(self) -> dict[str, dict[str, str]]:
+        return {meta["name"]: meta.get("labels") or {} for meta in self._metadata(self.core.list_node)}
+
+    def pod_names(self, namespace: str, selector: str) -> set[str]:
+        return self._names(lambda **page: self.core.list_namespaced_pod(namespace, label_selector=selector, **page))
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        patch = {"spec": {"replicas": replicas}}
+        self._write(
+            "deployments",
+            "patch",
+            lambda: self.apps.patch_namespaced_deployment_scale(
+                name, namespace, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH
+            ),
+        )
+
     @staticmethod
-    def _names(list_page: Callable[..., Any]) -> set[str]:
-        """The names of every object of a kind, listed as metadata only, a page at a time: what the controller
-        waits for kopf's watch to have shown it."""
-        names: set[str] = set()
+    def _items(list_page: Callable[..., Any]) -> list[dict[str, Any]]:
+        """Every object of a list, a page at a time, as plain dicts."""
+        items: list[dict[str, Any]] = []
         token = None
         while True:
-            response = list_page(limit=500, _continue=token, _headers={"Accept": METADATA_ONLY}, _preload_content=False)
-            page = json.loads(response.data)
-            names.update(item["metadata"]["name"] for item in page.get("items") or [])
+            page = json.loads(list_page(limit=500, _continue=token, _preload_content=False).data)
+            items.extend(page.get("items") or [])
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
-                return names
+                return items
+
+    @classmethod
+    def _metadata(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:
+        """The metadata of every object of a kind (names, labels), without the objects' bodies."""
+        items = cls._items(lambda **page: list_page(_headers={"Accept": METADATA_ONLY}, **page))
+        return [item["metadata"] for item in items]
+
+    @classmethod
+    def _names(cls, list_page: Callable[..., Any]) -> set[str]:
+        """The names of every object of a kind: what the controller waits for kopf's watch to have shown it."""
+        return {meta["name"] for meta in cls._metadata(list_page)}
 
     # --- Leases (leader election) ------------------------------------------------------------------------------
 

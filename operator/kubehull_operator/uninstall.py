@@ -1,0 +1,107 @@
+"""`kubehull-uninstall`: take kubehull's handlers off every node; the chart's pre-delete hook runs it.
+
+Only the node agents can undo what they did to a node (containerd's drop-in, and the restart that drops the
+handlers; hulld's handlers), and `helm uninstall` is about to delete them. So, while they still run:
+
+1. the operator's Deployment is scaled to 0 and its pods are waited for (it would give the handlers back);
+2. every NodeRuntime's handlers are emptied, and each agent removes them from its node and reports that;
+3. a node whose agent has reported loses its ``handler.kubehull.io/`` labels, so pods asking for those
+   RuntimeClasses are no longer scheduled there.
+
+RuntimeProfiles, their RuntimeClasses and namespace defaults stay, as the CRDs do (Helm never deletes CRDs):
+pods of those RuntimeClasses stay unscheduled rather than fall back to another runtime, and a later install
+puts the handlers back. A node whose agent does not report within ``--timeout`` is named and the command fails,
+so `helm uninstall` fails with it and the release stays (`helm uninstall --no-hooks` skips this step). A node
+whose agent never reported anything had nothing configured, and is not waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from kubehull_operator import kube
+from kubehull_operator.metrics import Metrics
+from kubehull_operator.reconcile.model import HANDLER_LABEL_PREFIX
+
+logger = logging.getLogger("kubehull_operator.uninstall")
+POLL = 2.0
+
+
+class UninstallError(RuntimeError):
+    pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kubehull-uninstall", description=__doc__)
+    parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", ""), help="kubehull's namespace")
+    parser.add_argument("--operator-deployment", required=True, help="the operator's Deployment in --namespace")
+    parser.add_argument("--operator-selector", required=True, help="label selector of the operator's pods")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the agents, in all")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    api = kube.Kube(kube.api_client(4), Metrics())
+    try:
+        uninstall(api, args.namespace, args.operator_deployment, args.operator_selector, args.timeout)
+    except UninstallError as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def uninstall(api: kube.Kube, namespace: str, deployment: str, selector: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    api.scale_deployment(namespace, deployment, 0)
+    while operators := api.pod_names(namespace, selector):
+        if time.monotonic() > deadline:
+            raise UninstallError(f"the operator's pods are still there after {timeout:.0f}s: {sorted(operators)}")
+        time.sleep(POLL)
+    logger.info("operator stopped; removing every node's handlers")
+    waiting = set()
+    for item in api.node_runtimes():
+        name = item["metadata"]["name"]
+        if item["spec"].get("handlers"):
+            api.set_node_runtime_handlers(name, ())
+        if item.get("status") is not None:  # an agent runs (or ran) there
+            waiting.add(name)
+    while True:
+        done = {item["metadata"]["name"] for item in api.node_runtimes() if _emptied(item)}
+        labels = api.node_labels()
+        for name in sorted(waiting & done):
+            _remove_handler_labels(api, name, labels.get(name, {}))
+            logger.info("node %s: handlers removed", name)
+        waiting -= done
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            raise UninstallError(
+                f"no report from the agents of {len(waiting)} node(s) within {timeout:.0f}s, their handlers may"
+                f" still be configured: {', '.join(sorted(waiting))}"
+            )
+        time.sleep(POLL)
+    for name, node_labels in api.node_labels().items():  # nodes without a NodeRuntime (any more) too
+        _remove_handler_labels(api, name, node_labels)
+
+
+def _emptied(item: dict[str, Any]) -> bool:
+    """Whether the node's agent has reported the empty spec: no handler left on the node."""
+    status = item.get("status") or {}
+    return status.get("observedGeneration") == item["metadata"]["generation"] and not status.get("handlers")
+
+
+def _remove_handler_labels(api: kube.Kube, node: str, labels: dict[str, str]) -> None:
+    removed = {key: None for key in labels if key.startswith(HANDLER_LABEL_PREFIX)}
+    if removed:
+        api.set_node_labels(node, removed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

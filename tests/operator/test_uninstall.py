@@ -1,0 +1,122 @@
+"""`kubehull-uninstall` (the chart's pre-delete hook) against the real API server, the agents played by the test.
+
+The operator runs here as a process, not as the Deployment the hook scales to 0: the test stands a Deployment
+in for it (no controller makes its pods) and stops the process itself. The whole path, agents and containerd
+included, runs on kind (e2e/test_kind.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from kubehull_harness.apiserver import KubeAPIServer
+from kubehull_harness.waiting import wait_until
+from tests.operator.conftest import Cluster, OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NAMESPACE = "default"
+SELECTOR = "app.kubernetes.io/component=operator,kubehull-test=uninstall"
+
+
+def uninstall(server: KubeAPIServer, deployment: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubehull_operator.uninstall",
+            f"--namespace={NAMESPACE}",
+            f"--operator-deployment={deployment}",
+            f"--operator-selector={SELECTOR}",
+            f"--timeout={timeout}",
+        ],
+        env={**os.environ, "KUBECONFIG": str(server.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )
+
+
+def stand_in_deployment(server: KubeAPIServer, name: str) -> Any:
+    apps: Any = k8s.AppsV1Api(server.api_client())
+    labels = {"app.kubernetes.io/component": "operator", "kubehull-test": "uninstall"}
+    apps.create_namespaced_deployment(
+        NAMESPACE,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "operator", "image": "kubehull/kubehull:0.1.0"}]},
+                },
+            },
+        },
+    )
+    return apps
+
+
+def emptied(cluster: Cluster, node: str) -> dict[str, Any] | None:
+    current = cluster.node_runtime(node)
+    return None if current["spec"].get("handlers") else current
+
+
+def labelled(cluster: Cluster, node: str, label: str) -> bool:
+    return label in cluster.handler_labels(node)
+
+
+def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    answering = [cluster.create_node(f"answers{index}") for index in range(2)]
+    silent = cluster.create_node("silent")
+    agentless = cluster.create_node("agentless")
+    spec = {"handler": cluster.name("gv"), "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
+    profile = cluster.create_profile("gv", spec)
+    label = f"handler.kubehull.io/{cluster.name('gv')}"
+    for node in (*answering, silent, agentless):
+        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler")
+    for node in (*answering, silent):
+        cluster.report_all_ready(node)
+        wait_until(functools.partial(labelled, cluster, node, label), 30, f"{node} labelled")
+    deployment = cluster.name("operator")
+    apps = stand_in_deployment(cluster.server, deployment)
+    try:
+        operator.stop()  # what scaling its Deployment to 0 does to a real one
+
+        failed = uninstall(cluster.server, deployment, timeout=8)
+        assert apps.read_namespaced_deployment(deployment, NAMESPACE).spec.replicas == 0
+        assert failed.returncode == 1, failed.stderr
+        assert "no report from the agents of 3 node(s) within 8s" in failed.stderr, failed.stderr
+        for node in (*answering, silent, agentless):
+            assert emptied(cluster, node) is not None, node
+
+        # The agents that answer report the empty spec; the silent node's stays unconfirmed and keeps its label.
+        for node in answering:
+            cluster.report(node, {}, read=emptied(cluster, node))
+        failed = uninstall(cluster.server, deployment, timeout=8)
+        assert failed.returncode == 1, failed.stderr
+        assert f"1 node(s) within 8s, their handlers may still be configured: {silent}" in failed.stderr
+        assert all(not cluster.handler_labels(node) for node in answering)
+        assert label in cluster.handler_labels(silent)
+
+        cluster.report(silent, {}, read=emptied(cluster, silent))
+        done = uninstall(cluster.server, deployment, timeout=8)
+        assert done.returncode == 0, done.stderr
+        assert all(not cluster.handler_labels(node) for node in (*answering, silent, agentless))
+        assert cluster.profile(profile)["metadata"]["name"] == profile  # profiles stay, as the CRDs do
+    finally:
+        operator.start()  # as a later install does (and the clean-up needs it: the profiles' finalizers)
+        apps.delete_namespaced_deployment(deployment, NAMESPACE)
+    for node in (*answering, silent, agentless):  # every node gets its handler back
+        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler back")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_harness import deploy, kind
+from kubehull_harness import deploy, kind, rollouts
 from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
 
@@ -62,6 +63,10 @@ def status(up: kind.KindCluster, name: str) -> dict[str, Any]:
 def condition(up: kind.KindCluster, name: str, kind_of: str) -> str:
     conditions = {entry["type"]: entry["status"] for entry in status(up, name).get("conditions", [])}
     return str(conditions.get(kind_of, ""))
+
+
+def ready(up: kind.KindCluster, name: str) -> bool:
+    return condition(up, name, "Ready") == "True"
 
 
 def labelled(up: kind.KindCluster, handler: str) -> set[str]:
@@ -113,6 +118,39 @@ def test_runc_pods_run_on_hulld_and_containerd_nodes(cluster: tuple[kind.KindClu
         ], node
 
 
+SHOW_KERNEL = "dmesg 2>&1 | head -n 3; echo started; sleep 100000"
+
+
+def test_gvisor_pods_run_on_hulld_and_containerd_workers(cluster: tuple[kind.KindCluster, str]) -> None:
+    up, image = cluster
+    gvisor = profile("gvisor", "gvisor", kind.gvisor_directory(up.work_dir) / "runsc")
+    gvisor["spec"]["nodeSelector"] = WORKERS
+    apply(up, gvisor)
+    wait_until(lambda: condition(up, "gvisor", "Ready") == "True", 300, "RuntimeProfile gvisor Ready", interval=2)
+    assert status(up, "gvisor")["ready"] == "3/3"
+    assert labelled(up, "gvisor") == {*HULLD_WORKERS, CONTAINERD_WORKER}
+    # Pinned to a hulld worker and to the containerd worker; a third left to the scheduler, which the
+    # RuntimeClass keeps to the nodes that have the handler ready.
+    apply(
+        up,
+        pinned("gvisor-on-hulld", image, "gvisor", HULLD_WORKERS[0], SHOW_KERNEL),
+        pinned("gvisor-on-containerd", image, "gvisor", CONTAINERD_WORKER, SHOW_KERNEL),
+        pod("gvisor-scheduled", image, "gvisor", SHOW_KERNEL),
+    )
+    for name in ("gvisor-on-hulld", "gvisor-on-containerd", "gvisor-scheduled"):
+        wait_until(functools.partial(running, up, name), 180, f"pod {name} Running", interval=1)
+        log = wait_until(functools.partial(started, up, name), 60, f"pod {name}'s log", interval=1)
+        assert "gVisor" in log, log  # gVisor's own kernel log ("Starting gVisor..."), not the host's
+    assert get(up, "pod", "gvisor-scheduled", "-n", "default")["spec"]["nodeName"] in labelled(up, "gvisor")
+    node_selector = get(up, "runtimeclass", "gvisor")["scheduling"]["nodeSelector"]
+    assert node_selector == {"handler.kubehull.io/gvisor": "true"}, node_selector
+
+
+def started(up: kind.KindCluster, name: str) -> str | None:
+    log = up.kubectl("logs", "-n", "default", name)
+    return log if "started" in log else None
+
+
 def test_a_handler_missing_on_one_worker_is_reported_by_name(cluster: tuple[kind.KindCluster, str]) -> None:
     up, _ = cluster
     for node in (HULLD_WORKERS[0], CONTAINERD_WORKER):  # not on kubehull-worker2
@@ -136,6 +174,61 @@ def test_a_handler_missing_on_one_worker_is_reported_by_name(cluster: tuple[kind
     wait_until(lambda: not labelled(up, "partial"), 120, "the partial profile's labels removed", interval=1)
 
 
+class RolloutWatch:
+    """Counts, from the NodeRuntime objects read every few tenths of a second, the most workers a rollout held
+    unavailable at once."""
+
+    def __init__(self, up: kind.KindCluster, handler: str) -> None:
+        self.up, self.handler = up, handler
+        self.most = 0
+        self.reads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            listed = get(self.up, "noderuntimes")["items"]
+            self.most = max(self.most, rollouts.unavailable(listed, self.handler, {*HULLD_WORKERS, CONTAINERD_WORKER}))
+            self.reads += 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.most
+
+
+def test_a_rollout_takes_one_worker_at_a_time(cluster: tuple[kind.KindCluster, str]) -> None:
+    """maxUnavailable 1 over three real agents (two kinds of runtime): a new handler, then a change to it."""
+    up, _ = cluster
+    for node in (*HULLD_WORKERS, CONTAINERD_WORKER):
+        up.node_exec(node, "sh", "-c", "mkdir -p /opt/alternative && ln -sf /usr/sbin/runc /opt/alternative/runc")
+    rolling = profile("rolling", "runc", "/usr/sbin/runc")
+    rolling["spec"]["nodeSelector"] = WORKERS
+    rolling["spec"]["rollout"] = {"maxUnavailable": 1}
+    for path in ("/usr/sbin/runc", "/opt/alternative/runc"):
+        rolling["spec"]["runtime"]["path"] = path
+        watch = RolloutWatch(up, "rolling")
+        try:
+            apply(up, rolling)
+            wait_until(functools.partial(rolled_out, up, "rolling", path), 300, f"the rollout of {path}", interval=1)
+        finally:
+            most = watch.stop()
+        assert most == 1, f"{path}: {most} workers unavailable at once ({watch.reads} reads)"
+    up.kubectl("delete", "runtimeprofile", "rolling", "--wait=true")
+
+
+def rolled_out(up: kind.KindCluster, name: str, path: str) -> bool:
+    """Whether every NodeRuntime has profile ``name``'s handler at ``path`` and the profile is Ready on all."""
+    paths = {
+        handler["path"]
+        for item in get(up, "noderuntimes")["items"]
+        for handler in item["spec"].get("handlers", [])
+        if handler["name"] == name
+    }
+    return paths == {path} and ready(up, name) and status(up, name)["ready"] == "3/3"
+
+
 def test_containerd_keeps_pods_through_dropin_changes(cluster: tuple[kind.KindCluster, str]) -> None:
     up, _ = cluster
     before = wait_until(functools.partial(running, up, "runc-on-containerd"), 180, "the pod Running", interval=1)
@@ -155,14 +248,48 @@ def test_containerd_keeps_pods_through_dropin_changes(cluster: tuple[kind.KindCl
     assert after["containerStatuses"][0]["restartCount"] == 0
 
 
-def dropin(up: kind.KindCluster) -> str:
-    return up.node_exec(CONTAINERD_WORKER, "cat", "/etc/containerd/conf.d/kubehull.toml")
+def dropin(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> str:
+    return up.node_exec(node, "cat", "/etc/containerd/conf.d/kubehull.toml")
 
 
-def containerd_starts(up: kind.KindCluster) -> int:
-    """How many times systemd has started containerd on the containerd worker."""
-    journal = up.node_exec(CONTAINERD_WORKER, "journalctl", "--no-pager", "-u", "containerd")
+def containerd_starts(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> int:
+    """How many times systemd has started containerd on ``node``."""
+    journal = up.node_exec(node, "journalctl", "--no-pager", "-u", "containerd")
     return journal.count("Started containerd.service")
+
+
+def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindCluster, str]) -> None:
+    """A new agent image on every node: the running pods keep their containers, containerd is not restarted
+    (the new agents render the same drop-in) and neither is hulld."""
+    up, _ = cluster
+    pods = ("runc-on-kubehull-worker", "runc-on-containerd", "gvisor-on-hulld", "gvisor-on-containerd")
+    before = {name: wait_until(functools.partial(running, up, name), 60, name)["containerStatuses"][0] for name in pods}
+    agents = set(agent_pods(up))
+    containerd = containerd_starts(up)
+    hulld = {node: up.node_exec(node, "systemctl", "show", "--property=MainPID", "hulld") for node in HULLD_WORKERS}
+    deploy.helm_install(up, deploy.build_and_push_image(up, "0.1.1"), upgrade=True)
+    wait_until(lambda: not agents & set(agent_pods(up)), 300, "every agent replaced", interval=2)
+    for name in ("runc", "gvisor"):
+        wait_until(functools.partial(ready, up, name), 300, f"{name} Ready", interval=2)
+    for name, container in before.items():
+        now = running(up, name)
+        assert now is not None, name
+        assert now["containerStatuses"][0]["containerID"] == container["containerID"], name
+        assert now["containerStatuses"][0]["restartCount"] == container["restartCount"], name
+    assert containerd_starts(up) == containerd
+    assert {
+        node: up.node_exec(node, "systemctl", "show", "--property=MainPID", "hulld") for node in HULLD_WORKERS
+    } == hulld
+
+
+def agent_pods(up: kind.KindCluster) -> list[str]:
+    return up.kubectl(
+        "get",
+        "pods",
+        f"--namespace={deploy.NAMESPACE}",
+        "--selector=app.kubernetes.io/component=agent",
+        "--output=jsonpath={.items[*].metadata.name}",
+    ).split()
 
 
 def test_deleting_a_worker_removes_its_noderuntime(cluster: tuple[kind.KindCluster, str]) -> None:
@@ -176,3 +303,21 @@ def test_deleting_a_worker_removes_its_noderuntime(cluster: tuple[kind.KindClust
         return HULLD_WORKERS[1] not in names
 
     wait_until(gone, 120, f"NodeRuntime {HULLD_WORKERS[1]} removed", interval=1)
+
+
+def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.KindCluster, str]) -> None:
+    """The chart's pre-delete hook stops the operator and empties every NodeRuntime; the agents remove the
+    drop-ins (containerd restarted once for it) before the chart's resources go."""
+    up, _ = cluster
+    containerd_nodes = (CONTROL_PLANE, CONTAINERD_WORKER)
+    assert all("[plugins" in dropin(up, node) for node in containerd_nodes)
+    starts = {node: containerd_starts(up, node) for node in containerd_nodes}
+    deploy.helm_uninstall(up)
+    for node in containerd_nodes:
+        assert up.node_exec(node, "ls", "/etc/containerd/conf.d").split() == [], node  # no drop-in, no kubehull.d
+        assert containerd_starts(up, node) == starts[node] + 1, node
+    for node in get(up, "nodes")["items"]:
+        labels = node["metadata"].get("labels", {})
+        assert not [key for key in labels if key.startswith("handler.kubehull.io/")], node["metadata"]["name"]
+    assert not agent_pods(up)
+    assert get(up, "runtimeprofiles")["items"]  # the profiles stay, as the CRDs do

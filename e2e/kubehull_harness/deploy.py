@@ -43,21 +43,40 @@ def build_and_push_image(local: Cluster, tag: str) -> str:
     return images.push(source, spec, local.registry, work_dir).reference
 
 
-def helm_install(local: Cluster, image_reference: str, *extra_values: str, timeout: float = 300) -> None:
-    """`helm install --wait` with the image from the local registry; the operator and agent pods are Running."""
+def helm_install(
+    local: Cluster, image_reference: str, *extra_values: str, timeout: float = 300, upgrade: bool = False
+) -> None:
+    """`helm install --wait` (or `helm upgrade --wait`) with the image from the local registry; the operator and
+    agent pods are Running."""
     repository, tag = image_reference.rsplit(":", 1)
     processes.run(
         [
             toolchain.binary("helm"),
             f"--kubeconfig={local.kubeconfig}",
-            "install",
+            "upgrade" if upgrade else "install",
             RELEASE,
             REPO / "charts" / "kubehull",
             f"--namespace={NAMESPACE}",
-            "--create-namespace",
+            *(() if upgrade else ("--create-namespace",)),
             f"--set=image.repository={repository}",
             f"--set=image.tag={tag}",
             *(f"--set={value}" for value in extra_values),
+            "--wait",
+            f"--timeout={int(timeout)}s",
+        ],
+        timeout=timeout + 30,
+    )
+
+
+def helm_uninstall(local: Cluster, timeout: float = 300) -> None:
+    """`helm uninstall --wait`: its pre-delete hook first takes kubehull's handlers off the nodes."""
+    processes.run(
+        [
+            toolchain.binary("helm"),
+            f"--kubeconfig={local.kubeconfig}",
+            "uninstall",
+            RELEASE,
+            f"--namespace={NAMESPACE}",
             "--wait",
             f"--timeout={int(timeout)}s",
         ],

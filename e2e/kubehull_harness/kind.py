@@ -23,6 +23,12 @@ nothing is pulled from anywhere. The pieces, each cached:
 
 Pods get a bridge on each node (its own /24 of the pod network, written by the harness) and routes to the
 other nodes' ranges; kind's kindnetd is not used (it would be pulled).
+
+On a cgroup v1 host (this machine) kind's entrypoint bind-mounts the kubelet's cgroup roots (``/kubelet``,
+``/kubelet.slice``) onto themselves in every hierarchy, so that systemd leaves them alone until the kubelet
+starts. runsc reads its own cgroups through every cgroup mount of ``/proc/self/mountinfo`` in turn and fails
+on those ("Rel: can't make ../kubehull.slice/hulld.service relative to /kubelet.slice"), so once the kubelets
+run, the harness removes the self-binds (``_unbind_kubelet_cgroup_roots``). kind does not make them on cgroup v2.
 """
 
 from __future__ import annotations
@@ -548,6 +554,13 @@ def _route_pod_subnets(engine: Engine) -> None:
                 engine.docker("exec", name, "ip", "route", "replace", _node_subnet(index), "via", addresses[other])
 
 
+def _unbind_kubelet_cgroup_roots(engine: Engine) -> None:
+    """Each node's self-bind mounts of the kubelet's cgroup roots, removed (module docstring; none on cgroup v2)."""
+    unbind = "findmnt -rn -t cgroup -o TARGET | grep -E '/kubelet(\\.slice)?$' | xargs -r -n1 umount --lazy"
+    for name in node_names():
+        engine.docker("exec", name, "sh", "-c", unbind)
+
+
 def remove_network(engine: Engine) -> None:
     """The cluster network (and so its bridge on this machine), if it is there."""
     subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True, env=engine.env, check=False)
@@ -591,6 +604,7 @@ def run(work_dir: Path, logs: Path, checkout: Path, timeout: float = 600) -> Ite
         runtimes = dict(zip(node_names(), ["containerd", *WORKERS], strict=True))
         up = KindCluster(engine=engine, registry=served, work_dir=work_dir, logs=logs, nodes=runtimes)
         up.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={timeout:.0f}s", timeout=timeout + 30)
+        _unbind_kubelet_cgroup_roots(engine)
         yield up
 
 

@@ -185,7 +185,7 @@ class Agent:
         }
         wanted = set(rendered)
         try:
-            if node.dropin.apply(text, side_files, lambda: self._serves(node.prober, wanted)):
+            if node.dropin.apply(text, side_files, lambda: not self._lacks(node.prober, wanted)):
                 self.metrics.renders.inc()
                 self._wait_serving(node.prober, wanted, "containerd")
         except containerd.ContainerdError as error:
@@ -225,6 +225,15 @@ class Agent:
         try:
             return wanted <= prober.runtime_status()[2]
         except Exception:  # the runtime may be briefly unavailable: not yet
+            return False
+
+    @staticmethod
+    def _lacks(prober: probe.Prober, wanted: set[str]) -> bool:
+        """Whether the runtime answers and does not report every handler in ``wanted``. One that does not answer
+        (busy, restarting) may lack nothing: restarting it again would not tell, and would interrupt it."""
+        try:
+            return not wanted <= prober.runtime_status()[2]
+        except Exception:
             return False
 
     def _wait_serving(self, prober: probe.Prober, wanted: set[str], runtime: str) -> None:

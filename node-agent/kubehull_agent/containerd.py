@@ -155,9 +155,9 @@ class DropIn:
 
     def apply(self, text: str, side_files: Mapping[str, str], loaded: Callable[[], bool]) -> bool:
         """Make the drop-in say ``text`` (empty: no drop-in) with ``side_files`` (host path → content, the
-        gVisor configurations) beside it, and restart containerd if anything changed — or if containerd does
-        not serve what the file says (``loaded``: an earlier restart failed, or another agent wrote the file),
-        once per text: a containerd that does not import the drop-in is not restarted again and again.
+        gVisor configurations) beside it, and restart containerd if anything changed — or if containerd answers
+        without what the file says (``loaded`` false: an earlier restart failed, or another agent wrote the
+        file), once per text: a containerd that does not import the drop-in is not restarted again and again.
         Whether it restarted."""
         with host_lock(self.lock):
             changed = self._write_side_files(side_files)

@@ -65,15 +65,19 @@ def uninstall(api: kube.Kube, namespace: str, deployment: str, selector: str, ti
             raise UninstallError(f"the operator's pods are still there after {timeout:.0f}s: {sorted(operators)}")
         time.sleep(POLL)
     logger.info("operator stopped; removing every node's handlers")
-    waiting = set()
-    for item in api.node_runtimes():
-        name = item["metadata"]["name"]
-        if item["spec"].get("handlers"):
-            api.set_node_runtime_handlers(name, ())
-        if item.get("status") is not None:  # an agent runs (or ran) there
-            waiting.add(name)
+    # Nodes whose agent runs (or ran): it has reported a status.
+    waiting = {item["metadata"]["name"] for item in api.node_runtimes() if item.get("status") is not None}
+    emptied: set[str] = set()
     while True:
-        done = {item["metadata"]["name"] for item in api.node_runtimes() if _emptied(item)}
+        listed = api.node_runtimes()
+        for item in listed:
+            name = item["metadata"]["name"]
+            if item["spec"].get("handlers"):
+                if name in emptied:  # given back: an operator process still runs somewhere (a lost node's)
+                    logger.warning("NodeRuntime %s has handlers again; emptying it again", name)
+                api.set_node_runtime_handlers(name, ())
+                emptied.add(name)
+        done = {item["metadata"]["name"] for item in listed if _emptied(item)}
         labels = api.node_labels()
         for name in sorted(waiting & done):
             _remove_handler_labels(api, name, labels.get(name, {}))

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.waiting import wait_until
-from tests.operator.conftest import Cluster, OperatorProcess
+from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -26,8 +26,9 @@ NAMESPACE = "default"
 SELECTOR = "app.kubernetes.io/component=operator,kubehull-test=uninstall"
 
 
-def uninstall(server: KubeAPIServer, deployment: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def uninstall(server: KubeAPIServer, deployment: str, timeout: float) -> subprocess.Popen[str]:
+    """`kubehull-uninstall` started (``.communicate()`` waits for it)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -38,10 +39,15 @@ def uninstall(server: KubeAPIServer, deployment: str, timeout: float) -> subproc
             f"--timeout={timeout}",
         ],
         env={**os.environ, "KUBECONFIG": str(server.kubeconfig)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout + 60,
     )
+
+
+def finished(run: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = run.communicate(timeout=120)
+    return run.returncode, stderr
 
 
 def stand_in_deployment(server: KubeAPIServer, name: str) -> Any:
@@ -71,6 +77,14 @@ def emptied(cluster: Cluster, node: str) -> dict[str, Any] | None:
     return None if current["spec"].get("handlers") else current
 
 
+def give_back(cluster: Cluster, node: str, handlers: list[dict[str, Any]]) -> None:
+    """Write handlers into the node's NodeRuntime, as an operator would."""
+    patch = {"spec": {"handlers": handlers}}
+    cluster.custom.patch_cluster_custom_object(
+        GROUP, VERSION, "noderuntimes", node, patch, _content_type="application/merge-patch+json"
+    )
+
+
 def labelled(cluster: Cluster, node: str, label: str) -> bool:
     return label in cluster.handler_labels(node)
 
@@ -94,25 +108,36 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
     try:
         operator.stop()  # what scaling its Deployment to 0 does to a real one
 
-        failed = uninstall(cluster.server, deployment, timeout=8)
+        handlers = cluster.node_runtime(silent)["spec"]["handlers"]
+        code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
         assert apps.read_namespaced_deployment(deployment, NAMESPACE).spec.replicas == 0
-        assert failed.returncode == 1, failed.stderr
-        assert "no report from the agents of 3 node(s) within 8s" in failed.stderr, failed.stderr
+        assert code == 1, stderr
+        assert "no report from the agents of 3 node(s) within 8s" in stderr, stderr
         for node in (*answering, silent, agentless):
             assert emptied(cluster, node) is not None, node
 
         # The agents that answer report the empty spec; the silent node's stays unconfirmed and keeps its label.
         for node in answering:
             cluster.report(node, {}, read=emptied(cluster, node))
-        failed = uninstall(cluster.server, deployment, timeout=8)
-        assert failed.returncode == 1, failed.stderr
-        assert f"1 node(s) within 8s, their handlers may still be configured: {silent}" in failed.stderr
+        code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
+        assert code == 1, stderr
+        assert f"1 node(s) within 8s, their handlers may still be configured: {silent}" in stderr
         assert all(not cluster.handler_labels(node) for node in answering)
         assert label in cluster.handler_labels(silent)
 
-        cluster.report(silent, {}, read=emptied(cluster, silent))
-        done = uninstall(cluster.server, deployment, timeout=8)
-        assert done.returncode == 0, done.stderr
+        # An operator process still running somewhere (on a lost node) gives a node its handlers back, twice:
+        # each time they are taken off again; then the agents report.
+        node = answering[0]
+        give_back(cluster, node, handlers)
+        running = uninstall(cluster.server, deployment, timeout=30)
+        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off", interval=0.2)
+        give_back(cluster, node, handlers)
+        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off again", interval=0.2)
+        for reporting in (node, silent):
+            cluster.report(reporting, {}, read=emptied(cluster, reporting))
+        code, stderr = finished(running)
+        assert code == 0, stderr
+        assert f"NodeRuntime {node} has handlers again; emptying it again" in stderr, stderr
         assert all(not cluster.handler_labels(node) for node in (*answering, silent, agentless))
         assert cluster.profile(profile)["metadata"]["name"] == profile  # profiles stay, as the CRDs do
     finally:

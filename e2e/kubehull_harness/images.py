@@ -73,6 +73,7 @@ class ImageSpec:
     tag: str
     cmd: tuple[str, ...]
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    entrypoint: tuple[str, ...] = ()
     exposed_ports: tuple[str, ...] = ()
     layers: tuple[LayerSpec, ...] = ()
     user: str = ""
@@ -198,6 +199,8 @@ def build(spec: ImageSpec, layout: Path, work_dir: Path) -> str:
         "--architecture",
         "amd64",
     ]
+    for arg in spec.entrypoint:
+        config += ["--config.entrypoint", arg]
     for arg in spec.cmd:
         config += ["--config.cmd", arg]
     for port in spec.exposed_ports:

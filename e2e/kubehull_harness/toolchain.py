@@ -225,9 +225,11 @@ def _build_containerd(component: Component, scratch: Path, out: Path, log: Path)
     _go(["build", "-ldflags", ldflags, "-o", str(out) + "/", *packages], scratch, log)
 
 
-def _build_kind(component: Component, scratch: Path, out: Path, log: Path) -> None:
+def _build_module_command(component: Component, scratch: Path, out: Path, log: Path) -> None:
+    """A module whose root package is its one command (kind, coredns)."""
     _write_module(scratch, requires={component.module: component.version}, replaces={})
-    _go(["build", "-ldflags", "-s -w", "-o", str(out / "kind"), component.module], scratch, log)
+    (binary,) = component.binaries
+    _go(["build", "-ldflags", "-s -w", "-o", str(out / binary), component.module], scratch, log)
 
 
 BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
@@ -239,7 +241,8 @@ BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "kwok": _build_kwok,
     "gvisor": _build_gvisor,
     "containerd": _build_containerd,
-    "kind": _build_kind,
+    "kind": _build_module_command,
+    "coredns": _build_module_command,
 }
 
 # How each binary reports its version (default: --version); the component's version must be in the output.
@@ -251,6 +254,7 @@ VERSION_COMMANDS: dict[str, list[str]] = {
     "kwok": ["--version"],
     "kwokctl": ["--version"],
     "kind": ["version"],
+    "coredns": ["-version"],
     "kubeadm": ["version", "-o", "short"],
     "containerd-shim-runsc-v1": ["-v"],
     "containerd-shim-runc-v2": ["-v"],

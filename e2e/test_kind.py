@@ -107,6 +107,7 @@ def test_runc_pods_run_on_hulld_and_containerd_nodes(cluster: tuple[kind.KindClu
     for name in (*(f"runc-on-{node}" for node in HULLD_WORKERS), "runc-on-containerd"):
         wait_until(functools.partial(running, up, name), 180, f"pod {name} Running", interval=1)
         assert "started" in up.kubectl("logs", "-n", "default", name)
+        assert_cluster_dns(up, name)
     # The kubelet of a containerd node sees the agent's probe pods and removes their exited containers, deleting
     # "<log path>*" first: the probes' log paths keep that away from the node's root (probe.py).
     for node in (CONTROL_PLANE, CONTAINERD_WORKER):
@@ -141,6 +142,7 @@ def test_gvisor_pods_run_on_hulld_and_containerd_workers(cluster: tuple[kind.Kin
         wait_until(functools.partial(running, up, name), 180, f"pod {name} Running", interval=1)
         log = wait_until(functools.partial(started, up, name), 60, f"pod {name}'s log", interval=1)
         assert "gVisor" in log, log  # gVisor's own kernel log ("Starting gVisor..."), not the host's
+        assert_cluster_dns(up, name)
     assert get(up, "pod", "gvisor-scheduled", "-n", "default")["spec"]["nodeName"] in labelled(up, "gvisor")
     node_selector = get(up, "runtimeclass", "gvisor")["scheduling"]["nodeSelector"]
     assert node_selector == {"handler.kubehull.io/gvisor": "true"}, node_selector
@@ -149,6 +151,12 @@ def test_gvisor_pods_run_on_hulld_and_containerd_workers(cluster: tuple[kind.Kin
 def started(up: kind.KindCluster, name: str) -> str | None:
     log = up.kubectl("logs", "-n", "default", name)
     return log if "started" in log else None
+
+
+def assert_cluster_dns(up: kind.KindCluster, pod_name: str) -> None:
+    """The pod resolves a Service's name through CoreDNS's Service address (DNS settings, kube-proxy, routes)."""
+    answer = up.kubectl("exec", "-n", "default", pod_name, "--", "nslookup", "kubernetes.default.svc.cluster.local")
+    assert "Address: 10.96.0.1" in answer, f"{pod_name}: {answer}"
 
 
 def test_a_handler_missing_on_one_worker_is_reported_by_name(cluster: tuple[kind.KindCluster, str]) -> None:
@@ -292,19 +300,6 @@ def agent_pods(up: kind.KindCluster) -> list[str]:
     ).split()
 
 
-def test_deleting_a_worker_removes_its_noderuntime(cluster: tuple[kind.KindCluster, str]) -> None:
-    up, _ = cluster
-    assert get(up, "noderuntime", HULLD_WORKERS[1])["metadata"]["name"] == HULLD_WORKERS[1]
-    up.node_exec(HULLD_WORKERS[1], "systemctl", "stop", "kubelet")  # or it registers the node again
-    up.kubectl("delete", "node", HULLD_WORKERS[1], "--wait=true")
-
-    def gone() -> bool:
-        names = {item["metadata"]["name"] for item in get(up, "noderuntimes")["items"]}
-        return HULLD_WORKERS[1] not in names
-
-    wait_until(gone, 120, f"NodeRuntime {HULLD_WORKERS[1]} removed", interval=1)
-
-
 def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.KindCluster, str]) -> None:
     """The chart's pre-delete hook stops the operator and empties every NodeRuntime; the agents remove the
     drop-ins (containerd restarted once for it) before the chart's resources go."""
@@ -319,5 +314,19 @@ def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.Ki
     for node in get(up, "nodes")["items"]:
         labels = node["metadata"].get("labels", {})
         assert not [key for key in labels if key.startswith("handler.kubehull.io/")], node["metadata"]["name"]
-    assert not agent_pods(up)
+    wait_until(lambda: not agent_pods(up), 120, "the agents' pods gone", interval=1)  # deleted in the background
     assert get(up, "runtimeprofiles")["items"]  # the profiles stay, as the CRDs do
+
+
+def test_deleting_a_worker_removes_its_noderuntime(cluster: tuple[kind.KindCluster, str]) -> None:
+    up, _ = cluster
+    assert get(up, "noderuntime", HULLD_WORKERS[1])["metadata"]["name"] == HULLD_WORKERS[1]
+    # Last: the worker's pods go on running without a kubelet, an operator replica among them perhaps.
+    up.node_exec(HULLD_WORKERS[1], "systemctl", "stop", "kubelet")  # or it registers the node again
+    up.kubectl("delete", "node", HULLD_WORKERS[1], "--wait=true")
+
+    def gone() -> bool:
+        names = {item["metadata"]["name"] for item in get(up, "noderuntimes")["items"]}
+        return HULLD_WORKERS[1] not in names
+
+    wait_until(gone, 120, f"NodeRuntime {HULLD_WORKERS[1]} removed", interval=1)

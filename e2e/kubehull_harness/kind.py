@@ -17,9 +17,9 @@ nothing is pulled from anywhere. The pieces, each cached:
   plugins. One image serves both node flavours: a node given hulld's base configuration (a file kind mounts)
   starts hulld as its CRI and never containerd; any other starts containerd.
 - **The control-plane images** (``push_control_plane``): kube-apiserver, -controller-manager, -scheduler,
-  kube-proxy, etcd and a pause image, built from the toolchain's binaries with kubeadm's own tags and served by
-  the local registry on the cluster network's gateway, which kubeadm is told is its ``imageRepository``.
-  CoreDNS is not built: the cluster runs without cluster DNS (nothing kubehull does needs it).
+  kube-proxy, etcd, CoreDNS and a pause image, built from the toolchain's binaries with kubeadm's own tags and
+  served by the local registry on the cluster network's gateway, which kubeadm is told is its
+  ``imageRepository``.
 
 Pods get a bridge on each node (its own /24 of the pod network, written by the harness) and routes to the
 other nodes' ranges; kind's kindnetd is not used (it would be pulled).
@@ -48,7 +48,7 @@ from pathlib import Path
 import yaml
 
 from kubehull_agent import install
-from kubehull_harness import cluster, debian, images, processes, registry, shims, toolchain, vm
+from kubehull_harness import cluster, debian, deploy, images, processes, registry, shims, toolchain, vm
 
 PACKAGES = (
     "systemd-sysv",
@@ -103,6 +103,7 @@ ExecStartPre=/bin/sh -c 'test -f {cluster.HULLD_CONFIG} || \\
 PAUSE_TAG = "3.10.2"  # kubeadm v1.36's
 ETCD_TAG = toolchain.components()["etcd"].version.lstrip("v")
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+COREDNS_TAG = toolchain.components()["coredns"].version  # kubeadm v1.36's
 PROXY_PACKAGES = ("iptables", "nftables", "conntrack")
 """kube-proxy runs the iptables tools: its image is Debian with them, not busybox."""
 PAUSE_COMMAND = ("sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done")
@@ -379,6 +380,14 @@ def control_plane_specs(layers: Path) -> list[images.ImageSpec]:
         ),
         images.ImageSpec(repository="kubernetes/etcd", tag=ETCD_TAG, cmd=("etcd",), raw_layers=(layers / "etcd.tar",)),
         images.ImageSpec(repository="kubernetes/pause", tag=PAUSE_TAG, cmd=PAUSE_COMMAND),
+        # kubeadm's CoreDNS Deployment gives only arguments (-conf ...): the image names the command.
+        images.ImageSpec(
+            repository="kubernetes/coredns",
+            tag=COREDNS_TAG,
+            entrypoint=("/usr/local/bin/coredns",),
+            cmd=(),
+            raw_layers=(layers / "coredns.tar",),
+        ),
     ]
     for name in CONTROL_PLANE:
         if name != "kube-proxy":
@@ -392,14 +401,14 @@ def control_plane_specs(layers: Path) -> list[images.ImageSpec]:
 
 def push_control_plane(served: registry.Registry, work_dir: Path, log: Path) -> None:
     """Build the control-plane images (the layout is cached by recipe) and push them to ``served``."""
-    recipe = json.dumps([debian.SUITE, PROXY_PACKAGES, PAUSE_COMMAND, _recipe(), ETCD_TAG, "recipe 1"])
+    recipe = json.dumps([debian.SUITE, PROXY_PACKAGES, PAUSE_COMMAND, _recipe(), ETCD_TAG, COREDNS_TAG, "recipe 2"])
     layout = toolchain.cache_dir() / "kind" / f"control-plane-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
     layers = work_dir / "layers"
     specs = control_plane_specs(layers)
     work_dir.mkdir(parents=True, exist_ok=True)
     if not layout.is_dir():
         layers.mkdir(parents=True, exist_ok=True)
-        for name in (*CONTROL_PLANE, "etcd"):
+        for name in (*CONTROL_PLANE, "etcd", "coredns"):
             _binary_layer(name, layers / f"{name}.tar")
         _proxy_base(layers / "proxy-base.tar", log)
         building = layout.with_name(layout.name + ".partial")
@@ -502,9 +511,8 @@ def _config(work_dir: Path, checkout: Path, image: str) -> dict[str, object]:
                 "etcd": {"local": {"imageTag": ETCD_TAG}},
             }
         ),
-        # kind's own (its nodes have their images; preflight would also refuse cgroup v1), and no CoreDNS: no
-        # image of it is built (module docstring).
-        yaml.safe_dump({"kind": "InitConfiguration", "skipPhases": ["preflight", "addon/coredns"]}),
+        # kind's own (its nodes have their images; preflight would also refuse cgroup v1).
+        yaml.safe_dump({"kind": "InitConfiguration", "skipPhases": ["preflight"]}),
         # This machine's cgroup v1: allowed explicitly since Kubernetes 1.35.
         yaml.safe_dump({"kind": "KubeletConfiguration", "failCgroupV1": False}),
     ]
@@ -605,11 +613,40 @@ def run(work_dir: Path, logs: Path, checkout: Path, timeout: float = 600) -> Ite
         up = KindCluster(engine=engine, registry=served, work_dir=work_dir, logs=logs, nodes=runtimes)
         up.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={timeout:.0f}s", timeout=timeout + 30)
         _unbind_kubelet_cgroup_roots(engine)
+        up.kubectl(
+            "--namespace=kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            f"--timeout={timeout:.0f}s",
+            timeout=timeout + 30,
+        )
         yield up
 
 
 def _export_logs(engine: Engine, logs: Path) -> None:
-    """Each node's journal (kubelet, hulld, containerd), into the component logs."""
+    """Each node's journal (kubelet, hulld, containerd) and kubehull's pods' logs, into the component logs."""
+    pods = subprocess.run(
+        [
+            "docker",
+            "exec",
+            node_names()[0],
+            "kubectl",
+            "--kubeconfig=/etc/kubernetes/admin.conf",
+            "logs",
+            f"--namespace={deploy.NAMESPACE}",
+            f"--selector=app.kubernetes.io/instance={deploy.RELEASE}",
+            "--all-containers",
+            "--prefix",
+            "--tail=-1",
+            "--max-log-requests=20",
+        ],
+        capture_output=True,
+        text=True,
+        env=engine.env,
+        timeout=120,
+    )
+    (logs / "kind-kubehull-pods.log").write_text(pods.stdout + pods.stderr)
     for name in node_names():
         journal = subprocess.run(
             ["docker", "exec", name, "journalctl", "--no-pager", "-u", "kubelet", "-u", "hulld", "-u", "containerd"],

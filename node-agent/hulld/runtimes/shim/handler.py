@@ -534,6 +534,11 @@ class ShimHandler(Handler):
             )
         except (ttrpc.TTRPCError, errors.HulldError):
             return False
+        if state.status == task_pb2.STOPPED:
+            # Its exit is in the answer: recovery asks right after a restart, before the Wait resumed in the
+            # background may have brought it.
+            exited_at = state.exited_at.ToNanoseconds() if state.HasField("exited_at") else time.time_ns()
+            self._record_exit(container_id, note, state.exit_status, exited_at)
         return bool(state.status == task_pb2.RUNNING)
 
     def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:

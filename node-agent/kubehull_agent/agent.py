@@ -220,21 +220,24 @@ class Agent:
         except (FileNotFoundError, tomllib.TOMLDecodeError):
             return {}
 
-    def _serves(self, prober: probe.Prober, wanted: set[str]) -> bool:
-        """Whether the runtime behind ``prober`` reports every handler in ``wanted``."""
-        try:
-            return wanted <= prober.runtime_status()[2]
-        except Exception:  # the runtime may be briefly unavailable: not yet
-            return False
-
     @staticmethod
-    def _lacks(prober: probe.Prober, wanted: set[str]) -> bool:
-        """Whether the runtime answers and does not report every handler in ``wanted``. One that does not answer
-        (busy, restarting) may lack nothing: restarting it again would not tell, and would interrupt it."""
+    def _listed(prober: probe.Prober) -> set[str] | None:
+        """The handlers the runtime behind ``prober`` reports; None while it does not answer (busy, restarting)."""
         try:
-            return not wanted <= prober.runtime_status()[2]
+            return set(prober.runtime_status()[2])
         except Exception:
-            return False
+            return None
+
+    def _serves(self, prober: probe.Prober, wanted: set[str]) -> bool:
+        """Whether the runtime answers and reports every handler in ``wanted``."""
+        listed = self._listed(prober)
+        return listed is not None and wanted <= listed
+
+    def _lacks(self, prober: probe.Prober, wanted: set[str]) -> bool:
+        """Whether the runtime answers and does not report every handler in ``wanted``. One that does not answer
+        may lack nothing: restarting it again would not tell, and would interrupt it."""
+        listed = self._listed(prober)
+        return listed is not None and not wanted <= listed
 
     def _wait_serving(self, prober: probe.Prober, wanted: set[str], runtime: str) -> None:
         """Until the runtime (reloaded, restarted) lists ``wanted``; a reload failure after 20 s."""

@@ -77,12 +77,12 @@ def uninstall(api: kube.Kube, namespace: str, deployment: str, selector: str, ti
                     logger.warning("NodeRuntime %s has handlers again; emptying it again", name)
                 api.set_node_runtime_handlers(name, ())
                 emptied.add(name)
-        done = {item["metadata"]["name"] for item in listed if _emptied(item)}
-        labels = api.node_labels()
-        for name in sorted(waiting & done):
+        reported = waiting & {item["metadata"]["name"] for item in listed if _emptied(item)}
+        labels = api.node_labels() if reported else {}
+        for name in sorted(reported):
             _remove_handler_labels(api, name, labels.get(name, {}))
             logger.info("node %s: handlers removed", name)
-        waiting -= done
+        waiting -= reported
         if not waiting:
             break
         if time.monotonic() > deadline:

@@ -260,7 +260,11 @@ class DebianVM:
             "root@127.0.0.1",
             command,
         ]
-        return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+        try:
+            return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as expired:  # a hung guest: a failed command that says so
+            silence = f"no answer in {timeout:.0f}s".encode()
+            return subprocess.CompletedProcess(argv, 255, expired.stdout or b"", silence)
 
     def run(
         self, command: str, *, check: bool = True, timeout: float = 300, stdin: bytes | None = None
@@ -277,10 +281,13 @@ class DebianVM:
     def write(self, path: str, text: str) -> None:
         self.run(f"mkdir -p {shlex.quote(str(Path(path).parent))} && cat > {shlex.quote(path)}", stdin=text.encode())
 
+    def console(self, lines: int = 40) -> str:
+        """The last lines QEMU's serial console printed (the kernel's errors, systemd's failures)."""
+        return processes.log_tail(self.process.log_path, lines)
+
     def shutdown(self, timeout: float = 120) -> None:
         """Power off cleanly (systemd stops every unit); QEMU is killed if it does not end in time."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._ssh("systemctl poweroff", timeout=30)
+        self._ssh("systemctl poweroff", timeout=30)
         try:
             self.process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

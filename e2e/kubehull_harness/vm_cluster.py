@@ -54,7 +54,7 @@ def _unit(name: str, argv: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 900) -> Iterator[VMCluster]:
+def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> Iterator[VMCluster]:
     """Boot the VM and the control plane, make the VM a Ready node, yield the cluster, tear it all down."""
     node_dir = work_dir / "node"  # the node's kubeconfigs and settings (its certificates are in pki/)
     node_dir.mkdir(parents=True)
@@ -128,19 +128,35 @@ def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 900) -> 
 
 
 def _wait_ready(local: VMCluster, timeout: float) -> None:
+    """Wait for the node to be Ready; failing, say why: QEMU gone, SSH silent, or the node's own account."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(processes.ProcessError):
             if local.node_ready():
                 return
+        machine = local.machine
+        if machine.process.popen.poll() is not None:
+            raise processes.ProcessError(f"QEMU exited with {machine.process.popen.returncode}:\n{machine.console()}")
         if time.monotonic() > deadline:
-            journal = local.machine.run("journalctl -u hulld -u kubelet --no-pager | tail -60", check=False).stdout
-            raise processes.ProcessError(f"node {local.node_name} was not Ready within {timeout:.0f}s:\n{journal}")
+            account = _account(local)
+            raise processes.ProcessError(f"node {local.node_name} was not Ready within {timeout:.0f}s\n{account}")
         time.sleep(5)
+
+
+def _account(local: VMCluster) -> str:
+    """What the API server says of the node, the node's journals (or why they cannot be read), the VM's console."""
+    try:
+        conditions = local.kubectl("get", "node", local.node_name, "-o", "jsonpath={.status.conditions}")
+    except processes.ProcessError as error:
+        conditions = f"not read: {error}"
+    journal = local.machine.run("journalctl -u hulld -u kubelet --no-pager | tail -60", check=False, timeout=60)
+    unread = f" (ssh exit {journal.returncode}: {journal.stderr.strip()})" if journal.returncode else ""
+    return f"node conditions: {conditions}\njournal{unread}:\n{journal.stdout}\nconsole:\n{local.machine.console()}"
 
 
 def _save_node_logs(machine: vm.DebianVM, logs: Path) -> None:
     """The node's units' journals, into the component logs (kept when a test fails)."""
     for unit in ("hulld", "kubelet", "kube-proxy"):
         journal = machine.run(f"journalctl -u {unit} --no-pager", check=False, timeout=120)
-        (logs / f"vm-{unit}.log").write_text(journal.stdout)
+        failure = f"\n(ssh exit {journal.returncode}: {journal.stderr.strip()})" if journal.returncode else ""
+        (logs / f"vm-{unit}.log").write_text(journal.stdout + failure)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +152,12 @@ def _account(local: VMCluster) -> str:
         conditions = f"not read: {error}"
     journal = local.machine.run("journalctl -u hulld -u kubelet --no-pager | tail -60", check=False, timeout=60)
     unread = f" (ssh exit {journal.returncode}: {journal.stderr.strip()})" if journal.returncode else ""
-    return f"node conditions: {conditions}\njournal{unread}:\n{journal.stdout}\nconsole:\n{local.machine.console()}"
+    # QEMU pauses a guest whose disk write fails for want of space (werror=enospc): silent, so say how much is left.
+    free = shutil.disk_usage(local.work_dir).free / 2**30
+    return (
+        f"node conditions: {conditions}\nfree on the host's disk: {free:.1f} GiB\njournal{unread}:\n{journal.stdout}\n"
+        f"console:\n{local.machine.console()}"
+    )
 
 
 def _save_node_logs(machine: vm.DebianVM, logs: Path) -> None:

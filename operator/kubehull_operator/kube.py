@@ -11,7 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -28,12 +28,12 @@ from kubehull_operator.reconcile.model import ADMISSION_KINDS, NodeRecord
 
 FIELD_MANAGER = "kubehull-operator"
 MERGE_PATCH = "application/merge-patch+json"
+WRITER = {"field_manager": FIELD_MANAGER}
+PATCHER = {"field_manager": FIELD_MANAGER, "_content_type": MERGE_PATCH}
 ADMISSION_GROUP, ADMISSION_VERSION = "admissionregistration.k8s.io", "v1"
 EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
 # A list of PartialObjectMetadata: names and labels without the objects' bodies (a real Node's is kilobytes).
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-
-T = TypeVar("T")
 
 
 def api_client(connections: int) -> k8s.ApiClient:
@@ -69,18 +69,22 @@ class Kube:
         self.coordination = k8s.CoordinationV1Api(client)
         self.apps = k8s.AppsV1Api(client)
 
-    def _write(self, resource: str, verb: str, request: Callable[[], T]) -> T:
+    @staticmethod
+    def _answer(call: Callable[..., Any], *args: Any, **options: Any) -> dict[str, Any]:
+        """``call(*args, **options)``'s answer as the API server's JSON, not the client's models: the controller
+        reads a few fields of it (a real Node's answer is kilobytes), and every caller gets the same plain dicts."""
+        answer: dict[str, Any] = json.loads(call(*args, **options, _preload_content=False).data)
+        return answer
+
+    def _write(self, resource: str, verb: str, call: Callable[..., Any], *args: Any, **options: Any) -> dict[str, Any]:
+        """One write, counted in the metrics by its result."""
         try:
-            result = request()
+            answer = self._answer(call, *args, **options)
         except ApiException as error:
             self.metrics.api_writes.labels(resource, verb, str(error.status)).inc()
             raise
         self.metrics.api_writes.labels(resource, verb, "ok").inc()
-        return result
-
-    def to_dict(self, result: Any) -> dict[str, Any]:
-        data: dict[str, Any] = result if isinstance(result, dict) else self.client.sanitize_for_serialization(result)
-        return data
+        return answer
 
     # --- NodeRuntimes ------------------------------------------------------------------------------------------
 
@@ -94,122 +98,58 @@ class Kube:
             },
             "spec": {"handlers": _handlers(handlers)},
         }
-        return self.to_dict(
-            self._write(
-                NODE_RUNTIMES,
-                "create",
-                lambda: self.custom.create_cluster_custom_object(
-                    GROUP, VERSION, NODE_RUNTIMES, body, field_manager=FIELD_MANAGER
-                ),
-            )
-        )
+        create = self.custom.create_cluster_custom_object
+        return self._write(NODE_RUNTIMES, "create", create, GROUP, VERSION, NODE_RUNTIMES, body, **WRITER)
 
     def set_node_runtime_handlers(self, name: str, handlers: tuple[HandlerConfig, ...]) -> dict[str, Any]:
         patch = {"spec": {"handlers": _handlers(handlers)}}
-        return self.to_dict(
-            self._write(
-                NODE_RUNTIMES,
-                "patch",
-                lambda: self.custom.patch_cluster_custom_object(
-                    GROUP, VERSION, NODE_RUNTIMES, name, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH
-                ),
-            )
-        )
+        update = self.custom.patch_cluster_custom_object
+        return self._write(NODE_RUNTIMES, "patch", update, GROUP, VERSION, NODE_RUNTIMES, name, patch, **PATCHER)
 
     def delete_node_runtime(self, name: str) -> None:
-        self._write(
-            NODE_RUNTIMES,
-            "delete",
-            lambda: self.custom.delete_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, name),
-        )
+        delete = self.custom.delete_cluster_custom_object
+        self._write(NODE_RUNTIMES, "delete", delete, GROUP, VERSION, NODE_RUNTIMES, name)
 
     # --- Nodes, RuntimeClasses ---------------------------------------------------------------------------------
 
     def set_node_labels(self, name: str, labels: Mapping[str, str | None]) -> dict[str, Any]:
         patch = {"metadata": {"labels": dict(labels)}}
-        return self.to_dict(
-            self._write(
-                "nodes",
-                "patch",
-                lambda: self.core.patch_node(name, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH),
-            )
-        )
+        return self._write("nodes", "patch", self.core.patch_node, name, patch, **PATCHER)
 
     def apply_runtime_class(self, body: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
-        name = body["metadata"]["name"]
         if resource_version is None:
-            return self.to_dict(
-                self._write(
-                    "runtimeclasses",
-                    "create",
-                    lambda: self.node_api.create_runtime_class(_raw(body), field_manager=FIELD_MANAGER),
-                )
-            )
+            return self._write("runtimeclasses", "create", self.node_api.create_runtime_class, _raw(body), **WRITER)
         replacement = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
-        return self.to_dict(
-            self._write(
-                "runtimeclasses",
-                "replace",
-                lambda: self.node_api.replace_runtime_class(name, _raw(replacement), field_manager=FIELD_MANAGER),
-            )
-        )
+        replace = self.node_api.replace_runtime_class
+        return self._write("runtimeclasses", "replace", replace, body["metadata"]["name"], replacement, **WRITER)
 
     def delete_runtime_class(self, name: str) -> None:
-        self._write("runtimeclasses", "delete", lambda: self.node_api.delete_runtime_class(name))
+        self._write("runtimeclasses", "delete", self.node_api.delete_runtime_class, name)
 
     # --- admission policies (namespace defaults) ------------------------------------------------------------
 
     def apply_admission(self, body: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
         """Create an admission object (admissionregistration.k8s.io/v1), or replace exactly the version read."""
         plural = ADMISSION_KINDS[body["kind"]]
+        where = (ADMISSION_GROUP, ADMISSION_VERSION, plural)
         if resource_version is None:
-            return self.to_dict(
-                self._write(
-                    plural,
-                    "create",
-                    lambda: self.custom.create_cluster_custom_object(
-                        ADMISSION_GROUP, ADMISSION_VERSION, plural, _raw(body), field_manager=FIELD_MANAGER
-                    ),
-                )
-            )
-        name = body["metadata"]["name"]
+            return self._write(plural, "create", self.custom.create_cluster_custom_object, *where, _raw(body), **WRITER)
         replacement = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
-        return self.to_dict(
-            self._write(
-                plural,
-                "replace",
-                lambda: self.custom.replace_cluster_custom_object(
-                    ADMISSION_GROUP, ADMISSION_VERSION, plural, name, _raw(replacement), field_manager=FIELD_MANAGER
-                ),
-            )
-        )
+        replace = self.custom.replace_cluster_custom_object
+        return self._write(plural, "replace", replace, *where, body["metadata"]["name"], replacement, **WRITER)
 
     def delete_admission(self, kind: str, name: str) -> None:
         plural = ADMISSION_KINDS[kind]
-        self._write(
-            plural,
-            "delete",
-            lambda: self.custom.delete_cluster_custom_object(ADMISSION_GROUP, ADMISSION_VERSION, plural, name),
-        )
+        delete = self.custom.delete_cluster_custom_object
+        self._write(plural, "delete", delete, ADMISSION_GROUP, ADMISSION_VERSION, plural, name)
 
     # --- RuntimeProfiles ---------------------------------------------------------------------------------------
 
     def set_profile_status(self, name: str, status: RuntimeProfileStatus) -> dict[str, Any]:
         patch = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
-        return self.to_dict(
-            self._write(
-                RUNTIME_PROFILES,
-                "patch-status",
-                lambda: self.custom.patch_cluster_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    RUNTIME_PROFILES,
-                    name,
-                    patch,
-                    field_manager=FIELD_MANAGER,
-                    _content_type=MERGE_PATCH,
-                ),
-            )
+        update = self.custom.patch_cluster_custom_object_status
+        return self._write(
+            RUNTIME_PROFILES, "patch-status", update, GROUP, VERSION, RUNTIME_PROFILES, name, patch, **PATCHER
         )
 
     def record_event(self, profile: RuntimeProfile, kind: str, reason: str, message: str) -> None:
@@ -234,7 +174,7 @@ class Kube:
             "lastTimestamp": now.isoformat(),
             "count": 1,
         }
-        self._write("events", "create", lambda: self.core.create_namespaced_event(EVENT_NAMESPACE, _raw(body)))
+        self._write("events", "create", self.core.create_namespaced_event, EVENT_NAMESPACE, _raw(body))
 
     # --- reads --------------------------------------------------------------------------------------------------
 
@@ -256,20 +196,16 @@ class Kube:
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         patch = {"spec": {"replicas": replicas}}
         self._write(
-            "deployments",
-            "patch",
-            lambda: self.apps.patch_namespaced_deployment_scale(
-                name, namespace, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH
-            ),
+            "deployments", "patch", self.apps.patch_namespaced_deployment_scale, name, namespace, patch, **PATCHER
         )
 
-    @staticmethod
-    def _items(list_page: Callable[..., Any]) -> list[dict[str, Any]]:
+    @classmethod
+    def _items(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:
         """Every object of a list, a page at a time, as plain dicts."""
         items: list[dict[str, Any]] = []
         token = None
         while True:
-            page = json.loads(list_page(limit=500, _continue=token, _preload_content=False).data)
+            page = cls._answer(list_page, limit=500, _continue=token)
             items.extend(page.get("items") or [])
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
@@ -290,7 +226,7 @@ class Kube:
 
     def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.to_dict(self.coordination.read_namespaced_lease(name, namespace))
+            return self._answer(self.coordination.read_namespaced_lease, name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -298,23 +234,9 @@ class Kube:
 
     def write_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create the lease (no resourceVersion in ``body``) or replace exactly the version read."""
-        name = body["metadata"]["name"]
         if not body["metadata"].get("resourceVersion"):
-            return self.to_dict(
-                self._write(
-                    "leases",
-                    "create",
-                    lambda: self.coordination.create_namespaced_lease(
-                        namespace, _raw(body), field_manager=FIELD_MANAGER
-                    ),
-                )
+            return self._write(
+                "leases", "create", self.coordination.create_namespaced_lease, namespace, _raw(body), **WRITER
             )
-        return self.to_dict(
-            self._write(
-                "leases",
-                "replace",
-                lambda: self.coordination.replace_namespaced_lease(
-                    name, namespace, _raw(body), field_manager=FIELD_MANAGER
-                ),
-            )
-        )
+        replace = self.coordination.replace_namespaced_lease
+        return self._write("leases", "replace", replace, body["metadata"]["name"], namespace, _raw(body), **WRITER)

@@ -287,18 +287,9 @@ class OCIHandler(Handler):
             self._checked("start", container_id)
             return
         # The waiting wrapper starts it, with conmon's stdio (see waiting_wrapper).
-        # The wrapper opens the FIFO for reading in the background after `create` returned: until it has,
-        # opening it for writing fails with ENXIO (under load, for a while).
-        deadline = time.monotonic() + WAITER_READY_TIMEOUT
-        while True:
-            try:
-                request = os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as error:
-                if error.errno != errno.ENXIO or time.monotonic() > deadline:
-                    message = f"{self.name} start: the container's monitor is gone ({error})"
-                    raise errors.FailedPrecondition(message) from error
-                time.sleep(0.005)
+        request = self._open_start_request(container_id, paths)
+        if request is None:
+            raise errors.FailedPrecondition(f"{self.name} start: the container's monitor is gone")
         try:
             os.write(request, b"start\n")
         finally:
@@ -315,7 +306,7 @@ class OCIHandler(Handler):
 
     def signal(self, container_id: str, signal: int, paths: ContainerPaths) -> None:
         if self._sandbox_per_pod and signal == signals.SIGKILL and not (paths.bundle / START_STATUS).exists():
-            self._release_waiter(paths)  # never started: no process to kill, only its waiting wrapper
+            self._release_waiter(container_id, paths)  # never started: no process to kill, only its waiting wrapper
             if not (paths.bundle / STARTS_SANDBOX).exists():
                 return  # (a sandbox, created, runs: it is killed below)
         result = self._runtime("kill", container_id, str(signal))
@@ -323,11 +314,30 @@ class OCIHandler(Handler):
             raise errors.FailedPrecondition(f"{self.name} kill: {result.stderr.decode(errors='replace').strip()}")
 
     @staticmethod
-    def _release_waiter(paths: ContainerPaths) -> None:
+    def _open_start_request(container_id: str, paths: ContainerPaths) -> int | None:
+        """The start FIFO opened for writing; None if no waiting wrapper reads it (exited, or never there). The
+        wrapper opens the FIFO for reading in the background after ``create`` returned: until it has, opening it
+        for writing fails with ENXIO (under load, for a while), so wait for it — or for the exit its conmon
+        records, or WAITER_READY_TIMEOUT."""
+        deadline = time.monotonic() + WAITER_READY_TIMEOUT
+        while True:
+            try:
+                return os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                gone = recorded_exit(paths.exits, container_id) is not None
+                if error.errno != errno.ENXIO or gone or time.monotonic() > deadline:
+                    return None
+            time.sleep(0.005)
+
+    @classmethod
+    def _release_waiter(cls, container_id: str, paths: ContainerPaths) -> None:
         """End of file on the start FIFO: the waiting wrapper of a container never started exits (255), and
         with it the container's conmon, which records that exit."""
-        with contextlib.suppress(OSError):
-            os.close(os.open(paths.bundle / START_REQUEST, os.O_WRONLY | os.O_NONBLOCK))
+        if (paths.bundle / START_STATUS).exists():
+            return  # started: nothing waits
+        request = cls._open_start_request(container_id, paths)
+        if request is not None:
+            os.close(request)
 
     def running(self, container_id: str) -> bool:
         result = self._runtime("state", container_id)
@@ -347,7 +357,7 @@ class OCIHandler(Handler):
         if result.returncode != 0 and not GONE.search(result.stderr.decode(errors="replace")):
             raise errors.FailedPrecondition(f"{self.name} delete: {result.stderr.decode(errors='replace').strip()}")
         if self._sandbox_per_pod:
-            self._release_waiter(paths)  # deleted before its start, its waiting wrapper still waits
+            self._release_waiter(container_id, paths)  # deleted before its start, its waiting wrapper still waits
 
     @functools.cached_property
     def _exec_help(self) -> bytes:

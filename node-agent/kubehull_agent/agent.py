@@ -70,7 +70,9 @@ class Agent:
         hulld_pid_file: Path,
         host_runs_systemd: bool = False,
         reprobe_interval: float = 300.0,
+        runtime_patience: float = 30.0,
     ) -> None:
+        """``runtime_patience``: how long a round waits for a runtime that does not answer before reporting so."""
         self.node_runtimes = node_runtimes
         self.prober = prober
         """Through hulld's private socket."""
@@ -90,6 +92,7 @@ class Agent:
         self.hulld_config = hulld_config
         self.hulld_pid_file = hulld_pid_file
         self.reprobe_interval = reprobe_interval
+        self.runtime_patience = runtime_patience
         self.applied_generation: int | None = None
         self.next_probe = 0.0
         """When the next probe round is due (time.monotonic())."""
@@ -172,7 +175,13 @@ class Agent:
             for h in handlers
             if (problem := node.prober.binary_problem(h) or node.prober.path_problem(containerd.shim_binary(h)))
         }
-        systemd_cgroup = node.prober.systemd_cgroup(default=self.host_runs_systemd)
+        systemd_cgroup = self._containerd_driver(node.prober)
+        if systemd_cgroup is None:
+            message = (
+                f"containerd did not answer RuntimeConfig for {self.runtime_patience:.0f}s: its cgroup driver is"
+                " unknown, so its drop-in is left as it is"
+            )
+            return {h.name: probe.Result(False, "RuntimeNotAnswering", message, 0.0) for h in handlers}
         path = node.dropin.path
         text = containerd.render(
             handlers, excluded, containerd.runtimes_in(node.dropin.current()), path, systemd_cgroup
@@ -183,6 +192,8 @@ class Agent:
             for h in handlers
             if h.engine == Engine.GVISOR and h.name not in excluded
         }
+        # An excluded handler keeps its running entry (render), and that entry its gVisor configuration.
+        side_files |= node.dropin.side_files(rendered.keys() & excluded.keys())
         wanted = set(rendered)
         try:
             if node.dropin.apply(text, side_files, lambda: not self._lacks(node.prober, wanted)):
@@ -219,6 +230,18 @@ class Agent:
             return handlers
         except (FileNotFoundError, tomllib.TOMLDecodeError):
             return {}
+
+    def _containerd_driver(self, prober: probe.Prober) -> bool | None:
+        """Whether containerd puts containers in systemd's cgroups, asked again while it does not answer (busy,
+        restarting) for up to ``runtime_patience`` seconds; None after. Never guessed: a guess that is wrong
+        renders another drop-in, and containerd is restarted for it."""
+        deadline = time.monotonic() + self.runtime_patience
+        while (answer := prober.systemd_cgroup(default=self.host_runs_systemd)) is None:
+            if time.monotonic() > deadline:
+                logger.warning("containerd does not answer RuntimeConfig; its drop-in is left as it is")
+                return None
+            time.sleep(1)
+        return answer
 
     @staticmethod
     def _listed(prober: probe.Prober) -> set[str] | None:

@@ -12,6 +12,7 @@ The rendering is pure (``render``); ``DropIn`` writes the file and restarts cont
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import subprocess
@@ -174,6 +175,15 @@ class DropIn:
             self._restart()
             self.restarted_for = text
             return True
+
+    def side_files(self, handlers: Iterable[str]) -> dict[str, str]:
+        """The gVisor configurations the drop-in has now for ``handlers`` (host path → content), those that exist."""
+        found = {}
+        for handler in handlers:
+            where = runsc_config_path(self.path, handler)
+            with contextlib.suppress(FileNotFoundError):
+                found[where] = self.host.path(where).read_text()
+        return found
 
     def _write_side_files(self, side_files: Mapping[str, str]) -> bool:
         changed = False

@@ -95,13 +95,13 @@ class Prober:
         name: str = self.runtime.Version(cri.VersionRequest(), timeout=5).runtime_name
         return name
 
-    def systemd_cgroup(self, default: bool) -> bool:
+    def systemd_cgroup(self, default: bool) -> bool | None:
         """Whether the runtime's containers are in systemd's cgroups, as its RuntimeConfig says (the kubelet's
-        driver follows it); ``default`` if it does not say."""
+        driver follows it); ``default`` if it does not say (an older runtime); None if it does not answer."""
         try:
             answer = self.runtime.RuntimeConfig(cri.RuntimeConfigRequest(), timeout=5)
-        except grpc.RpcError:
-            return default
+        except grpc.RpcError as error:
+            return default if error.code() == grpc.StatusCode.UNIMPLEMENTED else None
         if not answer.HasField("linux"):
             return default
         return bool(answer.linux.cgroup_driver == cri.SYSTEMD)

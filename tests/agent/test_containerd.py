@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,6 +206,32 @@ def test_the_agent_configures_containerd_with_a_dropin(
         )
         assert runtime.start_count() == 3
 
+        # containerd frozen through reprobes (RuntimeConfig times out): the agent waits for its answer instead of
+        # guessing its cgroup driver; the drop-in and containerd stay as they are.
+        text = dropin.read_text()
+        frozen = int(runtime.pid_file.read_text())
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            time.sleep(12)  # reprobes come every 5 s
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready after the freeze")
+        assert dropin.read_text() == text
+        assert runtime.start_count() == 3
+
+        # gVisor's runsc gone for a while: the handler is reported, its running entry stays in the drop-in with
+        # its gVisor configuration (a broken desired state never replaces a running one), and nothing restarts.
+        runsc = tmp_path / "gvisor" / "runsc"
+        runsc.rename(runsc.with_name("runsc.away"))
+        try:
+            wait_until(lambda: handler_reason(cluster, node, "ctrd-gvisor") == "BinaryNotFound", 60, "runsc missed")
+            assert dropin.read_text() == text
+            assert runsc_config.exists()
+        finally:
+            runsc.with_name("runsc.away").rename(runsc)
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready with runsc back")
+        assert runtime.start_count() == 3
+
         # A profile deleted: its handler leaves the drop-in and containerd (one restart), its label and its
         # gVisor configuration go. (Its pod keeps running: containerd recorded its runtime when it was made.)
         cluster.delete_profile(second)
@@ -236,6 +264,11 @@ def test_the_agent_configures_containerd_with_a_dropin(
     assert runtime.start_count() == 5
     assert "ctrd-runc" not in served_handlers(runtime)
     assert running(runtime, workload)
+
+
+def handler_reason(cluster: Cluster, node: str, name: str) -> str:
+    handlers = cluster.node_runtime(node).get("status", {}).get("handlers", [])
+    return next((str(h.get("reason", "")) for h in handlers if h["name"] == name), "")
 
 
 def served_handlers(runtime: Containerd) -> set[str]:

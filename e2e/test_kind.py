@@ -290,10 +290,21 @@ def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindClu
         assert now is not None, name
         assert now["containerStatuses"][0]["containerID"] == container["containerID"], name
         assert now["containerStatuses"][0]["restartCount"] == container["restartCount"], name
-    assert containerd_starts(up) == containerd
+    assert containerd_starts(up) == containerd, agent_logs(up)  # the agents say why they restarted it
     assert {
         node: up.node_exec(node, "systemctl", "show", "--property=MainPID", "hulld") for node in HULLD_WORKERS
     } == hulld
+
+
+def agent_logs(up: kind.KindCluster) -> str:
+    """The agents' recent logs, for a failure's message (they go with the chart, before the teardown's export)."""
+    return up.kubectl(
+        "logs",
+        f"--namespace={deploy.NAMESPACE}",
+        "--selector=app.kubernetes.io/component=agent",
+        "--prefix",
+        "--tail=40",
+    )
 
 
 def agent_pods(up: kind.KindCluster) -> list[str]:

@@ -275,3 +275,21 @@ def test_a_pod_removed_while_it_is_being_set_up_leaves_nothing(
             assert not running.done()
             hulld.crictl("rmp", "-f", *listed)
             assert running.result().stdout.strip() == listed[0]
+
+
+def test_an_exec_that_times_out_before_it_runs_is_still_killed(
+    tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry
+) -> None:
+    """ExecSync's timeout comes before `runc exec` has even written the command's PID (2 s late here; more than
+    the 1 s timeout under emulation in CI): hulld waits for the PID and kills the command, which is gone when
+    the error comes back (critest: "execSync with timeout", then "timeout exec process should be gone")."""
+    with hulld_with_altered_runc(tmp_path, component_logs, oci_registry.host, "slow-exec", "exec", "sleep 2") as hulld:
+        pod, pod_file = run_pod(hulld, tmp_path, "slow", "slow-exec", CONTAINER_PID)
+        busybox = oci_registry.images["busybox"].reference
+        hulld.crictl("pull", busybox)
+        container = start(hulld, tmp_path, pod, pod_file, "main", busybox, CONTAINER_PID, "sleep", "3600")
+        timed_out = hulld.crictl("exec", "-s", "--timeout=1", container, "sleep", "4321", check=False)
+        assert timed_out.returncode != 0
+        assert "timed out after 1s" in timed_out.stderr
+        assert "sleep 4321" not in run(hulld, container, "ps", "-o", "args")
+        hulld.crictl("rmp", "-f", pod)

@@ -69,6 +69,7 @@ STARTS_SANDBOX = "starts-sandbox"
 """Marks the bundle of a pod's first container (its infra), whose ``create`` starts the sandbox."""
 START_TIMEOUT = 60.0
 WAITER_READY_TIMEOUT = 30.0
+EXEC_PID_TIMEOUT = 10.0
 
 
 def waiting_wrapper(runtime: Path, global_args: list[str]) -> str:
@@ -382,11 +383,21 @@ class OCIHandler(Handler):
         terminal = ["--tty"] if tty and self._exec_takes_tty_flag else []
         return [str(self.path), *self.global_args, "exec", *terminal, f"{pid_flag}={pid_file}", container_id, *command]
 
-    def _kill_exec(self, container_id: str, pid_file: Path) -> None:
+    def _kill_exec(self, container_id: str, pid_file: Path, running: Callable[[], bool] = lambda: True) -> None:
         """Kill an exec'd command inside the container, and let `runtime exec` reap it (killing that first would
-        leave the command running, or a zombie)."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text())
+        leave the command running, or a zombie). The runtime writes the command's PID once it runs: a slow start
+        (seen under emulation: more than the exec's 1 s timeout) is waited for while ``running`` (the `runtime
+        exec`), up to EXEC_PID_TIMEOUT."""
+        deadline = time.monotonic() + EXEC_PID_TIMEOUT
+        while True:
+            try:
+                pid = int(pid_file.read_text())
+                break
+            except (OSError, ValueError):  # not written yet, or half
+                if not running() or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        with contextlib.suppress(OSError):
             if self._exec_has_internal_pid:
                 self._runtime("kill", f"--pid={pid}", container_id, "KILL")
             else:
@@ -410,7 +421,7 @@ class OCIHandler(Handler):
             process.wait(timeout=timeout or None)
         except subprocess.TimeoutExpired:
             drain = 1.0
-            self._kill_exec(container_id, pid_file)
+            self._kill_exec(container_id, pid_file, lambda: process.poll() is None)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -81,6 +81,7 @@ K8S_REPOSITORY = f"{REGISTRY}/kubernetes"
 POD_SUBNET = "10.244.0.0/16"
 ENGINE_RUN = Path("/run/kubehull-docker")
 CLUSTER_NAME = "kubehull"
+MOUNTED_FILES = "mounted-files"  # under the work directory: the files bind-mounted into the nodes
 WORKERS = ("hulld", "hulld", "containerd")
 """The workers' CRI runtimes: kind names them <cluster>-worker, -worker2, -worker3."""
 CRI_LABEL = "kubehull.test/cri"
@@ -490,7 +491,7 @@ def _config(work_dir: Path, checkout: Path, image: str) -> dict[str, object]:
     # The checkout, its Python and the toolchain's binaries at the same paths: hulld runs from the checkout (as in
     # the VM), profiles name the toolchain's runsc, and gVisor's containerd shim starts through the harness's.
     shares = [*vm.host_shares(checkout)[:2], toolchain.cache_dir() / "bin", gvisor_directory(work_dir)]
-    hulld_files = work_dir / "hulld"
+    hulld_files = work_dir / MOUNTED_FILES / "hulld"
     hulld_files.mkdir(parents=True, exist_ok=True)
     base = cluster.hulld_base_config(
         root=Path("/var/lib/hulld"),
@@ -518,7 +519,7 @@ def _config(work_dir: Path, checkout: Path, image: str) -> dict[str, object]:
     ]
     nodes: list[dict[str, object]] = []
     for index, (name, runtime) in enumerate(zip(node_names(), ["containerd", *WORKERS], strict=True)):
-        conflist = work_dir / "cni" / f"{name}.conflist"
+        conflist = work_dir / MOUNTED_FILES / "cni" / f"{name}.conflist"
         conflist.parent.mkdir(parents=True, exist_ok=True)
         conflist.write_text(cluster.cni_config(Path("/var/lib/cni-ipam"), _node_subnet(index)))
         mounts = [{"hostPath": str(conflist), "containerPath": "/etc/cni/net.d/10-kubehull.conflist", "readOnly": True}]
@@ -585,8 +586,11 @@ def run(work_dir: Path, logs: Path, checkout: Path, timeout: float = 600) -> Ite
     with contextlib.ExitStack() as teardown:
         engine = start_engine(logs)
         teardown.callback(engine.stop)
+        # A killed run's cluster goes first: dockerd restarts its nodes from the engine's state, and Docker makes
+        # each of their bind-mount sources that is gone (the node files, on a reused base temp) a directory.
+        delete(engine)
+        shutil.rmtree(work_dir / MOUNTED_FILES, ignore_errors=True)
         image = node_image(engine, logs / "kind-node-image.log")
-        delete(engine)  # a killed run's
         _ensure_network(engine)
         teardown.callback(remove_network, engine)
         served = registry.start(work_dir / "registry", logs, host=REGISTRY)

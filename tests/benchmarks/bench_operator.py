@@ -209,6 +209,16 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
+def _api_server_cpu_profile(
+    kubectl: str, server: apiserver.KubeAPIServer, into: Path, seconds: int
+) -> subprocess.Popen[bytes]:
+    """The API server's own CPU profiler (its /debug/pprof), run for ``seconds`` in the background."""
+    return subprocess.Popen(
+        [kubectl, f"--kubeconfig={server.kubeconfig}", "get", "--raw", f"/debug/pprof/profile?seconds={seconds}"],
+        stdout=into.open("wb"),
+    )
+
+
 HEADER = f"{'change':<16}{'to RuntimeClass':>17}{'to all nodes':>14}{'to label':>10}{'API writes':>12}   budget"
 
 
@@ -225,6 +235,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--profiles", type=int, default=20)
+    parser.add_argument(
+        "--api-server-cpu-profile",
+        type=Path,
+        metavar="FILE",
+        help="write the API server's CPU profile over the first profile change here (go tool pprof FILE)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kubehull-bench-"))
@@ -297,6 +313,8 @@ def main() -> int:
         for index in range(args.profiles):
             name = handler = f"bench{index}"
             before = settle(server)
+            if index == 0 and args.api_server_cpu_profile:
+                cpu_profile = _api_server_cpu_profile(kubectl, server, args.api_server_cpu_profile, seconds=30)
             started = time.monotonic()
             custom.create_cluster_custom_object(
                 GROUP,
@@ -326,6 +344,8 @@ def main() -> int:
             row = (f"create {name}", to_runtime_class, to_all_nodes, max(delays), sum(caused.values()), caused)
             rows.append(row)
             print(_row(*row, args.nodes), flush=True)
+            if index == 0 and args.api_server_cpu_profile:
+                cpu_profile.wait()
 
         name = "bench0"
         before = settle(server)

@@ -278,6 +278,15 @@ class DebianVM:
             raise VMError(f"in the VM: {command}\nexit {done.returncode}\n{result.stdout}{result.stderr}")
         return result
 
+    def journal(self, *units: str, lines: int | None = None, timeout: float = 120) -> str:
+        """The units' journal (its last ``lines``), or what came back and why the rest did not (a hung guest)."""
+        selection = " ".join(f"-u {shlex.quote(unit)}" for unit in units)
+        last = f" -n {lines}" if lines else ""
+        done = self.run(f"journalctl --no-pager {selection}{last}", check=False, timeout=timeout)
+        if done.returncode:
+            return f"{done.stdout}(not read: ssh exit {done.returncode}: {done.stderr.strip()})\n"
+        return done.stdout
+
     def write(self, path: str, text: str) -> None:
         self.run(f"mkdir -p {shlex.quote(str(Path(path).parent))} && cat > {shlex.quote(path)}", stdin=text.encode())
 

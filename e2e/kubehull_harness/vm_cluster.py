@@ -150,12 +150,11 @@ def _account(local: VMCluster) -> str:
         conditions = local.kubectl("get", "node", local.node_name, "-o", "jsonpath={.status.conditions}")
     except processes.ProcessError as error:
         conditions = f"not read: {error}"
-    journal = local.machine.run("journalctl -u hulld -u kubelet --no-pager | tail -60", check=False, timeout=60)
-    unread = f" (ssh exit {journal.returncode}: {journal.stderr.strip()})" if journal.returncode else ""
+    journal = local.machine.journal("hulld", "kubelet", lines=60, timeout=60)
     # QEMU pauses a guest whose disk write fails for want of space (werror=enospc): silent, so say how much is left.
     free = shutil.disk_usage(local.work_dir).free / 2**30
     return (
-        f"node conditions: {conditions}\nfree on the host's disk: {free:.1f} GiB\njournal{unread}:\n{journal.stdout}\n"
+        f"node conditions: {conditions}\nfree on the host's disk: {free:.1f} GiB\njournal:\n{journal}\n"
         f"console:\n{local.machine.console()}"
     )
 
@@ -163,6 +162,4 @@ def _account(local: VMCluster) -> str:
 def _save_node_logs(machine: vm.DebianVM, logs: Path) -> None:
     """The node's units' journals, into the component logs (kept when a test fails)."""
     for unit in ("hulld", "kubelet", "kube-proxy"):
-        journal = machine.run(f"journalctl -u {unit} --no-pager", check=False, timeout=120)
-        failure = f"\n(ssh exit {journal.returncode}: {journal.stderr.strip()})" if journal.returncode else ""
-        (logs / f"vm-{unit}.log").write_text(journal.stdout + failure)
+        (logs / f"vm-{unit}.log").write_text(machine.journal(unit))

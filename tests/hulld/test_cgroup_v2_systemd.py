@@ -126,7 +126,7 @@ runtime_path = "/usr/sbin/runc"
     def wait_serving(self) -> None:
         deadline = time.monotonic() + 180
         while self.crictl("info", check=False).returncode != 0:
-            assert time.monotonic() < deadline, self.vm.run(f"journalctl -u {self.unit} | tail -40").stdout
+            assert time.monotonic() < deadline, self.vm.journal(self.unit, lines=40)
             time.sleep(2)
 
     def crictl(self, *args: str, check: bool = True, timeout: float = 300) -> Any:

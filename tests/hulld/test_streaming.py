@@ -96,6 +96,26 @@ def test_exec_with_a_terminal(
     assert "command terminated with exit code 4" in text
 
 
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_an_exec_whose_client_goes_away_is_killed(
+    hulld_with_network: Hulld, oci_registry: OCIRegistry, tmp_path: Path, handler: str
+) -> None:
+    """kubectl exec killed mid-command: the command has no one to talk to, and does not stay in the container."""
+    hulld = hulld_with_network
+    container = running_container(hulld, oci_registry, tmp_path, handler)
+
+    def sleeping() -> bool:
+        return "sleep 4321" in hulld.crictl("exec", container, "ps", "-o", "args").stdout
+
+    client = subprocess.Popen([*hulld.crictl_argv(), "exec", "-i", container, "sleep", "4321"], stdin=subprocess.PIPE)
+    try:
+        wait_until(sleeping, 30, "the exec'd command running")
+    finally:
+        client.kill()
+        client.wait()
+    wait_until(lambda: not sleeping(), 30, "the exec'd command gone with its client")
+
+
 def exec_url(hulld: Hulld, container: str) -> str:
     request = cri.ExecRequest(container_id=container, cmd=["true"], stdout=True)
     return str(hulld.runtime().Exec(request).url)

@@ -383,7 +383,7 @@ class OCIHandler(Handler):
         terminal = ["--tty"] if tty and self._exec_takes_tty_flag else []
         return [str(self.path), *self.global_args, "exec", *terminal, f"{pid_flag}={pid_file}", container_id, *command]
 
-    def _kill_exec(self, container_id: str, pid_file: Path, running: Callable[[], bool] = lambda: True) -> None:
+    def _kill_exec(self, container_id: str, pid_file: Path, running: Callable[[], bool]) -> None:
         """Kill an exec'd command inside the container, and let `runtime exec` reap it (killing that first would
         leave the command running, or a zombie). The runtime writes the command's PID once it runs: a slow start
         (seen under emulation: more than the exec's 1 s timeout) is waited for while ``running`` (the `runtime
@@ -554,7 +554,7 @@ class _InteractiveExec(StdioSession):
         tty: bool,
         stdin: bool,
         size: TerminalSize | None,
-        kill: Callable[[], None],
+        kill: Callable[[Callable[[], bool]], None],
         pid_file: Path,
     ) -> None:
         self._kill = kill
@@ -603,8 +603,11 @@ class _InteractiveExec(StdioSession):
         self.stdin = None
 
     def kill(self) -> None:
-        if self._process.poll() is None:
-            self._kill()
+        if self._running():
+            self._kill(self._running)
+
+    def _running(self) -> bool:
+        return self._process.poll() is None
 
     def close(self) -> None:
         self._close_descriptors()

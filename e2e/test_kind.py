@@ -324,6 +324,7 @@ def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.Ki
     containerd_nodes = (CONTROL_PLANE, CONTAINERD_WORKER)
     assert all("[plugins" in dropin(up, node) for node in containerd_nodes)
     starts = {node: containerd_starts(up, node) for node in containerd_nodes}
+    up.save_kubehull_logs("kind-kubehull-pods-before-uninstall.log")  # the teardown's export finds none
     deploy.helm_uninstall(up)
     for node in containerd_nodes:
         assert up.node_exec(node, "ls", "/etc/containerd/conf.d").split() == [], node  # no drop-in, no kubehull.d

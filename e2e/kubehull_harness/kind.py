@@ -449,6 +449,10 @@ class KindCluster:
     def node_exec(self, node: str, *command: str, timeout: float = 120) -> str:
         return self.engine.docker("exec", node, *command, timeout=timeout)
 
+    def save_kubehull_logs(self, name: str) -> None:
+        """kubehull's pods' logs into the component logs as ``name``, before an uninstall takes them away."""
+        _export_pod_logs(self.engine, self.logs / name)
+
 
 def _kind(engine: Engine, *args: processes.Arg, timeout: float = 900) -> str:
     env = dict(engine.env, KIND_EXPERIMENTAL_DOCKER_NETWORK=NETWORK)
@@ -630,6 +634,20 @@ def run(work_dir: Path, logs: Path, checkout: Path, timeout: float = 600) -> Ite
 
 def _export_logs(engine: Engine, logs: Path) -> None:
     """Each node's journal (kubelet, hulld, containerd) and kubehull's pods' logs, into the component logs."""
+    _export_pod_logs(engine, logs / "kind-kubehull-pods.log")
+    for name in node_names():
+        journal = subprocess.run(
+            ["docker", "exec", name, "journalctl", "--no-pager", "-u", "kubelet", "-u", "hulld", "-u", "containerd"],
+            capture_output=True,
+            text=True,
+            env=engine.env,
+            timeout=120,
+        )
+        (logs / f"kind-{name}.log").write_text(journal.stdout + journal.stderr)
+
+
+def _export_pod_logs(engine: Engine, into: Path) -> None:
+    """kubehull's pods' logs (every container's), into one file."""
     pods = subprocess.run(
         [
             "docker",
@@ -650,13 +668,4 @@ def _export_logs(engine: Engine, logs: Path) -> None:
         env=engine.env,
         timeout=120,
     )
-    (logs / "kind-kubehull-pods.log").write_text(pods.stdout + pods.stderr)
-    for name in node_names():
-        journal = subprocess.run(
-            ["docker", "exec", name, "journalctl", "--no-pager", "-u", "kubelet", "-u", "hulld", "-u", "containerd"],
-            capture_output=True,
-            text=True,
-            env=engine.env,
-            timeout=120,
-        )
-        (logs / f"kind-{name}.log").write_text(journal.stdout + journal.stderr)
+    into.write_text(pods.stdout + pods.stderr)

@@ -46,18 +46,32 @@ class KubeAPIServer:
         write_kubeconfig(path, self.url, self.ca.cert_path, pair, user)
         return path
 
+    def service_account_kubeconfig(self, namespace: str, account: str) -> Path:
+        """A kubeconfig that authenticates as a service account with a token the API server minted for it
+        (TokenRequest, valid for an hour), as a pod's projected token does."""
+        core: Any = k8s_client.CoreV1Api(self.api_client())
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": []}}
+        token = core.create_namespaced_service_account_token(account, namespace, request).status.token
+        path = self.work_dir / f"sa-{namespace}-{account}.kubeconfig"
+        _write_config(path, self.url, self.ca.cert_path, f"{namespace}:{account}", {"token": token})
+        return path
+
     def stop(self) -> None:
         self.process.stop()
 
 
 def write_kubeconfig(path: Path, server: str, ca_cert: Path, credentials: pki.KeyPair, user: str) -> None:
+    """A kubeconfig for ``user`` with a client certificate."""
+    keys = {"client-certificate": str(credentials.cert), "client-key": str(credentials.key)}
+    _write_config(path, server, ca_cert, user, keys)
+
+
+def _write_config(path: Path, server: str, ca_cert: Path, user: str, credentials: dict[str, str]) -> None:
     config: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kubehull", "cluster": {"server": server, "certificate-authority": str(ca_cert)}}],
-        "users": [
-            {"name": user, "user": {"client-certificate": str(credentials.cert), "client-key": str(credentials.key)}}
-        ],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "kubehull", "context": {"cluster": "kubehull", "user": user}}],
         "current-context": "kubehull",
     }

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
@@ -49,6 +50,8 @@ from kubehull_api.noderuntime import HandlerConfig  # noqa: E402
 from kubehull_harness import apiserver, etcd, processes, toolchain  # noqa: E402
 
 GROUP, VERSION = "kubehull.io", "v1alpha1"
+RELEASE, NAMESPACE = "kubehull", "kubehull"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 # Lease renewals, the API server's own endpoint reconciler, and the simulated agents' status reports: writes
 # that are not the operator's answer to a profile change.
 NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9, "noderuntimes/status": 10**9})
@@ -191,6 +194,24 @@ def _handler(entry: str) -> HandlerConfig:
     return HandlerConfig.model_validate_json(entry)
 
 
+def operator_account(server: apiserver.KubeAPIServer, kubectl: str) -> Path:
+    """The chart's RBAC applied (its service accounts, roles and bindings, the uninstall hook's aside), and a
+    kubeconfig with the operator's service-account token: the operator is authenticated and authorized as in a
+    cluster (a client certificate would cost the API server a certificate check on every request)."""
+    rendered = processes.run(
+        [toolchain.binary("helm"), "template", RELEASE, REPO / "charts" / "kubehull", f"--namespace={NAMESPACE}"]
+    ).stdout
+    rbac = [
+        document
+        for document in yaml.safe_load_all(rendered)
+        if document and document["kind"] in RBAC_KINDS and not document["metadata"]["name"].endswith("-uninstall")
+    ]
+    processes.run([kubectl, f"--kubeconfig={server.kubeconfig}", "create", "namespace", NAMESPACE])
+    manifest = yaml.safe_dump_all(rbac)
+    processes.run([kubectl, f"--kubeconfig={server.kubeconfig}", "apply", "-f", "-"], input=manifest)
+    return server.service_account_kubeconfig(NAMESPACE, f"{RELEASE}-operator")
+
+
 def client(server: apiserver.KubeAPIServer, connections: int) -> Any:
     """An API client whose pool keeps a connection for each of ``connections`` threads."""
     configuration = k8s.Configuration()
@@ -262,6 +283,7 @@ def main() -> int:
                 "crd/noderuntimes.kubehull.io",
             ]
         )
+        operator_kubeconfig = operator_account(server, kubectl)
         api = client(server, 16)
         core: Any = k8s.CoreV1Api(api)
         custom: Any = k8s.CustomObjectsApi(api)
@@ -284,17 +306,10 @@ def main() -> int:
         print(f"created {args.nodes} Nodes in {time.monotonic() - started:.1f}s")
         agents = Agents(client(server, 16))
 
-        env = {**os.environ, "KUBECONFIG": str(server.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig), "POD_NAMESPACE": NAMESPACE}
         operator = processes.ManagedProcess(
             "operator",
-            [
-                sys.executable,
-                "-m",
-                "kubehull_operator",
-                "--metrics-port=0",
-                "--health-endpoint=",
-                "--lease-namespace=default",
-            ],
+            [sys.executable, "-m", "kubehull_operator", "--metrics-port=0", "--health-endpoint="],
             logs,
             env=env,
         )

@@ -103,15 +103,7 @@ def _service_account_client(server: KubeAPIServer, name: str) -> k8s.ApiClient:
     """A client that authenticates with a real token the API server minted (TokenRequest) for ``name``."""
     core = k8s.CoreV1Api(server.api_client())
     core.create_namespaced_service_account("default", k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name)))
-    token = core.create_namespaced_service_account_token(
-        name, "default", k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[]))
-    ).status
-    assert token is not None
-    configuration = server.api_client().configuration
-    configuration.cert_file = None
-    configuration.key_file = None
-    configuration.api_key = {"authorization": f"Bearer {token.token}"}
-    return k8s.ApiClient(configuration)
+    return server.api_client(server.service_account_kubeconfig("default", name))
 
 
 def test_rbac_denies_a_service_account_until_a_role_allows_it(kube_apiserver: KubeAPIServer) -> None:

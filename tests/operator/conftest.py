@@ -199,6 +199,11 @@ class Cluster:
         listed = self.core.list_namespaced_event("default", field_selector=f"involvedObject.name={profile}")
         return [(event.type, event.reason) for event in listed.items]
 
+    def wait_for_event(self, profile: str, kind: str, reason: str, timeout: float = 15) -> None:
+        """Until the profile has that event: the operator records it beside the status write that the caller
+        waited for, not before it."""
+        wait_until(lambda: (kind, reason) in self.events(profile), timeout, f"event {kind} {reason} on {profile}")
+
     # --- RuntimeClasses, NodeRuntimes --------------------------------------------------------------------------
 
     def runtime_class(self, name: str) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def test_pods_in_covered_namespaces_get_the_class_and_enforcement_refuses_others
     wait_until(lambda: covered(cluster, profile, [ci]), 30, "the profile to cover its namespace")
     assert cluster.condition(profile, "NamespaceDefault")["status"] == "True"
     assert coverage(cluster, profile) == {"count": 1, "names": [ci], "conflicts": []}
-    assert ("Normal", "NamespacesCovered") in cluster.events(profile)
+    cluster.wait_for_event(profile, "Normal", "NamespacesCovered")
 
     admitted = tenants.admitted_class(ci, profile)
     # The RuntimeClass's own admission ran on the mutated pod: its overhead and its node selector are there.
@@ -183,7 +183,7 @@ def test_two_profiles_claiming_a_namespace_the_older_wins_and_hands_over(cluster
     )
     assert f"{shared} (RuntimeProfile {older})" in cluster.condition(newer, "NamespaceDefault")["message"]
     assert coverage(cluster, newer) == {"count": 0, "names": [], "conflicts": [shared]}
-    assert ("Warning", "NamespaceConflict") in cluster.events(newer)
+    cluster.wait_for_event(newer, "Warning", "NamespaceConflict")
     assert tenants.admitted_class(shared, older)
 
     cluster.delete_profile(older)

@@ -51,7 +51,7 @@ def test_create_update_delete(cluster: Cluster) -> None:
     assert status["runtimeClassName"] == profile
     for node in nodes:
         assert cluster.handler_labels(node) == {"handler.kubehull.io/gvisor": "true"}
-    assert ("Normal", "Ready") in cluster.events(profile)
+    cluster.wait_for_event(profile, "Normal", "Ready")
 
     # An update reaches the nodes with the new generation; the labels stay while the agents catch up.
     cluster.patch_profile(profile, {"spec": {"runtime": {"options": {"platform": "ptrace"}}}})
@@ -93,7 +93,7 @@ def test_failing_handler_degrades_and_loses_its_label(cluster: Cluster) -> None:
     assert cluster.condition(profile, "Ready")["reason"] == "NodesFailed"
     wait_until(lambda: cluster.handler_labels(nodes[1]) == {}, what="the label to go from the failing node")
     assert cluster.handler_labels(nodes[0]) == {"handler.kubehull.io/gvisor": "true"}
-    assert ("Warning", "NodesFailed") in cluster.events(profile)
+    cluster.wait_for_event(profile, "Warning", "NodesFailed")
 
 
 def test_runtime_class_drift_is_corrected(cluster: Cluster) -> None:
@@ -109,7 +109,7 @@ def test_runtime_class_drift_is_corrected(cluster: Cluster) -> None:
 
     cluster.node_api.delete_runtime_class(profile)
     wait_until(lambda: cluster.runtime_class(profile)["handler"] == "runc", what="the RuntimeClass to be recreated")
-    assert ("Warning", "RuntimeClassRestored") in cluster.events(profile)
+    cluster.wait_for_event(profile, "Warning", "RuntimeClassRestored")
 
 
 def test_foreign_runtime_class_is_never_overwritten(cluster: Cluster) -> None:
@@ -210,7 +210,7 @@ def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> 
     assert older in cluster.condition(newer, "Ready")["message"]
     assert not cluster.exists(lambda: cluster.runtime_class(newer))
     assert cluster.handlers(node)["gv"]["options"] == {}
-    assert ("Warning", "HandlerConflict") in cluster.events(newer)
+    cluster.wait_for_event(newer, "Warning", "HandlerConflict")
 
     # The same handler with the same settings is no conflict.
     same = cluster.create_profile("same", {"handler": "gv", "runtime": {"engine": "gvisor"}})

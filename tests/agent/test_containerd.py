@@ -240,7 +240,8 @@ def test_the_agent_configures_containerd_with_a_dropin(
             lambda: cluster.handler_labels(node) == {"handler.kubehull.io/ctrd-runc": "true"}, 60, "its label to go"
         )
         wait_until(lambda: runtime.start_count() == 4, 60, "containerd restarted without ctrd-gvisor")
-        assert "ctrd-gvisor" not in served_handlers(runtime)
+        # "started" is counted as containerd is launched, before it serves.
+        wait_until(lambda: "ctrd-gvisor" not in served_handlers(runtime), 60, "containerd serving without it")
         assert not (runtime.confd / "kubehull.d").exists()
         assert running(runtime, sandboxed)
     finally:
@@ -262,7 +263,7 @@ def test_the_agent_configures_containerd_with_a_dropin(
     processes.run(uninstall)
     assert not dropin.exists()
     assert runtime.start_count() == 5
-    assert "ctrd-runc" not in served_handlers(runtime)
+    wait_until(lambda: "ctrd-runc" not in served_handlers(runtime), 60, "containerd serving without ctrd-runc")
     assert running(runtime, workload)
 
 

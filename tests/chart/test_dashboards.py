@@ -293,6 +293,8 @@ def test_every_query_selects_what_the_running_components_export(
         wait_until(lambda: "kubehull_operator_profile_nodes{" in operator.metrics(), 30, "the profile's node gauge")
         wait_until(lambda: 'kubehull_agent_handler_ready{handler="runc"} 1.0' in agent.metrics(), 30, "readiness")
         wait_until(lambda: 'hulld_containers{handler="runc",state="running"}' in hulld.metrics(), 30, "containers")
+        # hulld counts a streaming session when it closes, after the client has gone.
+        wait_until(lambda: "hulld_streaming_sessions_total{" in hulld.metrics(), 30, "the exec's session counted")
         exposed = Exposition()
         for scrape in (operator.metrics, agent.metrics, hulld.metrics):
             exposed.add(scrape())

@@ -173,6 +173,13 @@ class Cluster:
     def delete_profile(self, name: str) -> None:
         self.custom.delete_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", name)
 
+    def wait_past_creation(self, profile: str) -> None:
+        """Until the clock is a second past the profile's creationTimestamp (which has a second's resolution), so
+        that a profile created next is strictly newer, not tied with it (a tie goes by name)."""
+        created = datetime.datetime.fromisoformat(self.profile(profile)["metadata"]["creationTimestamp"])
+        later = created + datetime.timedelta(seconds=1)
+        wait_until(lambda: datetime.datetime.now(datetime.UTC) >= later, 5, f"a second past {profile}'s creation")
+
     def profile(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "runtimeprofiles", name)
         return result

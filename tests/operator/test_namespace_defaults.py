@@ -175,6 +175,7 @@ def test_two_profiles_claiming_a_namespace_the_older_wins_and_hands_over(cluster
     shared = tenants.namespace("shared", tenant=tenants.tenant)
     older = cluster.create_profile("older", profile_spec(tenants.tenant))
     wait_until(lambda: covered(cluster, older, [shared]), 30, "the older profile to cover the namespace")
+    cluster.wait_past_creation(older)
     newer = cluster.create_profile("newer", {**profile_spec(tenants.tenant), "handler": "gvisor-b"})
     wait_until(
         lambda: cluster.condition(newer, "NamespaceDefault").get("reason") == "NamespaceConflict",

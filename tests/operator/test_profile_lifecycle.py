@@ -203,6 +203,7 @@ def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> 
     node = cluster.create_node("n0")
     older = cluster.create_profile("older", {"handler": "gv", "runtime": {"engine": "gvisor"}})
     wait_until(lambda: cluster.handlers(node).get("gv", {}).get("profile") == older, what="the older's handler")
+    cluster.wait_past_creation(older)
     newer = cluster.create_profile(
         "newer", {"handler": "gv", "runtime": {"engine": "gvisor", "options": {"platform": "kvm"}}}
     )

@@ -252,9 +252,16 @@ def test_containerd_keeps_pods_through_dropin_changes(cluster: tuple[kind.KindCl
     apply(up, second)
     wait_until(lambda: condition(up, "second", "Ready") == "True", 300, "RuntimeProfile second Ready", interval=2)
     assert "second" in dropin(up)
-    assert containerd_starts(up) > restarts  # the drop-in changed: containerd was restarted for it
+    added = containerd_starts(up)
+    assert added > restarts  # the drop-in changed: containerd was restarted for it
     up.kubectl("delete", "runtimeprofile", "second", "--wait=true")
-    wait_until(lambda: "second" not in dropin(up), 180, "the handler gone from the drop-in", interval=2)
+    # Written first, then containerd restarted: the test is over when the restart is (the next counts restarts).
+    wait_until(
+        lambda: "second" not in dropin(up) and containerd_starts(up) > added and containerd_active(up),
+        300,
+        "the handler gone from the drop-in and containerd restarted for it",
+        interval=2,
+    )
     wait_until(lambda: not labelled(up, "second"), 120, "the second profile's labels removed", interval=1)
     after = running(up, "runc-on-containerd")
     assert after is not None
@@ -272,6 +279,12 @@ def containerd_starts(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> in
     return journal.count("Started containerd.service")
 
 
+def containerd_active(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> bool:
+    """Whether containerd runs on ``node``, not in the middle of a restart."""
+    state = up.node_exec(node, "systemctl", "show", "--property=ActiveState", "--value", "containerd")
+    return state.strip() == "active"
+
+
 def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindCluster, str]) -> None:
     """A new agent image on every node: the running pods keep their containers, containerd is not restarted
     (the new agents render the same drop-in) and neither is hulld."""
@@ -279,6 +292,7 @@ def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindClu
     pods = ("runc-on-kubehull-worker", "runc-on-containerd", "gvisor-on-hulld", "gvisor-on-containerd")
     before = {name: wait_until(functools.partial(running, up, name), 60, name)["containerStatuses"][0] for name in pods}
     agents = set(agent_pods(up))
+    wait_until(lambda: containerd_active(up), 180, "containerd running", interval=2)
     containerd = containerd_starts(up)
     hulld = {node: up.node_exec(node, "systemctl", "show", "--property=MainPID", "hulld") for node in HULLD_WORKERS}
     deploy.helm_install(up, deploy.build_and_push_image(up, "0.1.1"), upgrade=True)
@@ -323,6 +337,8 @@ def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.Ki
     up, _ = cluster
     containerd_nodes = (CONTROL_PLANE, CONTAINERD_WORKER)
     assert all("[plugins" in dropin(up, node) for node in containerd_nodes)
+    for node in containerd_nodes:
+        wait_until(functools.partial(containerd_active, up, node), 180, f"containerd running on {node}", interval=2)
     starts = {node: containerd_starts(up, node) for node in containerd_nodes}
     up.save_kubehull_logs("kind-kubehull-pods-before-uninstall.log")  # the teardown's export finds none
     deploy.helm_uninstall(up)

@@ -1,0 +1,3 @@
+module kubehull.local/bench/writes_peer
+
+go 1.26

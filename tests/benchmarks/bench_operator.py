@@ -433,12 +433,11 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     then the peer's patches and labels for ``entry``."""
     assert cluster.agents is not None
     agents = cluster.agents
-    admin: Any = k8s.CustomObjectsApi(client(cluster.server, 16))
 
     def create_node_runtime(node: str) -> None:
         owner = {"apiVersion": "v1", "kind": "Node", "name": node, "uid": cluster.node_uids[node]}
         body = {"metadata": {"name": node, "ownerReferences": [owner]}, "spec": {"handlers": []}}
-        admin.create_cluster_custom_object(
+        cluster.custom.create_cluster_custom_object(
             GROUP, VERSION, "noderuntimes", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeRuntime", **body}
         )
 

@@ -102,7 +102,18 @@ TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
 }
 
 
-URGENT = (ApplyRuntimeClass, DeleteRuntimeClass, ApplyAdmission, DeleteAdmission, SetNodeLabels)
+URGENT = (ApplyRuntimeClass, DeleteRuntimeClass, ApplyAdmission, DeleteAdmission)
+
+
+def urgent(action: Action) -> bool:
+    """Whether ``action`` goes before the NodeRuntime writes of its pass: RuntimeClasses and admission policies
+    (what a profile's users wait for first), and label removals (a node stops attracting the handler's pods
+    before its NodeRuntime drops the handler, or as soon as its agent reports it broken). New labels wait for
+    the NodeRuntimes: each NodeRuntime write starts an agent's work, while a label has a minute's budget after
+    its agent's report, and at 5000 nodes writing them in between doubled the time to every NodeRuntime."""
+    if isinstance(action, SetNodeLabels):
+        return any(value is None for value in action.labels.values())
+    return isinstance(action, URGENT)
 
 
 class Overlay:
@@ -265,10 +276,10 @@ class Controller:
 
         A new profile's RuntimeClass is written before anything else is planned: planning thousands of nodes
         takes a second, and the RuntimeClass is what the profile's users wait for first. Then the plan: what
-        must not wait behind a thousand NodeRuntime writes first (RuntimeClass updates, admission policies, the
-        labels that let pods onto nodes whose agents reported), the rest in chunks. A pass that has written for
-        ``pass_limit`` seconds while new events came in stops there and plans again (the overlay keeps that
-        exact), so agents' reports turn into labels within seconds, not after the last node's write."""
+        must not wait behind a thousand NodeRuntime writes first (``urgent``), then the rest in order. A pass that
+        has written for ``pass_limit`` seconds while new events came in stops there and plans again (the overlay
+        keeps that exact), so what those events ask for urgently (a label to remove from a node whose agent
+        reports the handler broken, a changed profile's RuntimeClass) waits seconds, not for the last node."""
         before = self.snapshot()
         for gone in self._status_written.keys() - before.profiles.keys():
             del self._status_written[gone]
@@ -280,7 +291,7 @@ class Controller:
         if not result.actions:
             return failed
         logger.info("applying %d actions", len(result.actions))
-        first = [action for action in result.actions if isinstance(action, URGENT)]
+        first = [action for action in result.actions if urgent(action)]
         outcomes = await self._apply_all(snapshot, first)
         # A status computed while the profile's RuntimeClass was being written says "syncing": once that write
         # went through, it is already out of date. The write's watch event brings the next pass, which writes
@@ -293,19 +304,36 @@ class Controller:
         rest = [
             action
             for action in result.actions
-            if not isinstance(action, URGENT)
+            if not urgent(action)
             and not (
                 isinstance(action, SetProfileStatus) and (action.profile in written or self._held(snapshot, action))
             )
         ]
+        return failed or not all(outcomes) or not all(await self._apply_until_replan(snapshot, rest))
+
+    async def _apply_until_replan(self, snapshot: Snapshot, actions: Sequence[Action]) -> list[bool]:
+        """``actions`` in order, ``concurrency`` in flight at all times, until they are done or the pass has
+        written for ``pass_limit`` seconds while new events came in (the rest is planned again)."""
         started = time.monotonic()
-        chunk = 4 * self._concurrency
-        for start in range(0, len(rest), chunk):
-            if start and self._dirty.is_set() and time.monotonic() - started > self.pass_limit:
-                logger.info("%d actions left to the next pass, which sees what changed meanwhile", len(rest) - start)
-                break
-            outcomes += await self._apply_all(snapshot, rest[start : start + chunk])
-        return failed or not all(outcomes)
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def apply(action: Action) -> bool:
+            try:
+                return await self._apply(snapshot, action)
+            finally:
+                slots.release()
+
+        writes = []
+        async with asyncio.TaskGroup() as group:
+            for index, action in enumerate(actions):
+                await slots.acquire()
+                if index and self._dirty.is_set() and time.monotonic() - started > self.pass_limit:
+                    slots.release()
+                    left = len(actions) - index
+                    logger.info("%d actions left to the next pass, which sees what changed meanwhile", left)
+                    break
+                writes.append(group.create_task(apply(action)))
+        return [write.result() for write in writes]
 
     def _held(self, snapshot: Snapshot, action: SetProfileStatus) -> bool:
         """Whether to hold back a status that only updates rollout counts, written less than

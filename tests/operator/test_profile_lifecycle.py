@@ -159,6 +159,11 @@ def test_node_relabelled_into_and_out_of_a_profile(cluster: Cluster) -> None:
     cluster.label_node(node, pool=None)
     wait_until(lambda: cluster.handlers(node) == {}, what="the handler to leave")
     wait_until(lambda: cluster.handler_labels(node) == {}, what="the label to leave")
+    # The label left first: the node stopped attracting the handler's pods before its NodeRuntime dropped the
+    # handler. Nothing else writes either object here, and this API server's resourceVersions are etcd's
+    # revisions, one sequence over every object.
+    label_removed = int(cluster.core.read_node(node).metadata.resource_version)
+    assert label_removed < int(cluster.node_runtime(node)["metadata"]["resourceVersion"])
     wait_until(lambda: cluster.profile(profile)["status"]["nodes"]["desired"] == 0, what="desired 0")
 
 

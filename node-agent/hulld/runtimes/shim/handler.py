@@ -82,7 +82,8 @@ EVENT_POLL = 0.05
 NEVER_STARTED_EXIT = 255
 NEVER_STARTED_GRACE = 1.0
 SHUTDOWN_GRACE = 2.0
-RECORDER_START_TIMEOUT = 10.0
+RECORDER_START_TIMEOUT = 120.0
+"""Its own Python start, which took over 10 s in the emulated VM's first minutes; one that fails exits sooner."""
 CALL_TIMEOUT = 60.0
 DELETE_ATTEMPTS = 5
 """A container just killed may still hold its cgroup for a moment: gVisor's shim then fails Delete with "removing
@@ -133,7 +134,7 @@ def _ensure_recorder(address: Path, spool: Path, log: Path) -> None:
         return
     package_root = Path(recorder.__file__).parents[3]
     with log.open("ab") as output:
-        subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", recorder.__name__, str(address), str(spool)],
             env={**os.environ, "PYTHONPATH": str(package_root)},
             stdin=subprocess.DEVNULL,
@@ -144,6 +145,10 @@ def _ensure_recorder(address: Path, spool: Path, log: Path) -> None:
         )
     deadline = time.monotonic() + RECORDER_START_TIMEOUT
     while not address.exists():
+        if process.poll() is not None:
+            raise errors.Unavailable(
+                f"the shim event recorder exited with code {process.returncode} before serving at {address}; see {log}"
+            )
         if time.monotonic() > deadline:
             raise errors.Unavailable(f"the shim event recorder did not start at {address}; see {log}")
         time.sleep(0.01)

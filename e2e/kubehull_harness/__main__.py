@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from kubehull_harness import cluster, deploy, kind, toolchain, vm
+from kubehull_harness import cluster, deploy, kind, mounts, toolchain, vm
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_TAG = "0.1.0"
@@ -45,7 +45,7 @@ spec:
 
 def up(work_dir: Path, check_only: bool) -> int:
     if work_dir.exists():  # a previous run's, perhaps killed: its mounts first
-        cluster.unmount_under(work_dir)
+        mounts.unmount_under(work_dir)
         shutil.rmtree(work_dir)
     logs = work_dir / "logs"
     stop = threading.Event()

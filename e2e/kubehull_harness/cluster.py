@@ -35,7 +35,7 @@ import yaml
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import apiserver, etcd, host_cgroups, processes, registry, toolchain
+from kubehull_harness import apiserver, etcd, host_cgroups, mounts, processes, registry, toolchain
 
 NODE_NAME = "kubehull-node"
 POD_SUBNET = "10.88.0.0/16"
@@ -252,13 +252,6 @@ def kubelet_config(pod_logs: Path, api: apiserver.KubeAPIServer, serving: Any) -
     }
 
 
-def unmount_under(root: Path) -> None:
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for mount in sorted(mounts, key=len, reverse=True):
-        if mount == str(root) or mount.startswith(f"{root}/"):
-            subprocess.run(["umount", "--lazy", mount], check=False)
-
-
 def start_controllers(api: apiserver.KubeAPIServer, work_dir: Path, logs: Path, teardown: contextlib.ExitStack) -> None:
     """kube-controller-manager and kube-scheduler, on the API server's admin credentials."""
     pki_dir = work_dir / "pki"
@@ -396,8 +389,8 @@ def _remove_proxy_rules() -> None:
 
 
 def _cleanup_node(work_dir: Path) -> None:
-    unmount_under(work_dir)
-    unmount_under(HULLD_STATE)
+    mounts.unmount_under(work_dir)
+    mounts.unmount_under(HULLD_STATE)
     host_cgroups.remove_tree("kubepods")
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     for path in (*NODE_PATHS, HULLD_STATE):

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from kubehull_harness import apiserver, etcd, images, registry, vm
+from kubehull_harness import apiserver, etcd, images, mounts, registry, vm
 
 LOGS_KEY = pytest.StashKey[Path]()
 STARTED_KEY = pytest.StashKey[float]()  # when a test's setup began (epoch seconds, as file mtimes)
@@ -39,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = _worker(config)
     if worker is None and logs.exists():
         shutil.rmtree(logs)
+    if worker is None and config.option.basetemp:
+        # A killed run leaves its kubelet's and hulld's mounts under the base directory, and pytest, which
+        # empties it before the run, would fail on them ("File exists").
+        mounts.unmount_under(Path(config.option.basetemp).resolve())
     config.stash[LOGS_KEY] = logs if worker is None else logs / worker
 
 

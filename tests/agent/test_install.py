@@ -12,7 +12,7 @@ import pytest
 
 from kubehull_agent import install
 from kubehull_agent.host import Host
-from kubehull_harness import toolchain
+from kubehull_harness import mounts, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from tests.agent.conftest import bundle_of_version
 from tests.hulld.conftest import CNI_CONFLIST
@@ -23,9 +23,7 @@ pytestmark = [pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if line.split()[4].startswith(f"{tmp_path}/"):
-            subprocess.run(["umount", "--lazy", line.split()[4]], check=False)
+    mounts.unmount_under(tmp_path)
 
 
 def test_install_adopt_upgrade_and_uninstall(host: Path, built_bundle: Path, oci_registry: OCIRegistry) -> None:

@@ -43,7 +43,7 @@ from cri_api.v1 import api_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "e2e"))
 
-from kubehull_harness import containerd, images, processes, registry, shims, toolchain  # noqa: E402
+from kubehull_harness import containerd, images, mounts, processes, registry, shims, toolchain  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 T = TypeVar("T")
@@ -397,9 +397,7 @@ def measure_columns(columns: list[Column], measure_one: Callable[[Runtime, Colum
                     results[column.label] = measure_one(runtime, column, image, directory / "pod-logs")
     finally:
         served.stop()
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            if str(work) in line.split()[4]:
-                processes.run(["umount", "--lazy", line.split()[4]], timeout=30)
+        mounts.unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
     return results
 

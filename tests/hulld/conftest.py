@@ -17,7 +17,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
-from kubehull_harness import host_cgroups, images, processes, shims, toolchain
+from kubehull_harness import host_cgroups, images, mounts, processes, shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 
 # A bridge network for the test's pods (their own network namespaces; nothing leaves this machine).
@@ -147,9 +147,7 @@ sandbox_per_pod = true
     def unmount_everything(self) -> None:
         """After the test: hulld keeps its namespace directory mounted (a node needs it), runsc may leave its
         own mounts; none of it may outlive the test's directory."""
-        mountpoints = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for mountpoint in sorted((m for m in mountpoints if m.startswith(f"{self.work_dir}/")), reverse=True):
-            subprocess.run(["umount", "--lazy", mountpoint], check=False, capture_output=True)
+        mounts.unmount_under(self.work_dir)
 
     @property
     def log(self) -> str:

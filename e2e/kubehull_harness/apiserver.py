@@ -31,6 +31,10 @@ class KubeAPIServer:
     """An admin kubeconfig (client certificate in group system:masters)."""
     process: processes.ManagedProcess
     work_dir: Path
+    etcd_url: str
+    """The etcd it stores in (a second API server on it serves the same cluster)."""
+    readiness: ssl.SSLContext
+    """Admin credentials for its /readyz."""
 
     def api_client(self, kubeconfig: Path | None = None) -> k8s_client.ApiClient:
         api_client: k8s_client.ApiClient = k8s_config.new_client_from_config(
@@ -59,6 +63,20 @@ class KubeAPIServer:
     def stop(self) -> None:
         self.process.stop()
 
+    def restart(self, timeout: float = 90) -> None:
+        """Stop it and start it again, same address and credentials: its clients' watches break, and a watch
+        resumed from before the restart is answered 410 Gone (its watch cache starts anew)."""
+        self.process.stop()
+        self.process = processes.ManagedProcess(self.process.name, self.process.argv, self.process.log_path.parent)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        try:
+            self.process.wait_ready(lambda: _ready(self.url, self.readiness), timeout, "ready (/readyz)")
+        except Exception:
+            self.process.stop()
+            raise
+
 
 def write_kubeconfig(path: Path, server: str, ca_cert: Path, credentials: pki.KeyPair, user: str) -> None:
     """A kubeconfig for ``user`` with a client certificate."""
@@ -85,10 +103,15 @@ def _ready(url: str, context: ssl.SSLContext) -> bool:
 
 
 def start(
-    work_dir: Path, log_dir: Path, etcd_url: str, timeout: float = 90, advertise_address: str = "127.0.0.1"
+    work_dir: Path,
+    log_dir: Path,
+    etcd_url: str,
+    timeout: float = 90,
+    advertise_address: str = "127.0.0.1",
+    name: str = "kube-apiserver",
 ) -> KubeAPIServer:
     """``advertise_address``: where pods reach it (the ``kubernetes`` Service's endpoint); loopback for tests
-    without pods. Clients here always use 127.0.0.1."""
+    without pods. Clients here always use 127.0.0.1. ``name``: of its log, in ``log_dir``."""
     pki_dir = work_dir / "pki"
     ca = pki.CertificateAuthority(pki_dir)
     serving = ca.issue(
@@ -125,14 +148,13 @@ def start(
         "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--v=1",
     ]
-    process = processes.ManagedProcess("kube-apiserver", argv, log_dir)
+    process = processes.ManagedProcess(name, argv, log_dir)
     kubeconfig = work_dir / "admin.kubeconfig"
     write_kubeconfig(kubeconfig, url, ca.cert_path, admin, "kubehull-admin")
     context = ssl.create_default_context(cafile=str(ca.cert_path))
     context.load_cert_chain(str(admin.cert), str(admin.key))
-    try:
-        process.wait_ready(lambda: _ready(url, context), timeout, "ready (/readyz)")
-    except Exception:
-        process.stop()
-        raise
-    return KubeAPIServer(url=url, ca=ca, kubeconfig=kubeconfig, process=process, work_dir=work_dir)
+    server = KubeAPIServer(
+        url=url, ca=ca, kubeconfig=kubeconfig, process=process, work_dir=work_dir, etcd_url=etcd_url, readiness=context
+    )
+    server.wait_ready(timeout)
+    return server

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
-    api = kube.Kube(kube.api_client(WRITERS + 2), metrics, identity=os.environ.get("POD_NAME"))
+    # A connection per writer, the lease's, and one per watch of the controller's reflectors.
+    api = kube.Kube(kube.api_client(WRITERS + 3), metrics, identity=os.environ.get("POD_NAME"))
     loop = asyncio.new_event_loop()
     # Set (from any thread) to stop kopf; kopf itself handles SIGTERM and SIGINT once it runs.
     stop_kopf: asyncio.Future[None] = loop.create_future()

@@ -1,10 +1,11 @@
 """The reconciliation loop: snapshot the cluster, plan, apply the actions; again whenever something changes.
 
-kopf's indices (``handlers.indices``) and the controller's mirrors of Nodes and NodeRuntimes (``mirror``) keep
-the cluster's state in memory; kopf's event handlers call ``nudge()``. The loop waits for a nudge, lets a burst
-of events settle for a moment, takes one ``Snapshot`` and hands it to ``reconcile.plan`` — level-triggered, so a
-missed or repeated event costs nothing. It starts only once kopf has listed every indexed kind (``attach``) and
-the mirrors are complete, so an operator restart never acts on a half-known cluster.
+kopf's indices (``handlers.indices``) and the controller's mirrors of Nodes and NodeRuntimes (``mirror``, kept by
+its ``reflector`` threads) keep the cluster's state in memory; kopf's event handlers and the reflectors call
+``nudge()``. The loop waits for a nudge, lets a burst of events settle for a moment, takes one ``Snapshot`` and
+hands it to ``reconcile.plan`` — level-triggered, so a missed or repeated event costs nothing. It starts only
+once kopf has listed every indexed kind (``attach``) and the reflectors have listed theirs, so an operator
+restart never acts on a half-known cluster.
 
 A write's result reaches the indices only when its watch event arrives. Until then the snapshot shows the
 written object as the write returned it (an overlay keyed by the version it replaced, none for an object it
@@ -19,12 +20,15 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
+from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
+from kubehull_api.noderuntime import NodeRuntime
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.kube import Kube
 from kubehull_operator.metrics import Metrics
@@ -53,6 +57,7 @@ from kubehull_operator.reconcile.model import (
     runtime_class_record,
 )
 from kubehull_operator.reconcile.status import progress_only
+from kubehull_operator.reflector import Reflector
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +185,9 @@ class Controller:
         self._writers = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="kube-write")
         self._dirty = asyncio.Event()
         self._indices: Indices | None = None
-        self.nodes = Mirror(node_record)
-        self.node_runtimes = Mirror(node_runtime_record)
-        self._listed = False  # the mirrors are complete
+        self.nodes: Mirror[NodeRecord] = Mirror()
+        self.node_runtimes: Mirror[NodeRuntime] = Mirror()
+        self._stopping = threading.Event()  # ends the reflectors' threads
         self._overlay = Overlay()
         self._task: asyncio.Task[None] | None = None
 
@@ -200,35 +205,32 @@ class Controller:
     # --- the loop ----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kubehull reconcile loop")
+        loop = asyncio.get_running_loop()
+        reflectors = (
+            Reflector(self.kube, "nodes", node_record, self.nodes, loop, self.nudge),
+            Reflector(self.kube, NODE_RUNTIMES, node_runtime_record, self.node_runtimes, loop, self.nudge),
+        )
+        for reflector in reflectors:
+            name = f"watch-{reflector.plural}"
+            threading.Thread(target=reflector.run, args=(self._stopping,), name=name, daemon=True).start()
+        self._task = loop.create_task(self._run(), name="kubehull reconcile loop")
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._writers.shutdown(wait=False, cancel_futures=True)
 
     async def _wait_listed(self) -> None:
-        """Until the watch has shown every Node and NodeRuntime that a list returns, listing again every 10 s
-        (an object deleted between the two lists is never shown)."""
-        lists = ((self.nodes, self.kube.node_names), (self.node_runtimes, self.kube.node_runtime_names))
-        while True:
-            try:
-                for mirror, names in lists:
-                    mirror.expect(await asyncio.get_running_loop().run_in_executor(self._writers, names))
-            except Exception as error:  # the API server is not there yet: the same as waiting
-                logger.warning("listing Nodes and NodeRuntimes: %s", error)
-            for _ in range(50):
-                if all(mirror.complete() for mirror, _ in lists):
-                    logger.info("the watch has shown every Node and NodeRuntime")
-                    self._listed = True
-                    return
-                await asyncio.sleep(0.2)
-            logger.info(
-                "waiting for the watch to show %d Nodes and %d NodeRuntimes",
-                self.nodes.missing,
-                self.node_runtimes.missing,
-            )
+        """Until the reflectors have listed every Node and NodeRuntime."""
+        waited = 0
+        while not (self.nodes.listed and self.node_runtimes.listed):
+            await asyncio.sleep(0.1)
+            waited += 1
+            if waited % 100 == 0:
+                logger.info("waiting for the lists of Nodes and NodeRuntimes")
+        logger.info("Nodes and NodeRuntimes listed")
 
     async def _run(self) -> None:
         await self._wait_listed()
@@ -353,7 +355,7 @@ class Controller:
         return list(await asyncio.gather(*(self._apply(snapshot, action) for action in actions)))
 
     def cleanup_pending(self, profile: str) -> list[str]:
-        if self._indices is None or not self._listed:
+        if self._indices is None or not (self.nodes.listed and self.node_runtimes.listed):
             return ["the operator has not listed the cluster yet"]
         snapshot = self.snapshot()
         if profile not in snapshot.profiles:

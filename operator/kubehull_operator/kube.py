@@ -7,15 +7,17 @@ Each method is one request, counted in ``kubehull_operator_api_writes_total``. R
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from kubehull_api.common import GROUP, VERSION
 from kubehull_api.noderuntime import KIND as NODE_RUNTIME_KIND
@@ -34,6 +36,7 @@ ADMISSION_GROUP, ADMISSION_VERSION = "admissionregistration.k8s.io", "v1"
 EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
 # A list of PartialObjectMetadata: names and labels without the objects' bodies (a real Node's is kilobytes).
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+LIST_PAGE = 500  # objects per page of a list
 
 
 def api_client(connections: int) -> k8s.ApiClient:
@@ -178,14 +181,8 @@ class Kube:
 
     # --- reads --------------------------------------------------------------------------------------------------
 
-    def node_names(self) -> set[str]:
-        return self._names(self.core.list_node)
-
-    def node_runtime_names(self) -> set[str]:
-        return self._names(lambda **page: self.custom.list_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, **page))
-
     def node_runtimes(self) -> list[dict[str, Any]]:
-        return self._items(lambda **page: self.custom.list_cluster_custom_object(GROUP, VERSION, NODE_RUNTIMES, **page))
+        return self._items(self._lister(NODE_RUNTIMES))
 
     def node_labels(self) -> dict[str, dict[str, str]]:
         return {meta["name"]: meta.get("labels") or {} for meta in self._metadata(self.core.list_node)}
@@ -199,13 +196,46 @@ class Kube:
             "deployments", "patch", self.apps.patch_namespaced_deployment_scale, name, namespace, patch, **PATCHER
         )
 
+    # --- list and watch (the controller's mirrors) --------------------------------------------------------------
+
+    def list_page(self, plural: str, token: str | None) -> dict[str, Any]:
+        """One page of a list of every ``plural`` ("nodes" or "noderuntimes"); ``token``: the previous page's
+        ``metadata.continue``. The last page's ``metadata.resourceVersion`` is the version the list was read at."""
+        return self._answer(self._lister(plural), limit=LIST_PAGE, _continue=token)
+
+    def watch(self, plural: str, resource_version: str, timeout: int) -> Generator[dict[str, Any]]:
+        """The events of a watch of every ``plural`` after ``resource_version``, bookmarks included, as the API
+        server's JSON; the API server ends it after ``timeout`` seconds (a silent connection is given up 30 s
+        later). Close the iterator to end it sooner."""
+        response = self._lister(plural)(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=(10, timeout + 30),
+        )
+        try:
+            for line in iter_resp_lines(response):
+                yield json.loads(line)
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _lister(self, plural: str) -> Callable[..., Any]:
+        if plural == "nodes":
+            return self.core.list_node
+        if plural == NODE_RUNTIMES:
+            return functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, NODE_RUNTIMES)
+        raise ValueError(f"no list of {plural!r}")
+
     @classmethod
     def _items(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:
         """Every object of a list, a page at a time, as plain dicts."""
         items: list[dict[str, Any]] = []
         token = None
         while True:
-            page = cls._answer(list_page, limit=500, _continue=token)
+            page = cls._answer(list_page, limit=LIST_PAGE, _continue=token)
             items.extend(page.get("items") or [])
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
@@ -219,7 +249,7 @@ class Kube:
 
     @classmethod
     def _names(cls, list_page: Callable[..., Any]) -> set[str]:
-        """The names of every object of a kind: what the controller waits for kopf's watch to have shown it."""
+        """The names of every object of a list."""
         return {meta["name"] for meta in cls._metadata(list_page)}
 
     # --- Leases (leader election) ------------------------------------------------------------------------------

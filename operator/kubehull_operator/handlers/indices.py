@@ -1,11 +1,10 @@
-"""The operator's view of the cluster: kopf indices of the few, the controller's mirrors of the many.
+"""The operator's view of the cluster's few: kopf indices (the many, Nodes and NodeRuntimes, the controller lists
+and watches itself: ``mirror`` says why).
 
-kopf lists and watches the kinds. Profiles, RuntimeClasses, namespaces and kubehull's own admission policies
-and bindings it indexes (one index per kind, keyed by object name) and calls handlers only once all are fully
-listed; ``changed`` then hands the indices to the controller and nudges it on every event, deletions included.
-Nodes and NodeRuntimes, thousands on a large cluster, go to the controller's mirrors instead (``mirror`` says
-why). The handlers are coroutines: kopf would run plain functions in a thread pool, a hand-off per watch
-event that costs more than the handler (thousands of events per profile change on a large cluster).
+kopf lists and watches profiles, RuntimeClasses, namespaces and kubehull's own admission policies and bindings,
+indexes them (one index per kind, keyed by object name) and calls handlers only once all are fully listed;
+``changed`` then hands the indices to the controller and nudges it on every event, deletions included. The
+handlers are coroutines: kopf would run plain functions in a thread pool, a hand-off per watch event.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Any
 import kopf
 
 from kubehull_api.common import GROUP, VERSION
-from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
 from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.controller import Controller, Indices, Store
@@ -35,8 +33,6 @@ from kubehull_operator.reconcile.model import (
 )
 
 PROFILES = (GROUP, VERSION, RUNTIME_PROFILES)
-NODE_RUNTIMES_RESOURCE = (GROUP, VERSION, NODE_RUNTIMES)
-NODES = ("", "v1", "nodes")
 RUNTIME_CLASSES = ("node.k8s.io", "v1", "runtimeclasses")
 NAMESPACES = ("", "v1", "namespaces")
 MUTATING_POLICIES = (ADMISSION_GROUP, ADMISSION_VERSION, ADMISSION_KINDS["MutatingAdmissionPolicy"])
@@ -123,17 +119,6 @@ def attach(memo: kopf.Memo, handler_kwargs: dict[str, Any]) -> Controller:
         )
     )
     return controller
-
-
-@kopf.on.event(*NODES)
-@kopf.on.event(*NODE_RUNTIMES_RESOURCE)
-async def mirrored_changed(
-    type: str | None, name: str, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    controller = attach(memo, kwargs)
-    mirror = controller.nodes if resource.plural == "nodes" else controller.node_runtimes
-    mirror.apply(type, name, body)
-    controller.nudge()
 
 
 @kopf.on.event(*PROFILES)

@@ -1,7 +1,7 @@
 """Operator scale benchmark: thousands of Nodes, many RuntimeProfiles, simulated node agents, a real
 kube-apiserver; prints figures.
 
-    .venv/bin/python tests/benchmarks/bench_operator.py [--nodes 5000] [--profiles 20]
+    .venv/bin/python tests/benchmarks/bench_operator.py [--nodes 5000] [--profiles 20] [--baseline REV --rounds N]
 
 The Nodes are plain Node objects (no kubelet, no kwok: the operator reads only their names and labels). A
 simulated agent per node (one watch on NodeRuntimes and a pool of writers in this process) reports every
@@ -16,6 +16,9 @@ The peer (``writes_peer/``, Go, standard library, built with the toolchain's Go 
 change made with nothing but its writes (each NodeRuntime patched with the entry the operator wrote, each node
 labelled once its agent reported) from a compiled HTTP/2 client, in a second cluster set up the same way, so the
 two rows side by side show what this machine's API server allows any controller (``--no-peer`` skips it).
+``--baseline REV`` runs the operator of another revision too, alternating with this checkout's (each in a fresh
+cluster, ``--rounds`` times each): the machine's speed drifts between runs minutes apart by more than most
+changes gain, so a change is measured against its baseline within one run.
 Targets (issue #16): RuntimeClass <= 1 s, all NodeRuntimes <= 30 s, every node labelled <= 60 s after its
 agent reports, writes <= 2 x affected nodes + 5 (spec and label), RSS <= 300 MiB.
 """
@@ -367,13 +370,17 @@ def profile(name: str) -> dict[str, Any]:
 
 
 def run_operator(
-    cluster: Cluster, profiles: int, cpu_profile_file: Path | None
+    cluster: Cluster, profiles: int, cpu_profile_file: Path | None, source: Path | None = None
 ) -> tuple[list[Row], dict[str, Any], list[str]]:
     """kubehull's operator against ``cluster``: ``profiles`` profiles created one after another, then the first
-    one changed. The rows, the handler entry it wrote for the first profile, and its RSS and CPU figures."""
+    one changed. The rows, the handler entry it wrote for the first profile, and its RSS and CPU figures.
+    ``source``: a directory holding another build's ``kubehull_operator`` and ``kubehull_api`` (default: this
+    checkout's)."""
     assert cluster.agents is not None
     agents = cluster.agents
     env = {**os.environ, "KUBECONFIG": str(cluster.operator_kubeconfig), "POD_NAMESPACE": NAMESPACE}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # ahead of the editable install's finder
     command = [sys.executable, "-m", "kubehull_operator", "--metrics-port=0", "--health-endpoint="]
     operator = processes.ManagedProcess("operator", command, cluster.logs, env=env)
     try:
@@ -476,6 +483,20 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     return row
 
 
+def fresh_cluster(nodes: int) -> contextlib.closing[Cluster]:
+    return contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), nodes))
+
+
+def baseline_source(revision: str, scratch: contextlib.ExitStack) -> Path:
+    """The operator's packages as they are at ``revision``, in a temporary directory."""
+    directory = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="kubehull-baseline-")))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "operator"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory / "operator"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=5000)
@@ -487,20 +508,38 @@ def main() -> int:
         metavar="FILE",
         help="write the API server's CPU profile over the first profile change here (go tool pprof FILE)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the operator of git revision REV, alternating with this checkout's, each in a fresh cluster",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: how many times each runs")
     args = parser.parse_args()
 
-    with contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), args.nodes)) as cluster:
-        rows, entry, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile)
+    with contextlib.ExitStack() as scratch:
+        builds: dict[str, Path | None] = {"this checkout": None}
+        if args.baseline:
+            builds = {args.baseline: baseline_source(args.baseline, scratch), **builds}
+        runs: list[tuple[str, list[Row], list[str]]] = []
+        for round_number in range(1, (args.rounds if args.baseline else 1) + 1):
+            for build, source in builds.items():
+                print(f"== {build}, round {round_number}", flush=True)
+                with fresh_cluster(args.nodes) as cluster:
+                    rows, entry, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile, source)
+                runs.append((f"{build}, round {round_number}", rows, figures))
     if not args.no_peer:
-        with contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), args.nodes)) as cluster:
-            rows.append(run_peer(cluster, entry))
+        with fresh_cluster(args.nodes) as cluster:
+            runs.append(("peer", [run_peer(cluster, entry)], []))
     print()
-    print(HEADER)
-    for row in rows:
-        print(_row(*row, args.nodes))
-    worst = max(row[3] for row in rows if row[3] == row[3])
-    print(f"\n{args.nodes} nodes, {args.profiles} profiles; slowest label after its report: {worst:.1f} s")
-    print("\n".join(figures))
+    for label, rows, figures in runs:
+        print(f"{label}:")
+        print(HEADER)
+        for row in rows:
+            print(_row(*row, args.nodes))
+        worst = max((row[3] for row in rows if row[3] == row[3]), default=float("nan"))
+        print(f"{args.nodes} nodes, {args.profiles} profiles; slowest label after its report: {worst:.1f} s")
+        print("\n".join(figures))
+        print()
     print(
         "targets: RuntimeClass <= 1 s; all NodeRuntimes <= 30 s; labelled <= 60 s after the report; "
         "writes <= 2 x affected nodes + 5; RSS <= 300 MiB"

@@ -50,6 +50,11 @@ def kubehull_crds(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
     return kube_apiserver
 
 
+def status_condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition of type ``kind`` in a profile's status ({} if it has none)."""
+    return next((dict(condition) for condition in status.get("conditions", []) if condition["type"] == kind), {})
+
+
 class OperatorProcess:
     """One `kubehull-operator` process; its log goes to test-logs/."""
 
@@ -185,10 +190,7 @@ class Cluster:
         return result
 
     def condition(self, profile: str, kind: str) -> dict[str, Any]:
-        for condition in (self.profile(profile).get("status") or {}).get("conditions", []):
-            if condition["type"] == kind:
-                return dict(condition)
-        return {}
+        return status_condition(self.profile(profile).get("status") or {}, kind)
 
     def exists(self, read: Callable[[], object]) -> bool:
         try:

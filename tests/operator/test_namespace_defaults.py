@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kubehull_harness.waiting import wait_until
-from tests.operator.conftest import Cluster
+from tests.operator.conftest import Cluster, status_condition
 
 ADMISSION = ("admissionregistration.k8s.io", "v1")
 
@@ -104,7 +104,7 @@ def covered(cluster: Cluster, profile: str, names: list[str]) -> bool:
     """Whether the profile says, in one reading of its status, that it covers exactly ``names`` with its policies
     in force (its names can lead the condition: a handover lists the namespace while the policies still sync)."""
     status = cluster.profile(profile).get("status") or {}
-    condition: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "NamespaceDefault"), {})
+    condition = status_condition(status, "NamespaceDefault")
     listed = (status.get("namespaces") or {}).get("names")
     return bool(condition.get("reason") == "NamespacesCovered" and listed == names)
 

@@ -286,7 +286,7 @@ class Controller:
         for gone in self._status_written.keys() - before.profiles.keys():
             del self._status_written[gone]
             self._held_until.pop(gone, None)
-        failed = not all(await self._apply_all(before, planning.new_runtime_classes(before)))
+        failed = not all(await self._apply_in_order(before, planning.new_runtime_classes(before)))
         snapshot = self.snapshot()
         result = planning.plan(snapshot, datetime.datetime.now(datetime.UTC).replace(microsecond=0))
         self.metrics.observe_statuses(result.statuses)
@@ -294,7 +294,7 @@ class Controller:
             return failed
         logger.info("applying %d actions", len(result.actions))
         first = [action for action in result.actions if urgent(action)]
-        outcomes = await self._apply_all(snapshot, first)
+        outcomes = await self._apply_in_order(snapshot, first)
         # A status computed while the profile's RuntimeClass was being written says "syncing": once that write
         # went through, it is already out of date. The write's watch event brings the next pass, which writes
         # the status as it then is (one status write fewer per change); a failed write leaves it as it is.
@@ -311,11 +311,15 @@ class Controller:
                 isinstance(action, SetProfileStatus) and (action.profile in written or self._held(snapshot, action))
             )
         ]
-        return failed or not all(outcomes) or not all(await self._apply_until_replan(snapshot, rest))
+        replanned = await self._apply_in_order(snapshot, rest, replan_after=self.pass_limit)
+        return failed or not all(outcomes) or not all(replanned)
 
-    async def _apply_until_replan(self, snapshot: Snapshot, actions: Sequence[Action]) -> list[bool]:
-        """``actions`` in order, ``concurrency`` in flight at all times, until they are done or the pass has
-        written for ``pass_limit`` seconds while new events came in (the rest is planned again)."""
+    async def _apply_in_order(
+        self, snapshot: Snapshot, actions: Sequence[Action], *, replan_after: float | None = None
+    ) -> list[bool]:
+        """``actions`` in order, ``concurrency`` in flight at all times, until they are done or, with
+        ``replan_after``, the pass has written that many seconds while new events came in (the rest is planned
+        again)."""
         started = time.monotonic()
         slots = asyncio.Semaphore(self._concurrency)
 
@@ -329,7 +333,7 @@ class Controller:
         async with asyncio.TaskGroup() as group:
             for index, action in enumerate(actions):
                 await slots.acquire()
-                if index and self._dirty.is_set() and time.monotonic() - started > self.pass_limit:
+                if replan_after is not None and self._dirty.is_set() and time.monotonic() - started > replan_after:
                     slots.release()
                     left = len(actions) - index
                     logger.info("%d actions left to the next pass, which sees what changed meanwhile", left)
@@ -350,9 +354,6 @@ class Controller:
             self._held_until[action.profile] = due  # one wake-up per held status, not one per pass holding it
             asyncio.get_running_loop().call_later(wait, self.nudge)
         return wait > 0
-
-    async def _apply_all(self, snapshot: Snapshot, actions: Sequence[Action]) -> list[bool]:
-        return list(await asyncio.gather(*(self._apply(snapshot, action) for action in actions)))
 
     def cleanup_pending(self, profile: str) -> list[str]:
         if self._indices is None or not (self.nodes.listed and self.node_runtimes.listed):

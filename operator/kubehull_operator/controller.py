@@ -121,15 +121,20 @@ def urgent(action: Action) -> bool:
     return isinstance(action, URGENT)
 
 
+CREATION_HOLD = 60.0  # seconds an object this operator created is shown before the watch shows it
+
+
 class Overlay:
     """Objects as this operator last wrote them, by kind and name, until the watch catches up. None marks a
     deletion."""
 
-    def __init__(self) -> None:
-        self._written: dict[str, dict[str, tuple[str | None, Any]]] = {kind: {} for kind in TRACKED}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        # kind → name → (the version the write replaced, None for a creation; the record written; when)
+        self._written: dict[str, dict[str, tuple[str | None, Any, float]]] = {kind: {} for kind in TRACKED}
+        self._clock = clock
 
     def record(self, kind: str, name: str, replaced_version: str | None, record: Any) -> None:
-        self._written[kind][name] = (replaced_version, record)
+        self._written[kind][name] = (replaced_version, record, self._clock())
 
     def forget(self, kind: str, name: str) -> None:
         self._written[kind].pop(name, None)
@@ -138,7 +143,7 @@ class Overlay:
         written_of_kind = self._written[kind]
         if name not in written_of_kind:
             return indexed
-        replaced, written = written_of_kind[name]
+        replaced, written, _ = written_of_kind[name]
         indexed_version = None if indexed is None else _version(indexed)
         if indexed_version == replaced:
             return written  # the watch has not delivered the write yet
@@ -146,12 +151,19 @@ class Overlay:
         return indexed
 
     def created(self, kind: str, indexed: Store) -> dict[str, Any]:
-        """Objects of ``kind`` this operator created that are not indexed yet, by name."""
-        return {
-            name: written
-            for name, (replaced, written) in list(self._written[kind].items())
-            if replaced is None and written is not None and not _indexed(indexed, name)
-        }
+        """Objects of ``kind`` this operator created that are not indexed yet, by name, for ``CREATION_HOLD`` at
+        most: a creation the watch has not shown by then is lost (deleted while the watch was cut, before its
+        event came, or created and deleted between two passes), and the snapshot shows what the watch does."""
+        shown = {}
+        written_of_kind = self._written[kind]
+        for name, (replaced, written, when) in list(written_of_kind.items()):
+            if replaced is not None or written is None or _indexed(indexed, name):
+                continue
+            if self._clock() - when > CREATION_HOLD:
+                del written_of_kind[name]
+                continue
+            shown[name] = written
+        return shown
 
 
 class Controller:
@@ -187,7 +199,7 @@ class Controller:
         self._indices: Indices | None = None
         self.nodes: Mirror[NodeRecord] = Mirror()
         self.node_runtimes: Mirror[NodeRuntime] = Mirror()
-        self._stopping = threading.Event()  # ends the reflectors' threads
+        self._stopping = threading.Event()  # tells the reflectors' threads to end (each at its next event)
         self._overlay = Overlay()
         self._task: asyncio.Task[None] | None = None
 

@@ -201,7 +201,7 @@ class Kube:
     def list_page(self, plural: str, token: str | None) -> dict[str, Any]:
         """One page of a list of every ``plural`` ("nodes" or "noderuntimes"); ``token``: the previous page's
         ``metadata.continue``. The last page's ``metadata.resourceVersion`` is the version the list was read at."""
-        return self._answer(self._lister(plural), limit=LIST_PAGE, _continue=token)
+        return self._answer(self._lister(plural), limit=LIST_PAGE, _continue=token, _request_timeout=(10, 60))
 
     def watch(self, plural: str, resource_version: str, timeout: int) -> Generator[dict[str, Any]]:
         """The events of a watch of every ``plural`` after ``resource_version``, bookmarks included, as the API

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -55,23 +56,27 @@ class Reflector(Generic[R]):
         self._mirror = mirror
         self._loop = loop
         self._changed = changed
+        self.version: str | None = None
+        """The resourceVersion to watch from: the last list's, then each event's (None: list first)."""
         self._lock = threading.Lock()
         self._pending: list[tuple[str, R | None] | dict[str, R]] = []  # watch events, and whole lists
 
     def run(self, stopping: threading.Event) -> None:
         """List and watch until ``stopping`` is set (checked between events: a silent watch ends within its
         timeout)."""
-        version: str | None = None
         failures = 0
         while not stopping.is_set():
             try:
-                if version is None:
-                    version = self._list()
-                version = self._watch(version, stopping)
+                if self.version is None:
+                    self.version = self._list()
+                started = time.monotonic()
+                if not self._watch(self.version, stopping) and time.monotonic() - started < 1:
+                    # as client-go: a watch that ends at once with nothing to say is a failure, not a loop
+                    raise RuntimeError("the watch ended at once without an event")
                 failures = 0
             except ExpiredError as error:
                 logger.info("%s: %s; listing again", self.plural, error)
-                version = None
+                self.version = None
             except Exception as error:  # the API server is away, or restarting: try again, more slowly each time
                 failures += 1
                 first, longest = BACKOFF_SECONDS
@@ -95,29 +100,32 @@ class Reflector(Generic[R]):
         logger.info("%s: listed %d", self.plural, len(records))
         return str(page["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str, stopping: threading.Event) -> str:
-        """Hand over the watch's events until the API server ends it; the last resourceVersion seen."""
+    def _watch(self, version: str, stopping: threading.Event) -> int:
+        """Hand over the events of a watch from ``version`` until the API server ends it, advancing
+        ``self.version`` with each (so that a watch that breaks resumes where it broke); how many events came."""
         events = self.kube.watch(self.plural, version, random.randint(*WATCH_SECONDS))  # noqa: S311
+        count = 0
         try:
             with contextlib.closing(events):
                 for event in events:
+                    count += 1
                     kind, body = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         if body.get("code") == 410:
                             raise ExpiredError(body.get("message") or "410 Gone")
                         raise RuntimeError(f"watch error {body.get('code')}: {body.get('message')}")
-                    version = str(body["metadata"]["resourceVersion"])
                     if kind == "DELETED":
                         self._hand_over((body["metadata"]["name"], None))
                     elif kind in ("ADDED", "MODIFIED"):
                         self._hand_over(self._record(body))
+                    self.version = str(body["metadata"]["resourceVersion"])  # bookmarks too
                     if stopping.is_set():
                         break
         except ApiException as error:
             if error.status == 410:
                 raise ExpiredError(error.reason) from error
             raise
-        return version
+        return count
 
     def _record(self, body: Mapping[str, Any]) -> tuple[str, R | None]:
         name = str(body["metadata"]["name"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubehull_operator.controller import Overlay
+from kubehull_operator.controller import CREATION_HOLD, Overlay
 from kubehull_operator.reconcile.model import NodeRecord
 
 
@@ -33,3 +33,18 @@ def test_a_forgotten_object_is_not_shown() -> None:
     overlay.record("Node", "gone", None, record("gone", "3"))
     overlay.forget("Node", "gone")  # a write found it gone (404) before the watch ever showed it
     assert overlay.created("Node", {}) == {}
+
+
+def test_a_creation_the_watch_never_shows_is_shown_for_a_minute_at_most() -> None:
+    """Created, then deleted while the watch was cut and before its event came: the relist that follows does
+    not list it, and no event ever will; the overlay must not keep it alive (the operator would never create it
+    again)."""
+    now = [1000.0]
+    overlay = Overlay(clock=lambda: now[0])
+    overlay.record("NodeRuntime", "lost", None, record("lost", "7"))
+    now[0] += CREATION_HOLD - 1
+    assert overlay.created("NodeRuntime", {}) == {"lost": record("lost", "7")}
+    now[0] += 2
+    assert overlay.created("NodeRuntime", {}) == {}
+    overlay.record("NodeRuntime", "lost", None, record("lost", "9"))  # created again: shown again
+    assert overlay.created("NodeRuntime", {}) == {"lost": record("lost", "9")}

@@ -54,8 +54,8 @@ class Followed:
                 raise ValueError("labelled unparsable")
             return node_record(body)
 
-        reflector = Reflector(kube, "nodes", parse, self.mirror, self.loop, lambda: None)
-        threading.Thread(target=reflector.run, args=(self.stopping,), daemon=True).start()
+        self.reflector = Reflector(kube, "nodes", parse, self.mirror, self.loop, lambda: None)
+        threading.Thread(target=self.reflector.run, args=(self.stopping,), daemon=True).start()
 
     def nodes(self) -> dict[str, Mapping[str, str]]:
         """This test's nodes in the mirror, with their labels."""
@@ -89,6 +89,10 @@ def test_lists_then_follows_the_watch(followed: Followed) -> None:
     cluster.core.delete_node(b)
     wait_until(lambda: followed.nodes().keys() == {a, c}, what="the watch's creation and deletion")
     assert followed.nodes()[a]["pool"] == "untrusted"
+    # each event moves the version a broken watch resumes from (not the one its watch started at)
+    labelled = cluster.core.read_node(a).metadata.resource_version
+    assert followed.reflector.version is not None
+    assert int(followed.reflector.version) >= int(labelled)
     cluster.label_node(c, unparsable="yes")  # a record that does not parse is left out, the others kept
     wait_until(lambda: followed.nodes().keys() == {a}, what="the unparsable node left out")
 
@@ -138,7 +142,8 @@ def test_the_operator_acts_on_what_changed_while_its_watch_was_cut(
         wait_until(lambda: not cluster.exists(lambda: cluster.node_runtime(deleted)), what="its NodeRuntime gone")
         recreated = wait_until(lambda: cluster.node_runtime(kept), what="the NodeRuntime created again")
         assert recreated["metadata"]["uid"] != created
-        assert "too old resource version" in operator.log
+        assert "nodes: too old resource version" in operator.log
+        assert "noderuntimes: too old resource version" in operator.log
     finally:
         cluster.cleanup()
         operator.stop()

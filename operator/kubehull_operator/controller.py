@@ -156,10 +156,11 @@ class Overlay:
         event came, or created and deleted between two passes), and the snapshot shows what the watch does."""
         shown = {}
         written_of_kind = self._written[kind]
+        now = self._clock()
         for name, (replaced, written, when) in list(written_of_kind.items()):
             if replaced is not None or written is None or _indexed(indexed, name):
                 continue
-            if self._clock() - when > CREATION_HOLD:
+            if now - when > CREATION_HOLD:
                 del written_of_kind[name]
                 continue
             shown[name] = written
@@ -234,10 +235,14 @@ class Controller:
             await asyncio.gather(self._task, return_exceptions=True)
         self._writers.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def _listed(self) -> bool:
+        return self.nodes.listed and self.node_runtimes.listed
+
     async def _wait_listed(self) -> None:
         """Until the reflectors have listed every Node and NodeRuntime."""
         waited = 0
-        while not (self.nodes.listed and self.node_runtimes.listed):
+        while not self._listed:
             await asyncio.sleep(0.1)
             waited += 1
             if waited % 100 == 0:
@@ -368,7 +373,7 @@ class Controller:
         return wait > 0
 
     def cleanup_pending(self, profile: str) -> list[str]:
-        if self._indices is None or not (self.nodes.listed and self.node_runtimes.listed):
+        if self._indices is None or not self._listed:
             return ["the operator has not listed the cluster yet"]
         snapshot = self.snapshot()
         if profile not in snapshot.profiles:

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import socket
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
@@ -198,10 +198,10 @@ class Kube:
 
     # --- list and watch (the controller's mirrors) --------------------------------------------------------------
 
-    def list_page(self, plural: str, token: str | None) -> dict[str, Any]:
-        """One page of a list of every ``plural`` ("nodes" or "noderuntimes"); ``token``: the previous page's
-        ``metadata.continue``. The last page's ``metadata.resourceVersion`` is the version the list was read at."""
-        return self._answer(self._lister(plural), limit=LIST_PAGE, _continue=token, _request_timeout=(10, 60))
+    def list_pages(self, plural: str) -> Iterator[dict[str, Any]]:
+        """The pages of a list of every ``plural`` ("nodes" or "noderuntimes"), each given up after 60 s of
+        silence. The last page's ``metadata.resourceVersion`` is the version the list was read at."""
+        return self._pages(self._lister(plural), _request_timeout=(10, 60))
 
     def watch(self, plural: str, resource_version: str, timeout: int) -> Generator[dict[str, Any]]:
         """The events of a watch of every ``plural`` after ``resource_version``, bookmarks included, as the API
@@ -230,16 +230,20 @@ class Kube:
         raise ValueError(f"no list of {plural!r}")
 
     @classmethod
-    def _items(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:
-        """Every object of a list, a page at a time, as plain dicts."""
-        items: list[dict[str, Any]] = []
+    def _pages(cls, list_page: Callable[..., Any], **options: Any) -> Iterator[dict[str, Any]]:
+        """A list's pages, as plain dicts, each asked for with ``options``."""
         token = None
         while True:
-            page = cls._answer(list_page, limit=LIST_PAGE, _continue=token)
-            items.extend(page.get("items") or [])
+            page = cls._answer(list_page, limit=LIST_PAGE, _continue=token, **options)
+            yield page
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
-                return items
+                return
+
+    @classmethod
+    def _items(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:
+        """Every object of a list, a page at a time, as plain dicts."""
+        return [item for page in cls._pages(list_page) for item in page.get("items") or []]
 
     @classmethod
     def _metadata(cls, list_page: Callable[..., Any]) -> list[dict[str, Any]]:

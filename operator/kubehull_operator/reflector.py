@@ -86,19 +86,16 @@ class Reflector(Generic[R]):
 
     def _list(self) -> str:
         records: dict[str, R] = {}
-        token = None
-        while True:
-            page = self.kube.list_page(self.plural, token)
+        version = ""
+        for page in self.kube.list_pages(self.plural):
             for item in page.get("items") or []:
                 name, record = self._record(item)
                 if record is not None:
                     records[name] = record
-            token = page.get("metadata", {}).get("continue") or None
-            if token is None:
-                break
+            version = str(page["metadata"]["resourceVersion"])
         self._hand_over(records)
         logger.info("%s: listed %d", self.plural, len(records))
-        return str(page["metadata"]["resourceVersion"])
+        return version
 
     def _watch(self, version: str, stopping: threading.Event) -> int:
         """Hand over the events of a watch from ``version`` until the API server ends it, advancing

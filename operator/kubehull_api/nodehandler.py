@@ -15,6 +15,7 @@ import datetime
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
@@ -101,7 +102,7 @@ class HandlerConfig(KubeModel):
     def __hash__(self) -> int:
         return hash((self.profile, self.profile_generation, self._digest))
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> HandlerConfig:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> HandlerConfig:
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_digest", None)  # the copy's settings may differ: its digest is its own
         return copy

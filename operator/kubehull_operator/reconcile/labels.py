@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kubehull_api.noderuntime import HandlerConfig
+from kubehull_api.nodehandler import HandlerConfig
 from kubehull_operator.reconcile.model import HANDLER_LABEL_PREFIX, SetNodeLabels, Snapshot, handler_label
 
 
 def desired_labels(snapshot: Snapshot, node: str, entries: tuple[HandlerConfig, ...]) -> dict[str, str]:
     current = snapshot.nodes[node].labels
-    node_runtime = snapshot.node_runtimes.get(node)
+    handlers = snapshot.handlers_on(node)
     labels: dict[str, str] = {}
     for entry in entries:
         key = handler_label(entry.name)
-        applied = node_runtime is not None and node_runtime.handler(entry.name) == entry
-        status = node_runtime.handler_status(entry.name) if node_runtime is not None and applied else None
+        status = handlers.handler_status(entry.name) if handlers.handler(entry.name) == entry else None
         if status is not None:
             if status.ready:
                 labels[key] = "true"

@@ -72,17 +72,11 @@ def stand_in_deployment(server: KubeAPIServer, name: str) -> Any:
     return apps
 
 
-def emptied(cluster: Cluster, node: str) -> dict[str, Any] | None:
-    current = cluster.node_runtime(node)
-    return None if current["spec"].get("handlers") else current
-
-
-def give_back(cluster: Cluster, node: str, handlers: list[dict[str, Any]]) -> None:
-    """Write handlers into the node's NodeRuntime, as an operator would."""
-    patch = {"spec": {"handlers": handlers}}
-    cluster.custom.patch_cluster_custom_object(
-        GROUP, VERSION, "noderuntimes", node, patch, _content_type="application/merge-patch+json"
-    )
+def give_back(cluster: Cluster, taken: dict[str, Any]) -> None:
+    """Create a NodeHandler again as it was, as an operator would."""
+    metadata = {key: taken["metadata"][key] for key in ("name", "finalizers", "ownerReferences")}
+    body = {"apiVersion": taken["apiVersion"], "kind": taken["kind"], "metadata": metadata, "spec": taken["spec"]}
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodehandlers", body)
 
 
 def labelled(cluster: Cluster, node: str, label: str) -> bool:
@@ -95,53 +89,61 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
     answering = [cluster.create_node(f"answers{index}") for index in range(2)]
     silent = cluster.create_node("silent")
     agentless = cluster.create_node("agentless")
-    spec = {"handler": cluster.name("gv"), "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
+    nodes = (*answering, silent, agentless)
+    handler = cluster.name("gv")
+    spec = {"handler": handler, "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
     profile = cluster.create_profile("gv", spec)
-    label = f"handler.kubehull.io/{cluster.name('gv')}"
-    for node in (*answering, silent, agentless):
-        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler")
+    label = f"handler.kubehull.io/{handler}"
+    for node in nodes:
+        wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler")
     for node in (*answering, silent):
         cluster.report_all_ready(node)
         wait_until(functools.partial(labelled, cluster, node, label), 30, f"{node} labelled")
+    cluster.agents.stalled.update(nodes)  # the agents let nothing go until the test says so
     deployment = cluster.name("operator")
     apps = stand_in_deployment(cluster.server, deployment)
     try:
         operator.stop()  # what scaling its Deployment to 0 does to a real one
 
-        handlers = cluster.node_runtime(silent)["spec"]["handlers"]
+        taken = cluster.node_handler(answering[0], handler)
         code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
         assert apps.read_namespaced_deployment(deployment, NAMESPACE).spec.replicas == 0
         assert code == 1, stderr
-        assert "no report from the agents of 3 node(s) within 8s" in stderr, stderr
-        for node in (*answering, silent, agentless):
-            assert emptied(cluster, node) is not None, node
+        assert "the agents of 3 node(s) did not take their handlers off within 8s" in stderr, stderr
+        for node in (*answering, silent):  # deleted, waiting for the agents
+            assert cluster.node_handler(node, handler)["metadata"]["deletionTimestamp"], node
+        # Never reported on: nothing was configured there, and no agent would let it go.
+        assert cluster.node_handlers(agentless) == {}
 
-        # The agents that answer report the empty spec; the silent node's stays unconfirmed and keeps its label.
-        for node in answering:
-            cluster.report(node, {}, read=emptied(cluster, node))
+        # The agents that answer let their NodeHandlers go; the silent node's stays, and keeps its label.
+        cluster.agents.stalled.difference_update(answering)
         code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
         assert code == 1, stderr
-        assert f"1 node(s) within 8s, their handlers may still be configured: {silent}" in stderr
+        assert (
+            f"1 node(s) did not take their handlers off within 8s, their handlers may still be configured: {silent}"
+            in stderr
+        )
         assert all(not cluster.handler_labels(node) for node in answering)
         assert label in cluster.handler_labels(silent)
 
-        # An operator process still running somewhere (on a lost node) gives a node its handlers back, twice:
-        # each time they are taken off again; then the agents report.
+        # An operator process still running somewhere (on a lost node) gives a node its handler back, twice:
+        # each time it is deleted again; then the silent agent answers too.
         node = answering[0]
-        give_back(cluster, node, handlers)
+        give_back(cluster, taken)
         running = uninstall(cluster.server, deployment, timeout=30)
-        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off", interval=0.2)
-        give_back(cluster, node, handlers)
-        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off again", interval=0.2)
-        for reporting in (node, silent):
-            cluster.report(reporting, {}, read=emptied(cluster, reporting))
+        wait_until(lambda: cluster.node_handlers(node) == {}, 20, "the handler taken off", interval=0.2)
+        give_back(cluster, taken)
+        wait_until(lambda: cluster.node_handlers(node) == {}, 20, "the handler taken off again", interval=0.2)
+        cluster.agents.stalled.clear()
         code, stderr = finished(running)
         assert code == 0, stderr
-        assert f"NodeRuntime {node} has handlers again; emptying it again" in stderr, stderr
-        assert all(not cluster.handler_labels(node) for node in (*answering, silent, agentless))
+        assert f"NodeHandler {taken['metadata']['name']} is back; deleting it again" in stderr, stderr
+        assert all(not cluster.handler_labels(node) for node in nodes)
+        assert all(cluster.node_handlers(node) == {} for node in nodes)
         assert cluster.profile(profile)["metadata"]["name"] == profile  # profiles stay, as the CRDs do
     finally:
+        cluster.agents.stalled.clear()
         operator.start()  # as a later install does (and the clean-up needs it: the profiles' finalizers)
         apps.delete_namespaced_deployment(deployment, NAMESPACE)
-    for node in (*answering, silent, agentless):  # every node gets its handler back
-        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler back")
+    for node in nodes:  # every node gets its handler back
+        wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler back")

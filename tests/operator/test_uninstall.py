@@ -87,17 +87,23 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
     answering = [cluster.create_node(f"answers{index}") for index in range(2)]
-    silent = cluster.create_node("silent")
+    silent = cluster.create_node("silent", second="yes")
     agentless = cluster.create_node("agentless")
     nodes = (*answering, silent, agentless)
     handler = cluster.name("gv")
     spec = {"handler": handler, "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
     profile = cluster.create_profile("gv", spec)
+    # A second handler on the silent node, never reported on: its agent, which reports on the first, may be
+    # configuring it right now, so the hook must wait for it as for the first.
+    second = cluster.name("rc")
+    selector = {"matchLabels": {"kubehull-test": cluster.prefix, "second": "yes"}}
+    cluster.create_profile("rc", {"handler": second, "runtime": {"engine": "runc"}, "nodeSelector": selector})
     label = f"handler.kubehull.io/{handler}"
     for node in nodes:
         wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler")
+    wait_until(functools.partial(cluster.handler, silent, second), 30, "the silent node's second handler")
     for node in (*answering, silent):
-        cluster.report_all_ready(node)
+        cluster.report(node, {handler: True})
         wait_until(functools.partial(labelled, cluster, node, label), 30, f"{node} labelled")
     cluster.agents.stalled.update(nodes)  # the agents let nothing go until the test says so
     deployment = cluster.name("operator")
@@ -112,6 +118,7 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
         assert "the agents of 3 node(s) did not take their handlers off within 8s" in stderr, stderr
         for node in (*answering, silent):  # deleted, waiting for the agents
             assert cluster.node_handler(node, handler)["metadata"]["deletionTimestamp"], node
+        assert cluster.node_handler(silent, second)["metadata"]["deletionTimestamp"]
         # Never reported on: nothing was configured there, and no agent would let it go.
         assert cluster.node_handlers(agentless) == {}
 

@@ -6,7 +6,7 @@ import tomllib
 from typing import Any
 
 from kubehull_agent import render
-from kubehull_api.noderuntime import HandlerConfig
+from kubehull_api.nodehandler import HandlerConfig
 
 BASE: dict[str, dict[str, Any]] = {
     "server": {"socket": "/run/hulld/hulld.sock"},

@@ -19,7 +19,8 @@ def desired_labels(snapshot: Snapshot, node: str, entries: tuple[HandlerConfig, 
     labels: dict[str, str] = {}
     for entry in entries:
         key = handler_label(entry.name)
-        status = handlers.handler_status(entry.name) if handlers.handler(entry.name) == entry else None
+        record = handlers.record(entry.name)
+        status = record.handler_status if record is not None and record.handler == entry else None
         if status is not None:
             if status.ready:
                 labels[key] = "true"

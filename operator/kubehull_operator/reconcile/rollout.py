@@ -30,10 +30,10 @@ class NodeState(enum.StrEnum):
 
 
 def node_state(handlers: NodeHandlers, config: HandlerConfig) -> NodeState:
-    current = handlers.handler(config.name)
-    if current is None or not current.same_runtime(config):
+    record = handlers.record(config.name)
+    if record is None or not record.handler.same_runtime(config):
         return NodeState.PENDING
-    status = handlers.handler_status(config.name)
+    status = record.handler_status
     if status is None:
         return NodeState.UPDATING
     return NodeState.READY if status.ready else NodeState.FAILED

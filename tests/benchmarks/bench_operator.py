@@ -600,13 +600,15 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     kubeconfig = yaml.safe_load(cluster.operator_kubeconfig.read_text())
     token = cluster.work / "operator.token"
     token.write_text(kubeconfig["users"][0]["user"]["token"])
+    nodes = cluster.work / "nodes.json"  # for the NodeHandlers' owner references, as the operator sets them
+    nodes.write_text(json.dumps(cluster.node_uids))
     command = [
         str(peer),
         f"--server={cluster.server.url}",
         f"--ca={cluster.server.ca.cert_path}",
         f"--token={token}",
         f"--entry={json.dumps(entry)}",
-        f"--nodes={cluster.nodes}",
+        f"--nodes={nodes}",
     ]
     running: list[subprocess.Popen[str]] = []
 

@@ -1,7 +1,7 @@
 // The operator benchmark's peer: the writes one profile change needs, and nothing else, from a compiled
 // client with HTTP/2 (as client-go speaks to the API server). It creates every node's NodeHandler for the
-// handler (the configuration the operator wrote, with the node agent's finalizer, as the operator creates
-// them), watches the agents' reports and labels each node whose agent reported the handler ready: what
+// handler (the configuration the operator wrote, with the node agent's finalizer and owned by the Node, as the
+// operator creates them), watches the agents' reports and labels each node whose agent reported the handler ready: what
 // kubehull's operator writes for the change, without its planning, its watches of Nodes and profiles, or
 // Python. The benchmark runs it against a cluster of its own with the same Nodes and simulated agents, so the
 // two figures side by side show what the API server on this machine allows any controller.
@@ -19,8 +19,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +194,7 @@ func main() {
 	caFile := flag.String("ca", "", "the API server's CA certificate")
 	tokenFile := flag.String("token", "", "a file with the bearer token")
 	entry := flag.String("entry", "", "the handler's configuration (a NodeHandler's spec.handler), as JSON")
-	nodes := flag.Int("nodes", 0, "how many nodes, named node-0000, node-0001, ...")
+	nodesFile := flag.String("nodes", "", "a file with the nodes, a JSON object of node name to UID")
 	writers := flag.Int("writers", 16, "requests in flight at once")
 	flag.Parse()
 
@@ -213,16 +215,25 @@ func main() {
 		"metadata": map[string]any{"labels": map[string]string{"handler.kubehull.io/" + handler.Name: "true"}},
 	})
 	check(err)
-	bodies := make([][]byte, *nodes)
-	for i := range bodies {
-		node := fmt.Sprintf("node-%04d", i)
-		bodies[i], err = json.Marshal(map[string]any{
+	text, err := os.ReadFile(*nodesFile)
+	check(err)
+	var nodes map[string]string
+	check(json.Unmarshal(text, &nodes))
+	var bodies [][]byte
+	for _, node := range slices.Sorted(maps.Keys(nodes)) {
+		owner := map[string]string{"apiVersion": "v1", "kind": "Node", "name": node, "uid": nodes[node]}
+		body, err := json.Marshal(map[string]any{
 			"apiVersion": "kubehull.io/v1alpha1",
 			"kind":       "NodeHandler",
-			"metadata":   map[string]any{"name": objectName(node, handler.Name), "finalizers": []string{finalizer}},
-			"spec":       map[string]any{"nodeName": node, "handler": json.RawMessage(*entry)},
+			"metadata": map[string]any{
+				"name":            objectName(node, handler.Name),
+				"finalizers":      []string{finalizer},
+				"ownerReferences": []any{owner},
+			},
+			"spec": map[string]any{"nodeName": node, "handler": json.RawMessage(*entry)},
 		})
 		check(err)
+		bodies = append(bodies, body)
 	}
 
 	_, resourceVersion, err := c.list()
@@ -232,18 +243,18 @@ func main() {
 
 	started := time.Now()
 	// One queue for both kinds of write, the NodeHandlers first: a label is written once the agent reported.
-	jobs := make(chan func(), 2**nodes)
+	jobs := make(chan func(), 2*len(nodes))
 	var created, lastCreated atomic.Int64
 	for _, body := range bodies {
 		jobs <- func() {
 			check(c.write("POST", nodeHandlers, "application/json", body, http.StatusCreated))
-			if created.Add(1) == int64(*nodes) {
+			if created.Add(1) == int64(len(nodes)) {
 				lastCreated.Store(int64(time.Since(started)))
 			}
 		}
 	}
 	var labelled sync.WaitGroup
-	labelled.Add(*nodes)
+	labelled.Add(len(nodes))
 	for w := 0; w < *writers; w++ {
 		go func() {
 			for job := range jobs {

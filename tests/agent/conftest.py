@@ -13,7 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from kubernetes import client as k8s
@@ -27,7 +27,16 @@ from kubehull_harness import processes, toolchain
 from kubehull_harness.apiserver import KubeAPIServer
 from tests.hulld.conftest import Hulld, hulld_with_network
 
-__all__ = ["AgentProcess", "Cluster", "built_bundle", "cluster", "handler_config", "hulld_with_network"]
+__all__ = [
+    "AgentProcess",
+    "Cluster",
+    "built_bundle",
+    "cluster",
+    "handler_config",
+    "hulld_with_network",
+    "kubehull_crds",
+    "kubelet_reports",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 MERGE_PATCH = "application/merge-patch+json"
@@ -52,6 +61,18 @@ def bundle_of_version(built: Path, destination: Path, version: str) -> Path:
     )
     shutil.rmtree(module.parent / "__pycache__")  # the bundle's byte code is never checked against sources
     return destination
+
+
+class WithCoreApi(Protocol):
+    core: Any
+
+
+def kubelet_reports(cluster: WithCoreApi, node: str, runtime: str) -> None:
+    """What a node's kubelet reports once registered: the CRI runtime it talks to (``<name>://<version>``), which
+    the agent configures. A test's node has no kubelet: the test says it."""
+    patch = {"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
+    # Raw: the client's model refuses a nodeInfo without the fields a real kubelet fills in too.
+    cluster.core.patch_node_status(node, patch, _content_type=MERGE_PATCH, _preload_content=False)
 
 
 def handler_config(name: str, engine: Engine, path: str, **settings: Any) -> HandlerConfig:
@@ -81,9 +102,7 @@ class Cluster:
         name = f"{self.prefix}-{suffix}"
         self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
         self.nodes.append(name)
-        patch = {"status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
-        # Raw: the client's model refuses a nodeInfo without the fields a real kubelet fills in too.
-        self.core.patch_node_status(name, patch, _content_type=MERGE_PATCH, _preload_content=False)
+        kubelet_reports(self, name, runtime)
         return name
 
     def create_handler(self, node: str, handler: HandlerConfig, *finalizers: str) -> str:

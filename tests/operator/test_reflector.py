@@ -126,7 +126,8 @@ def test_the_operator_acts_on_what_changed_while_its_watch_was_cut(
     cluster = Cluster(kubehull_crds)
     try:
         kept, deleted = cluster.create_node("kept"), cluster.create_node("deleted")
-        profile = cluster.create_profile("p", {"handler": "runc", "runtime": {"engine": "runc"}})
+        spec = {"handler": "runc", "runtime": {"engine": "runc"}, "rollout": {"maxUnavailable": "100%"}}
+        profile = cluster.create_profile("p", spec)
         wait_until(lambda: "runc" in cluster.handlers(kept), what="a NodeHandler")
         wait_until(lambda: "runc" in cluster.handlers(deleted), what="the other NodeHandler")
         wait_until(lambda: cluster.profile(profile)["status"]["nodes"]["desired"] == 2, what="2 nodes desired")

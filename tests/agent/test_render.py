@@ -1,4 +1,4 @@
-"""hulld's configuration as the agent renders it from a NodeRuntime spec."""
+"""hulld's configuration as the agent renders it from a node's NodeHandlers."""
 
 from __future__ import annotations
 

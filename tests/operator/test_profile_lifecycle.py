@@ -37,7 +37,7 @@ def test_create_update_delete(cluster: Cluster) -> None:
         assert entry["runtimeType"] == "oci"
         assert entry["options"] == {"platform": "systrap"}
         assert (entry["profile"], entry["profileGeneration"]) == (profile, 1)
-    # The status follows the NodeRuntime writes (its own write may land a moment later).
+    # The status follows the NodeHandler writes (its own write may land a moment later).
     wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "RolloutInProgress", what="rollout")
     assert not cluster.handler_labels(nodes[0])
 

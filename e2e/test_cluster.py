@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_api import nodehandler
 from kubehull_harness import cluster, deploy, processes, prometheus, shims, toolchain
 from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
@@ -95,12 +94,6 @@ def node_labels(local: cluster.LocalCluster) -> dict[str, str]:
     return labels
 
 
-def node_handlers(local: cluster.LocalCluster) -> dict[str, dict[str, Any]]:
-    """The node's NodeHandlers by handler name, listed by their selectable field ``spec.nodeName``."""
-    listed = get(local, "nodehandlers", f"--field-selector={nodehandler.NODE_NAME_FIELD}={local.node_name}")
-    return {item["spec"]["handler"]["name"]: item for item in listed["items"]}
-
-
 def pod_phase(local: cluster.LocalCluster, name: str) -> str:
     return str(get(local, "pod", name, "-n", "default")["status"].get("phase"))
 
@@ -138,21 +131,6 @@ def test_profiles_become_ready_and_label_the_node(env: Environment) -> None:
         assert labels.get(f"handler.kubehull.io/{handler}") == "true", labels
     runtime_class = get(local, "runtimeclass", "gvisor")
     assert runtime_class["handler"] == "gvisor"
-    # One NodeHandler per handler, which the agent reports on: ready on the configuration its spec holds.
-    handlers = node_handlers(local)
-    assert sorted(handlers) == ["gvisor", "runc", "spare"], handlers
-    for handler, item in handlers.items():
-        assert item["metadata"]["name"] == nodehandler.object_name(local.node_name, handler)
-        assert item["metadata"]["finalizers"] == [nodehandler.FINALIZER], item["metadata"]
-        assert item["spec"]["handler"]["profile"] == handler, item["spec"]
-        config = nodehandler.HandlerConfig.model_validate(item["spec"]["handler"])
-        status = item["status"]
-        assert status["ready"] is True, status
-        assert status["configDigest"] == config.runtime_digest(), status
-        assert status["runtime"]["name"] == "hulld", status
-        assert status["lastTransitionTime"], status
-    table = local.kubectl("get", "nh", "-o", "wide", f"--field-selector=spec.nodeName={local.node_name}")
-    assert table.splitlines()[0].split() == ["NAME", "NODE", "HANDLER", "READY", "REASON", "PROFILE", "RUNTIME", "AGE"]
 
 
 def test_pods_run_under_their_runtime_and_log(env: Environment) -> None:
@@ -413,10 +391,6 @@ def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(en
     failure = get(local, "runtimeprofile", "broken")["status"]["failures"][0]
     assert failure["node"] == local.node_name
     assert "/opt/kubehull-missing/runc" in failure["message"], failure
-    reported = node_handlers(local)["broken"]["status"]
-    assert reported["ready"] is False, reported
-    assert reported["reason"] == failure["reason"], reported
-    assert "/opt/kubehull-missing/runc" in reported["message"], reported
     apply(local, pod("on-broken", env.image, "broken", "sleep 100000"))
 
     def unschedulable() -> str:
@@ -438,13 +412,6 @@ def test_unready_handler_pends_and_deleting_a_profile_leaves_other_pods_alone(en
     )
     assert "broken" not in local.kubectl("get", "runtimeclass", "-o", "name")
     wait_until(lambda: "handler.kubehull.io/spare" not in node_labels(local), 120, "label spare removed", interval=1)
-    # The agent took both handlers off hulld and released their NodeHandlers; the other profiles' stay.
-    wait_until(
-        lambda: sorted(node_handlers(local)) == ["gvisor", "gvisor-shim", "runc"],
-        120,
-        "the NodeHandlers of spare and broken gone",
-        interval=1,
-    )
     for name, status in before.items():
         now = get(local, "pod", name, "-n", "default")["status"]
         assert now["phase"] == "Running"
@@ -465,7 +432,7 @@ def test_hulld_killed_and_restarted_keeps_pods_and_serves_new_ones(env: Environm
         wait_until(functools.partial(pod_running, local, "after-restart"), 120, "a new pod Running", interval=1)
     except AssertionError:
         print(local.kubectl("describe", "pod", "-n", "default", "after-restart"))
-        print(local.kubectl("get", "nodehandlers", "-o", "yaml"))
+        print(local.kubectl("get", "noderuntime", "-o", "yaml"))
         print(local.kubectl("logs", "-n", deploy.NAMESPACE, "-l", "app.kubernetes.io/component=agent", "--tail=60"))
         raise
     wait_until(lambda: "alive" in log_of(local, "after-restart"), 120, "its log", interval=1)

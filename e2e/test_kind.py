@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_api import nodehandler
 from kubehull_harness import deploy, kind, rollouts
 from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
@@ -73,13 +72,6 @@ def ready(up: kind.KindCluster, name: str) -> bool:
 def labelled(up: kind.KindCluster, handler: str) -> set[str]:
     nodes = get(up, "nodes", "-l", f"handler.kubehull.io/{handler}")["items"]
     return {node["metadata"]["name"] for node in nodes}
-
-
-def node_handlers(up: kind.KindCluster, *field_selector: str) -> list[dict[str, Any]]:
-    """The NodeHandlers, or those the field selectors pick (``spec.nodeName=<node>``, ``spec.handler.name=<h>``)."""
-    selector = [f"--field-selector={','.join(field_selector)}"] if field_selector else []
-    found: list[dict[str, Any]] = get(up, "nodehandlers", *selector)["items"]
-    return found
 
 
 def pinned(name: str, image: str, runtime_class: str, node: str, command: str) -> dict[str, Any]:
@@ -191,7 +183,7 @@ def test_a_handler_missing_on_one_worker_is_reported_by_name(cluster: tuple[kind
 
 
 class RolloutWatch:
-    """Counts, from the handler's NodeHandlers read every few tenths of a second, the most workers a rollout held
+    """Counts, from the NodeRuntime objects read every few tenths of a second, the most workers a rollout held
     unavailable at once."""
 
     def __init__(self, up: kind.KindCluster, handler: str) -> None:
@@ -206,7 +198,7 @@ class RolloutWatch:
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             try:
-                listed = node_handlers(self.up, f"spec.handler.name={self.handler}")
+                listed = get(self.up, "noderuntimes")["items"]
             except Exception as error:  # a read that failed is a moment not seen: the test counts them
                 self.failed_reads.append(repr(error))
                 continue
@@ -241,13 +233,14 @@ def test_a_rollout_takes_one_worker_at_a_time(cluster: tuple[kind.KindCluster, s
 
 
 def rolled_out(up: kind.KindCluster, name: str, path: str) -> bool:
-    """Whether every worker, and no other node, has a NodeHandler for profile ``name``'s handler at ``path`` and
-    the profile is Ready on all."""
-    handlers = node_handlers(up, f"spec.handler.name={name}")
-    nodes = sorted(item["spec"]["nodeName"] for item in handlers)
-    paths = {item["spec"]["handler"]["path"] for item in handlers}
-    workers = sorted((*HULLD_WORKERS, CONTAINERD_WORKER))
-    return nodes == workers and paths == {path} and ready(up, name) and status(up, name)["ready"] == "3/3"
+    """Whether every NodeRuntime has profile ``name``'s handler at ``path`` and the profile is Ready on all."""
+    paths = {
+        handler["path"]
+        for item in get(up, "noderuntimes")["items"]
+        for handler in item["spec"].get("handlers", [])
+        if handler["name"] == name
+    }
+    return paths == {path} and ready(up, name) and status(up, name)["ready"] == "3/3"
 
 
 def test_containerd_keeps_pods_through_dropin_changes(cluster: tuple[kind.KindCluster, str]) -> None:
@@ -338,49 +331,9 @@ def agent_pods(up: kind.KindCluster) -> list[str]:
     ).split()
 
 
-def test_deleting_a_worker_removes_its_nodehandlers(cluster: tuple[kind.KindCluster, str]) -> None:
-    """A Node deleted for good: the operator takes the finalizer off its NodeHandlers (the node's agent may never
-    come back to release them) and deletes them; the other nodes' stay as they are. Before the uninstall: it is
-    the operator that does this."""
-    up, _ = cluster
-    worker = HULLD_WORKERS[1]
-    handlers = node_handlers(up, f"spec.nodeName={worker}")
-    # The profiles the tests before left: runc on every node, gvisor on the workers.
-    assert sorted(item["spec"]["handler"]["name"] for item in handlers) == ["gvisor", "runc"], handlers
-    for item in handlers:
-        assert item["metadata"]["name"] == nodehandler.object_name(worker, item["spec"]["handler"]["name"])
-        assert item["metadata"]["finalizers"] == [nodehandler.FINALIZER], item["metadata"]
-        assert item["status"]["ready"] is True, item["status"]
-    others = {item["metadata"]["name"]: item["metadata"]["uid"] for item in node_handlers(up)}
-    for item in handlers:
-        del others[item["metadata"]["name"]]
-    # Drained first: once its kubelet is stopped the node's containers go on running without one, and an operator
-    # replica among them would go on writing through the uninstall that follows.
-    up.kubectl(
-        "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=180s", timeout=240
-    )
-    up.node_exec(worker, "systemctl", "stop", "kubelet")  # or it registers the node again
-    up.kubectl("delete", "node", worker, "--wait=true")
-    wait_until(
-        lambda: not node_handlers(up, f"spec.nodeName={worker}"), 120, f"the NodeHandlers of {worker} gone", interval=1
-    )
-    assert {item["metadata"]["name"]: item["metadata"]["uid"] for item in node_handlers(up)} == others
-    wait_until(lambda: status(up, "runc").get("ready") == "3/3", 120, "runc ready on the 3 nodes left", interval=1)
-    assert ready(up, "runc"), status(up, "runc")
-
-    def pods_on_worker() -> list[str]:
-        found = up.kubectl("get", "pods", "--all-namespaces", f"--field-selector=spec.nodeName={worker}", "-o", "name")
-        return found.split()
-
-    # The pod garbage collector deletes the gone node's pods (its agent's among them) after a quarantine of 40 s:
-    # the uninstall that follows meets only the agents of nodes that exist.
-    wait_until(lambda: not pods_on_worker(), 180, f"the pods of {worker} deleted", interval=2)
-
-
 def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.KindCluster, str]) -> None:
-    """The chart's pre-delete hook stops the operator and deletes every NodeHandler; the agents take the handlers
-    off their nodes (the drop-ins removed, containerd restarted once for it) and release the NodeHandlers before
-    the chart's resources go. Runs last: kubehull is gone from the cluster after it."""
+    """The chart's pre-delete hook stops the operator and empties every NodeRuntime; the agents remove the
+    drop-ins (containerd restarted once for it) before the chart's resources go."""
     up, _ = cluster
     containerd_nodes = (CONTROL_PLANE, CONTAINERD_WORKER)
     assert all("[plugins" in dropin(up, node) for node in containerd_nodes)
@@ -389,7 +342,6 @@ def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.Ki
     starts = {node: containerd_starts(up, node) for node in containerd_nodes}
     up.save_kubehull_logs("kind-kubehull-pods-before-uninstall.log")  # the teardown's export finds none
     deploy.helm_uninstall(up)
-    assert node_handlers(up) == []  # the hook waited for every one to be released: none left behind
     for node in containerd_nodes:
         assert up.node_exec(node, "ls", "/etc/containerd/conf.d").split() == [], node  # no drop-in, no kubehull.d
         assert containerd_starts(up, node) == starts[node] + 1, node
@@ -398,3 +350,17 @@ def test_helm_uninstall_takes_the_handlers_off_every_node(cluster: tuple[kind.Ki
         assert not [key for key in labels if key.startswith("handler.kubehull.io/")], node["metadata"]["name"]
     wait_until(lambda: not agent_pods(up), 120, "the agents' pods gone", interval=1)  # deleted in the background
     assert get(up, "runtimeprofiles")["items"]  # the profiles stay, as the CRDs do
+
+
+def test_deleting_a_worker_removes_its_noderuntime(cluster: tuple[kind.KindCluster, str]) -> None:
+    up, _ = cluster
+    assert get(up, "noderuntime", HULLD_WORKERS[1])["metadata"]["name"] == HULLD_WORKERS[1]
+    # Last: the worker's pods go on running without a kubelet, an operator replica among them perhaps.
+    up.node_exec(HULLD_WORKERS[1], "systemctl", "stop", "kubelet")  # or it registers the node again
+    up.kubectl("delete", "node", HULLD_WORKERS[1], "--wait=true")
+
+    def gone() -> bool:
+        names = {item["metadata"]["name"] for item in get(up, "noderuntimes")["items"]}
+        return HULLD_WORKERS[1] not in names
+
+    wait_until(gone, 120, f"NodeRuntime {HULLD_WORKERS[1]} removed", interval=1)

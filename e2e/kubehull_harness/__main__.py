@@ -59,7 +59,7 @@ def up(work_dir: Path, check_only: bool) -> int:
         print(f"kubehull installed in {time.monotonic() - started:.1f}s (image {image}, logs: {logs})")
         print(f"  export KUBECONFIG={local.kubeconfig}")
         print(f"  kubectl: {toolchain.binary('kubectl')}")
-        print(f"  kubectl get pods -n {deploy.NAMESPACE}; kubectl get runtimeprofiles,nodehandlers,runtimeclasses")
+        print(f"  kubectl get pods -n {deploy.NAMESPACE}; kubectl get runtimeprofiles,noderuntimes,runtimeclasses")
         print(f"  RuntimeProfile examples: {REPO / 'docs/examples'} (gVisor's runsc: {toolchain.binary('runsc')})")
         if check_only:
             local.apply(CHECK_PROFILE)

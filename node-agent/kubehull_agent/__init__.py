@@ -1,1 +1,1 @@
-"""The kubehull node agent: installs and runs hulld, applies the node's NodeHandlers, probes handlers."""
+"""The kubehull node agent: installs and runs hulld, applies the node's NodeRuntime, probes handlers."""

@@ -2,7 +2,7 @@
 
 It learns its node from --node-name (the DaemonSet passes NODE_NAME from the downward API). With
 --hulld-bundle it installs hulld from that bundle and keeps it running (install.py); either way it keeps
-the node's handlers (hulld's, or containerd's drop-in) in line with its NodeHandlers. --uninstall removes
+the node's handlers (hulld's, or containerd's drop-in) in line with its NodeRuntime. --uninstall removes
 containerd's drop-in and hulld (refused while hulld runs pods).
 """
 
@@ -41,8 +41,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WS
 
 
 def serve_http(address: str, metrics: Metrics, agent: Agent, hulld_metrics: str) -> None:
-    """/metrics, /metrics/hulld (hulld's own, relayed), /healthz (the process answers) and /readyz (a round
-    has run: the node's NodeHandlers have their statuses)."""
+    """/metrics, /metrics/hulld (hulld's own, relayed), /healthz (the process answers) and /readyz (a status
+    has been written)."""
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], respond: Callable[..., Any]) -> Iterable[bytes]:
@@ -53,7 +53,7 @@ def serve_http(address: str, metrics: Metrics, agent: Agent, hulld_metrics: str)
         if path == "/readyz":
             ok = agent.ready.is_set()
             respond("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ok\n" if ok else b"no round has run yet\n"]
+            return [b"ok\n" if ok else b"no status written yet\n"]
         if path == "/metrics/hulld":
             return relay_hulld_metrics(hulld_metrics, respond)
         result: Iterable[bytes] = metrics_app(environ, respond)
@@ -107,7 +107,7 @@ def _kubelet_runtime(agent: Agent) -> str:
     """What the node's kubelet reports using; "" if that cannot be read now (a new node: hulld is installed,
     as a kubelet whose CRI is hulld reports nothing until hulld runs)."""
     try:
-        return agent.node_handlers.kubelet_runtime()
+        return agent.node_runtimes.kubelet_runtime()
     except Exception as error:
         logger.warning("cannot read this node's runtime from its Node: %s", error)
         return ""
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     agent = Agent(
-        node_handlers=kube.NodeHandlers(kube.api_client(), args.node_name),
+        node_runtimes=kube.NodeRuntimes(kube.api_client(), args.node_name),
         prober=probe.Prober(args.hulld_private_socket, args.probe_image, host),
         containerd_node=containerd_node,
         metrics=metrics,

@@ -26,14 +26,14 @@ import tomli_w
 from hulld.atomic import write_atomically
 from kubehull_agent.host import Host, host_lock
 from kubehull_api.engines import Engine, RuntimeType
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 
 logger = logging.getLogger(__name__)
 
 RUNTIME_PLUGIN = "io.containerd.cri.v1.runtime"
 RUNSC_SHIM = "containerd-shim-runsc-v1"
 """gVisor's shim, looked for beside runsc (gVisor installs both into one directory)."""
-HEADER = "# Written by kubehull's node agent from this node's NodeHandlers; edits are overwritten.\n"
+HEADER = "# Written by kubehull's node agent from this node's NodeRuntime; edits are overwritten.\n"
 
 
 class ContainerdError(RuntimeError):

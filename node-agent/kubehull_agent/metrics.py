@@ -45,5 +45,5 @@ class Metrics:
             registry=self.registry,
         )
         self.status_writes = Counter(
-            "kubehull_agent_status_writes", "NodeHandler status updates written.", ["result"], registry=self.registry
+            "kubehull_agent_status_writes", "NodeRuntime status updates written.", ["result"], registry=self.registry
         )

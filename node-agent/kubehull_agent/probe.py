@@ -29,7 +29,7 @@ from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc
 
 from kubehull_agent.host import Host
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 
 PROBE_TIMEOUT = 60.0
 PROBE_PREFIX = "kubehull-probe-"

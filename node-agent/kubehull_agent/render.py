@@ -1,4 +1,4 @@
-"""hulld's configuration file from the node's NodeHandlers: pure, so what their specs render to is testable.
+"""hulld's configuration file from the node's NodeRuntime spec: pure, so what a spec renders to is testable.
 
 The agent owns the ``[handlers]`` section; everything else (socket, storage, network, registries) comes from
 the base configuration the node was installed with. Handlers that fail their static checks (their binary is
@@ -15,7 +15,7 @@ from typing import Any
 import tomli_w
 
 from kubehull_api.engines import Engine
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 
 
 def hulld_handler(handler: HandlerConfig) -> dict[str, Any]:

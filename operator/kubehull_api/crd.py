@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubehull_api import nodehandler, runtimeprofile
+from kubehull_api import noderuntime, runtimeprofile
 from kubehull_api.common import GROUP, VERSION
 
 Schema = dict[str, Any]
@@ -68,8 +68,6 @@ class Kind:
     plural: str
     short_names: tuple[str, ...]
     printer_columns: tuple[dict[str, Any], ...]
-    selectable_fields: tuple[str, ...] = ()
-    """JSON paths clients may select objects by (``kubectl get --field-selector``, watches)."""
 
     @property
     def crd_name(self) -> str:
@@ -97,20 +95,16 @@ KINDS = (
         ),
     ),
     Kind(
-        model=nodehandler.NodeHandler,
-        kind=nodehandler.KIND,
-        plural=nodehandler.PLURAL,
-        short_names=("nh",),
+        model=noderuntime.NodeRuntime,
+        kind=noderuntime.KIND,
+        plural=noderuntime.PLURAL,
+        short_names=("nr",),
         printer_columns=(
-            {"name": "Node", "type": "string", "jsonPath": ".spec.nodeName"},
-            {"name": "Handler", "type": "string", "jsonPath": ".spec.handler.name"},
-            {"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"},
-            {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
-            {"name": "Profile", "type": "string", "jsonPath": ".spec.handler.profile", "priority": 1},
-            {"name": "Runtime", "type": "string", "jsonPath": ".status.runtime.version", "priority": 1},
+            {"name": "Runtime", "type": "string", "jsonPath": ".status.runtime.version"},
+            {"name": "Runtime-Ready", "type": "boolean", "jsonPath": ".status.runtime.ready"},
+            {"name": "Handlers-Ready", "type": "string", "jsonPath": ".status.handlersReady"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ),
-        selectable_fields=(".spec.nodeName", ".spec.handler.name"),
     ),
 )
 
@@ -141,11 +135,6 @@ def manifest(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": list(kind.printer_columns),
-                    **(
-                        {"selectableFields": [{"jsonPath": path} for path in kind.selectable_fields]}
-                        if kind.selectable_fields
-                        else {}
-                    ),
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],

@@ -2,7 +2,7 @@
 
 A profile says which CRI handler pods of one RuntimeClass run under, how that handler is configured, which
 nodes get it, and the pod overhead it costs. The operator turns it into a RuntimeClass and into entries of
-the selected nodes' NodeHandlers, and reports back in ``status``.
+the selected nodes' NodeRuntimes, and reports back in ``status``.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The kubehull operator: reconciles RuntimeProfiles into RuntimeClasses and per-node NodeHandlers."""
+"""The kubehull operator: reconciles RuntimeProfiles into RuntimeClasses and per-node NodeRuntimes."""

@@ -1,6 +1,6 @@
 """The reconciliation loop: snapshot the cluster, plan, apply the actions; again whenever something changes.
 
-kopf's indices (``handlers.indices``) and the controller's mirrors of Nodes and NodeHandlers (``mirror``, kept by
+kopf's indices (``handlers.indices``) and the controller's mirrors of Nodes and NodeRuntimes (``mirror``, kept by
 its ``reflector`` threads) keep the cluster's state in memory; kopf's event handlers and the reflectors call
 ``nudge()``. The loop waits for a nudge, lets a burst of events settle for a moment, takes one ``Snapshot`` and
 hands it to ``reconcile.plan`` — level-triggered, so a missed or repeated event costs nothing. It starts only
@@ -9,7 +9,7 @@ restart never acts on a half-known cluster.
 
 A write's result reaches the indices only when its watch event arrives. Until then the snapshot shows the
 written object as the write returned it (an overlay keyed by the version it replaced, none for an object it
-created), so a pass that starts early does not see an old NodeHandler and push it again, create one twice, or
+created), so a pass that starts early does not see an old NodeRuntime and push it again, create one twice, or
 count a node twice against maxUnavailable.
 """
 
@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from kubehull_api.nodehandler import PLURAL as NODE_HANDLERS
-from kubehull_api.nodehandler import object_name
+from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
+from kubehull_api.noderuntime import NodeRuntime
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.kube import Kube
 from kubehull_operator.metrics import Metrics
@@ -40,21 +40,20 @@ from kubehull_operator.reconcile.model import (
     AdmissionRecord,
     ApplyAdmission,
     ApplyRuntimeClass,
-    CreateNodeHandler,
+    CreateNodeRuntime,
     DeleteAdmission,
-    DeleteNodeHandler,
+    DeleteNodeRuntime,
     DeleteRuntimeClass,
-    NodeHandlerRecord,
     NodeRecord,
     RecordEvent,
     RuntimeClassRecord,
-    SetNodeHandler,
     SetNodeLabels,
+    SetNodeRuntimeHandlers,
     SetProfileStatus,
     Snapshot,
     admission_record,
-    node_handler_record,
     node_record,
+    node_runtime_record,
     runtime_class_record,
 )
 from kubehull_operator.reconcile.status import progress_only
@@ -74,7 +73,7 @@ class Store(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Indices:
-    """kopf's indices of the kinds that come in handfuls (Nodes and NodeHandlers: the controller's mirrors)."""
+    """kopf's indices of the kinds that come in handfuls (Nodes and NodeRuntimes: the controller's mirrors)."""
 
     profiles: Store
     runtime_classes: Store
@@ -84,9 +83,17 @@ class Indices:
 
 
 def _version(record: Any) -> str:
-    if isinstance(record, NodeRecord | NodeHandlerRecord | RuntimeClassRecord | AdmissionRecord):
+    if isinstance(record, NodeRecord | RuntimeClassRecord | AdmissionRecord):
         return record.resource_version
     return str(record.metadata.get("resourceVersion", ""))
+
+
+def _indexed(store: Store, name: str) -> bool:
+    try:
+        store[name]
+    except KeyError:
+        return False
+    return True
 
 
 # Objects the controller writes and reads back through the overlay: kind → (snapshot field, parser of a write's
@@ -94,7 +101,7 @@ def _version(record: Any) -> str:
 TRACKED: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
     "RuntimeProfile": ("profiles", RuntimeProfile.model_validate),
     "Node": ("nodes", node_record),
-    "NodeHandler": ("node_handlers", node_handler_record),
+    "NodeRuntime": ("node_runtimes", node_runtime_record),
     "RuntimeClass": ("runtime_classes", runtime_class_record),
     "Admission": ("admission", admission_record),
 }
@@ -104,11 +111,11 @@ URGENT = (ApplyRuntimeClass, DeleteRuntimeClass, ApplyAdmission, DeleteAdmission
 
 
 def urgent(action: Action) -> bool:
-    """Whether ``action`` goes before the NodeHandler writes of its pass: RuntimeClasses and admission policies
+    """Whether ``action`` goes before the NodeRuntime writes of its pass: RuntimeClasses and admission policies
     (what a profile's users wait for first), and label removals (a node stops attracting the handler's pods
-    before its NodeHandler goes, or as soon as its agent reports it broken). New labels wait for the
-    NodeHandlers: each NodeHandler write starts an agent's work, while a label has a minute's budget after its
-    agent's report (at 5000 nodes, labels in between had the last NodeHandlers wait for thousands of them)."""
+    before its NodeRuntime drops the handler, or as soon as its agent reports it broken). New labels wait for
+    the NodeRuntimes: each NodeRuntime write starts an agent's work, while a label has a minute's budget after
+    its agent's report (at 5000 nodes, labels in between had the last NodeRuntimes wait for thousands of them)."""
     if isinstance(action, SetNodeLabels):
         return any(value is None for value in action.labels.values())
     return isinstance(action, URGENT)
@@ -132,31 +139,32 @@ class Overlay:
     def forget(self, kind: str, name: str) -> None:
         self._written[kind].pop(name, None)
 
-    def shown(self, kind: str, indexed: dict[str, Any]) -> dict[str, Any]:
-        """``indexed`` (name → record as the watch shows it; changed in place and returned) with the writes the
-        watch has not shown yet applied. Walks the writes, not the records: there are 100 000 NodeHandlers at
-        5000 nodes with 20 handlers each.
+    def view(self, kind: str, name: str, indexed: Any) -> Any:
+        written_of_kind = self._written[kind]
+        if name not in written_of_kind:
+            return indexed
+        replaced, written, _ = written_of_kind[name]
+        indexed_version = None if indexed is None else _version(indexed)
+        if indexed_version == replaced:
+            return written  # the watch has not delivered the write yet
+        del written_of_kind[name]
+        return indexed
 
-        A write is shown once the watch has another version than the one it replaced; a creation once the
-        watch has the object, or after ``CREATION_HOLD``: a creation the watch has not shown by then is lost
-        (deleted while the watch was cut, before its event came, or created and deleted between two passes),
-        and the snapshot shows what the watch does."""
+    def created(self, kind: str, indexed: Store) -> dict[str, Any]:
+        """Objects of ``kind`` this operator created that are not indexed yet, by name, for ``CREATION_HOLD`` at
+        most: a creation the watch has not shown by then is lost (deleted while the watch was cut, before its
+        event came, or created and deleted between two passes), and the snapshot shows what the watch does."""
+        shown = {}
         written_of_kind = self._written[kind]
         now = self._clock()
         for name, (replaced, written, when) in list(written_of_kind.items()):
-            current = indexed.get(name)
-            if current is None:
-                creation = replaced is None and written is not None
-                shown = not creation or now - when > CREATION_HOLD
-            else:
-                shown = _version(current) != replaced
-            if shown:
+            if replaced is not None or written is None or _indexed(indexed, name):
+                continue
+            if now - when > CREATION_HOLD:
                 del written_of_kind[name]
-            elif written is None:
-                del indexed[name]
-            else:
-                indexed[name] = written
-        return indexed
+                continue
+            shown[name] = written
+        return shown
 
 
 class Controller:
@@ -191,7 +199,7 @@ class Controller:
         self._dirty = asyncio.Event()
         self._indices: Indices | None = None
         self.nodes: Mirror[NodeRecord] = Mirror()
-        self.node_handlers: Mirror[NodeHandlerRecord] = Mirror()
+        self.node_runtimes: Mirror[NodeRuntime] = Mirror()
         self._stopping = threading.Event()  # tells the reflectors' threads to end (each at its next event)
         self._overlay = Overlay()
         self._task: asyncio.Task[None] | None = None
@@ -213,7 +221,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         reflectors = (
             Reflector(self.kube, "nodes", node_record, self.nodes, loop, self.nudge),
-            Reflector(self.kube, NODE_HANDLERS, node_handler_record, self.node_handlers, loop, self.nudge),
+            Reflector(self.kube, NODE_RUNTIMES, node_runtime_record, self.node_runtimes, loop, self.nudge),
         )
         for reflector in reflectors:
             name = f"watch-{reflector.plural}"
@@ -229,17 +237,17 @@ class Controller:
 
     @property
     def _listed(self) -> bool:
-        return self.nodes.listed and self.node_handlers.listed
+        return self.nodes.listed and self.node_runtimes.listed
 
     async def _wait_listed(self) -> None:
-        """Until the reflectors have listed every Node and NodeHandler."""
+        """Until the reflectors have listed every Node and NodeRuntime."""
         waited = 0
         while not self._listed:
             await asyncio.sleep(0.1)
             waited += 1
             if waited % 100 == 0:
-                logger.info("waiting for the lists of Nodes and NodeHandlers")
-        logger.info("Nodes and NodeHandlers listed")
+                logger.info("waiting for the lists of Nodes and NodeRuntimes")
+        logger.info("Nodes and NodeRuntimes listed")
 
     async def _run(self) -> None:
         await self._wait_listed()
@@ -265,12 +273,17 @@ class Controller:
             raise RuntimeError("snapshot before kopf listed the cluster")
 
         def view(kind: str, store: Store) -> dict[str, Any]:
-            return self._overlay.shown(kind, {name: next(iter(values)) for name, values in store.items()})
+            records = self._overlay.created(kind, store)
+            for name, values in store.items():
+                record = self._overlay.view(kind, name, next(iter(values)))
+                if record is not None:
+                    records[name] = record
+            return records
 
         return Snapshot(
             profiles=view("RuntimeProfile", indices.profiles),
-            nodes=self._overlay.shown("Node", self.nodes.records()),
-            node_handlers=self._overlay.shown("NodeHandler", self.node_handlers.records()),
+            nodes=view("Node", self.nodes),
+            node_runtimes=view("NodeRuntime", self.node_runtimes),
             runtime_classes=view("RuntimeClass", indices.runtime_classes),
             namespaces={name: next(iter(values)) for name, values in indices.namespaces.items()},
             admission=view("Admission", indices.admission),
@@ -282,7 +295,7 @@ class Controller:
 
         A new profile's RuntimeClass is written before anything else is planned: planning thousands of nodes
         takes a second, and the RuntimeClass is what the profile's users wait for first. Then the plan: what
-        must not wait behind a thousand NodeHandler writes first (``urgent``), then the rest in order. A pass that
+        must not wait behind a thousand NodeRuntime writes first (``urgent``), then the rest in order. A pass that
         has written for ``pass_limit`` seconds while new events came in stops there and plans again (the overlay
         keeps that exact), so what those events ask for urgently (a label to remove from a node whose agent
         reports the handler broken, a changed profile's RuntimeClass) waits seconds, not for the last node."""
@@ -409,19 +422,18 @@ class Controller:
     def _request(self, snapshot: Snapshot, action: Action) -> tuple[str, str, Callable[[], None]]:
         kube = self.kube
         match action:
-            case CreateNodeHandler(node=node, handler=handler):
-                created = object_name(node.name, handler.name)
-                return self._tracked(snapshot, "NodeHandler", created, lambda: kube.create_node_handler(node, handler))
-            case SetNodeHandler(name=name, handler=handler):
-                return self._tracked(snapshot, "NodeHandler", name, lambda: kube.set_node_handler(name, handler))
-            case DeleteNodeHandler(name=name, node_gone=node_gone):
-
-                def delete() -> None:
-                    kube.delete_node_handler(name)
-                    if node_gone:  # no agent to let it go
-                        kube.release_node_handler(name)
-
-                return self._tracked(snapshot, "NodeHandler", name, delete, deletes=True)
+            case CreateNodeRuntime(node=node, handlers=handlers):
+                return self._tracked(
+                    snapshot, "NodeRuntime", node.name, lambda: kube.create_node_runtime(node, handlers)
+                )
+            case SetNodeRuntimeHandlers(name=name, handlers=handlers):
+                return self._tracked(
+                    snapshot, "NodeRuntime", name, lambda: kube.set_node_runtime_handlers(name, handlers)
+                )
+            case DeleteNodeRuntime(name=name):
+                return self._tracked(
+                    snapshot, "NodeRuntime", name, lambda: kube.delete_node_runtime(name), deletes=True
+                )
             case SetNodeLabels(node=name, labels=labels):
                 return self._tracked(snapshot, "Node", name, lambda: kube.set_node_labels(name, labels))
             case ApplyRuntimeClass(body=body, resource_version=version):

@@ -20,9 +20,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from kubehull_api.common import GROUP, VERSION
-from kubehull_api.nodehandler import FINALIZER, HandlerConfig, object_name
-from kubehull_api.nodehandler import KIND as NODE_HANDLER_KIND
-from kubehull_api.nodehandler import PLURAL as NODE_HANDLERS
+from kubehull_api.noderuntime import KIND as NODE_RUNTIME_KIND
+from kubehull_api.noderuntime import PLURAL as NODE_RUNTIMES
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_api.runtimeprofile import PLURAL as RUNTIME_PROFILES
 from kubehull_api.runtimeprofile import RuntimeProfile, RuntimeProfileStatus
 from kubehull_operator.metrics import Metrics
@@ -32,7 +32,6 @@ FIELD_MANAGER = "kubehull-operator"
 MERGE_PATCH = "application/merge-patch+json"
 WRITER = {"field_manager": FIELD_MANAGER}
 PATCHER = {"field_manager": FIELD_MANAGER, "_content_type": MERGE_PATCH}
-JSON_PATCHER = {"field_manager": FIELD_MANAGER, "_content_type": "application/json-patch+json"}
 ADMISSION_GROUP, ADMISSION_VERSION = "admissionregistration.k8s.io", "v1"
 EVENT_NAMESPACE = "default"  # where Kubernetes records events about cluster-scoped objects
 # A list of PartialObjectMetadata: names and labels without the objects' bodies (a real Node's is kilobytes).
@@ -58,8 +57,8 @@ def _raw(body: Mapping[str, Any]) -> Any:
     return dict(body)
 
 
-def _handler(handler: HandlerConfig) -> dict[str, Any]:
-    return handler.model_dump(by_alias=True, exclude_none=True, mode="json")
+def _handlers(handlers: tuple[HandlerConfig, ...]) -> list[dict[str, Any]]:
+    return [handler.model_dump(by_alias=True, exclude_none=True, mode="json") for handler in handlers]
 
 
 class Kube:
@@ -90,47 +89,29 @@ class Kube:
         self.metrics.api_writes.labels(resource, verb, "ok").inc()
         return answer
 
-    # --- NodeHandlers ------------------------------------------------------------------------------------------
+    # --- NodeRuntimes ------------------------------------------------------------------------------------------
 
-    def create_node_handler(self, node: NodeRecord, handler: HandlerConfig) -> dict[str, Any]:
-        """With the agent's finalizer, and owned by the Node (a Node deleted while the operator is away takes its
-        NodeHandlers with it, up to the finalizer, which the operator then takes off)."""
+    def create_node_runtime(self, node: NodeRecord, handlers: tuple[HandlerConfig, ...]) -> dict[str, Any]:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": NODE_HANDLER_KIND,
+            "kind": NODE_RUNTIME_KIND,
             "metadata": {
-                "name": object_name(node.name, handler.name),
-                "finalizers": [FINALIZER],
+                "name": node.name,
                 "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}],
             },
-            "spec": {"nodeName": node.name, "handler": _handler(handler)},
+            "spec": {"handlers": _handlers(handlers)},
         }
         create = self.custom.create_cluster_custom_object
-        return self._write(NODE_HANDLERS, "create", create, GROUP, VERSION, NODE_HANDLERS, body, **WRITER)
+        return self._write(NODE_RUNTIMES, "create", create, GROUP, VERSION, NODE_RUNTIMES, body, **WRITER)
 
-    def set_node_handler(self, name: str, handler: HandlerConfig) -> dict[str, Any]:
-        # A JSON patch replaces the whole configuration: a merge patch would keep options the new one lacks.
-        patch = [{"op": "replace", "path": "/spec/handler", "value": _handler(handler)}]
+    def set_node_runtime_handlers(self, name: str, handlers: tuple[HandlerConfig, ...]) -> dict[str, Any]:
+        patch = {"spec": {"handlers": _handlers(handlers)}}
         update = self.custom.patch_cluster_custom_object
-        return self._write(NODE_HANDLERS, "patch", update, GROUP, VERSION, NODE_HANDLERS, name, patch, **JSON_PATCHER)
+        return self._write(NODE_RUNTIMES, "patch", update, GROUP, VERSION, NODE_RUNTIMES, name, patch, **PATCHER)
 
-    def delete_node_handler(self, name: str) -> None:
+    def delete_node_runtime(self, name: str) -> None:
         delete = self.custom.delete_cluster_custom_object
-        self._write(NODE_HANDLERS, "delete", delete, GROUP, VERSION, NODE_HANDLERS, name)
-
-    def release_node_handler(self, name: str) -> None:
-        """Take the agent's finalizer off (for a node without an agent to do it): only if the finalizers are still
-        those read (a JSON patch's test), so a finalizer added meanwhile is never dropped."""
-        current = self._answer(self.custom.get_cluster_custom_object, GROUP, VERSION, NODE_HANDLERS, name)
-        finalizers = current["metadata"].get("finalizers") or []
-        if FINALIZER not in finalizers:
-            return
-        patch = [
-            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-            {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != FINALIZER]},
-        ]
-        update = self.custom.patch_cluster_custom_object
-        self._write(NODE_HANDLERS, "release", update, GROUP, VERSION, NODE_HANDLERS, name, patch, **JSON_PATCHER)
+        self._write(NODE_RUNTIMES, "delete", delete, GROUP, VERSION, NODE_RUNTIMES, name)
 
     # --- Nodes, RuntimeClasses ---------------------------------------------------------------------------------
 
@@ -200,8 +181,8 @@ class Kube:
 
     # --- reads --------------------------------------------------------------------------------------------------
 
-    def node_handlers(self) -> list[dict[str, Any]]:
-        return self._items(self._lister(NODE_HANDLERS))
+    def node_runtimes(self) -> list[dict[str, Any]]:
+        return self._items(self._lister(NODE_RUNTIMES))
 
     def node_labels(self) -> dict[str, dict[str, str]]:
         return {meta["name"]: meta.get("labels") or {} for meta in self._metadata(self.core.list_node)}
@@ -218,7 +199,7 @@ class Kube:
     # --- list and watch (the controller's mirrors) --------------------------------------------------------------
 
     def list_pages(self, plural: str) -> Iterator[dict[str, Any]]:
-        """The pages of a list of every ``plural`` ("nodes" or "nodehandlers"), each given up after 60 s of
+        """The pages of a list of every ``plural`` ("nodes" or "noderuntimes"), each given up after 60 s of
         silence. The last page's ``metadata.resourceVersion`` is the version the list was read at."""
         return self._pages(self._lister(plural), _request_timeout=(10, 60))
 
@@ -244,8 +225,8 @@ class Kube:
     def _lister(self, plural: str) -> Callable[..., Any]:
         if plural == "nodes":
             return self.core.list_node
-        if plural == NODE_HANDLERS:
-            return functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, NODE_HANDLERS)
+        if plural == NODE_RUNTIMES:
+            return functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, NODE_RUNTIMES)
         raise ValueError(f"no list of {plural!r}")
 
     @classmethod

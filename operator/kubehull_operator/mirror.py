@@ -1,4 +1,4 @@
-"""The operator's copy of the kinds that come by the thousand (Nodes, NodeHandlers), kept outside kopf.
+"""The operator's copy of the kinds that come by the thousand (Nodes, NodeRuntimes), kept outside kopf.
 
 kopf holds back every handler until each object of each indexed kind has been indexed, and it does that with one
 toggle per object on one shared condition: every object's worker is woken for every other object's toggle, so
@@ -38,6 +38,10 @@ class Mirror(Generic[R]):
         else:
             self._records[name] = record
 
-    def records(self) -> dict[str, R]:
-        """A copy, by name (the snapshot changes it)."""
-        return dict(self._records)
+    # The shape of a kopf index (name → a collection of records), so the snapshot reads both alike.
+
+    def __getitem__(self, name: str) -> tuple[R]:
+        return (self._records[name],)
+
+    def items(self) -> list[tuple[str, tuple[R]]]:
+        return [(name, (record,)) for name, record in self._records.items()]

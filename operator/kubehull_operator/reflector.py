@@ -1,4 +1,4 @@
-"""List, then watch, one kind into a ``Mirror``: how the controller keeps its copy of Nodes and NodeHandlers.
+"""List, then watch, one kind into a ``Mirror``: how the controller keeps its copy of Nodes and NodeRuntimes.
 
 As client-go's reflector does: list every object, a page at a time, and *replace* the mirror with the result;
 watch from the list's resourceVersion, with bookmarks so that a quiet kind's version stays recent; when the API

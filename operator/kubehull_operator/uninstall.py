@@ -4,18 +4,15 @@ Only the node agents can undo what they did to a node (containerd's drop-in, and
 handlers; hulld's handlers), and `helm uninstall` is about to delete them. So, while they still run:
 
 1. the operator's Deployment is scaled to 0 and its pods are waited for (it would give the handlers back);
-2. every NodeHandler is deleted; each agent takes its handlers off its node and then lets the NodeHandler go
-   (takes its finalizer off);
-3. a node whose NodeHandlers are all gone loses its ``handler.kubehull.io/`` labels, so pods asking for those
+2. every NodeRuntime's handlers are emptied, and each agent removes them from its node and reports that;
+3. a node whose agent has reported loses its ``handler.kubehull.io/`` labels, so pods asking for those
    RuntimeClasses are no longer scheduled there.
 
 RuntimeProfiles, their RuntimeClasses and namespace defaults stay, as the CRDs do (Helm never deletes CRDs):
 pods of those RuntimeClasses stay unscheduled rather than fall back to another runtime, and a later install
-puts the handlers back. A node whose agent does not let its NodeHandlers go within ``--timeout`` is named and
-the command fails, so `helm uninstall` fails with it and the release stays (`helm uninstall --no-hooks` skips
-this step). The hook lets go itself of the NodeHandlers of a Node that is gone, and of a node whose agent never
-reported on any of its NodeHandlers (it had nothing configured); a NodeHandler not reported on yet, of a node
-whose agent reports on others, is waited for: that agent may be configuring it right now.
+puts the handlers back. A node whose agent does not report within ``--timeout`` is named and the command fails,
+so `helm uninstall` fails with it and the release stays (`helm uninstall --no-hooks` skips this step). A node
+whose agent never reported anything had nothing configured, and is not waited for.
 """
 
 from __future__ import annotations
@@ -25,9 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
-
-from kubernetes.client.exceptions import ApiException
+from typing import Any
 
 from kubehull_operator import kube
 from kubehull_operator.metrics import Metrics
@@ -70,45 +65,40 @@ def uninstall(api: kube.Kube, namespace: str, deployment: str, selector: str, ti
             raise UninstallError(f"the operator's pods are still there after {timeout:.0f}s: {sorted(operators)}")
         time.sleep(POLL)
     logger.info("operator stopped; removing every node's handlers")
-    listed = api.node_handlers()
-    reporting = {item["spec"]["nodeName"] for item in listed if item.get("status")}  # nodes with a working agent
-    unlabelled: set[str] = set()
-    deleted: set[str] = set()
+    # Nodes whose agent runs (or ran): it has reported a status.
+    waiting = {item["metadata"]["name"] for item in api.node_runtimes() if item.get("status") is not None}
+    emptied: set[str] = set()
     while True:
-        nodes = api.node_labels()
+        listed = api.node_runtimes()
         for item in listed:
-            name, node = item["metadata"]["name"], item["spec"]["nodeName"]
-            if item["metadata"].get("deletionTimestamp") is None:
-                if name in deleted:  # back: an operator process still runs somewhere (a lost node's)
-                    logger.warning("NodeHandler %s is back; deleting it again", name)
-                _ignore_gone(api.delete_node_handler, name)
-                deleted.add(name)
-            if node not in nodes or node not in reporting:
-                _ignore_gone(api.release_node_handler, name)  # no agent to let it go
-        left = {item["spec"]["nodeName"] for item in listed}
-        for node, labels in sorted(nodes.items()):
-            if node not in left and node not in unlabelled:
-                _remove_handler_labels(api, node, labels)
-                unlabelled.add(node)
-                if node in reporting:
-                    logger.info("node %s: handlers removed", node)
-        if not listed:
-            return
+            name = item["metadata"]["name"]
+            if item["spec"].get("handlers"):
+                if name in emptied:  # given back: an operator process still runs somewhere (a lost node's)
+                    logger.warning("NodeRuntime %s has handlers again; emptying it again", name)
+                api.set_node_runtime_handlers(name, ())
+                emptied.add(name)
+        reported = waiting & {item["metadata"]["name"] for item in listed if _emptied(item)}
+        labels = api.node_labels() if reported else {}
+        for name in sorted(reported):
+            _remove_handler_labels(api, name, labels.get(name, {}))
+            logger.info("node %s: handlers removed", name)
+        waiting -= reported
+        if not waiting:
+            break
         if time.monotonic() > deadline:
             raise UninstallError(
-                f"the agents of {len(left)} node(s) did not take their handlers off within {timeout:.0f}s, their"
-                f" handlers may still be configured: {', '.join(sorted(left))}"
+                f"no report from the agents of {len(waiting)} node(s) within {timeout:.0f}s, their handlers may"
+                f" still be configured: {', '.join(sorted(waiting))}"
             )
         time.sleep(POLL)
-        listed = api.node_handlers()
+    for name, node_labels in api.node_labels().items():  # nodes without a NodeRuntime (any more) too
+        _remove_handler_labels(api, name, node_labels)
 
 
-def _ignore_gone(request: Callable[[str], object], name: str) -> None:
-    try:
-        request(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+def _emptied(item: dict[str, Any]) -> bool:
+    """Whether the node's agent has reported the empty spec: no handler left on the node."""
+    status = item.get("status") or {}
+    return status.get("observedGeneration") == item["metadata"]["generation"] and not status.get("handlers")
 
 
 def _remove_handler_labels(api: kube.Kube, node: str, labels: dict[str, str]) -> None:

@@ -1,12 +1,10 @@
-"""The node agent on a node that keeps containerd as its CRI: the real API server (the test playing the operator:
-it makes the node's NodeHandlers), and a real
+"""The node agent on a node that keeps containerd as its CRI: the real API server and operator, and a real
 containerd 2.4 (the toolchain's) kept running by a supervising loop, as systemd keeps a node's — the agent's
 restart command stops it, the loop starts it again and counts the starts.
 
 The agent writes one drop-in that containerd's own configuration imports (a runc handler, then a gVisor one
 through gVisor's shim), restarts containerd only when it changed, probes each handler with a real pod through
-containerd's CRI, takes a deleted NodeHandler's handler out before letting the object go, and removes the
-drop-in when uninstalled. A pod
+containerd's CRI, takes a removed profile's handler out, and removes the drop-in when uninstalled. A pod
 running all along keeps running through every restart.
 """
 
@@ -24,12 +22,14 @@ from typing import Any
 import pytest
 
 from kubehull_agent import containerd
-from kubehull_api.engines import Engine
+from kubehull_api.engines import Engine, RuntimeType
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_harness import containerd as harness_containerd
 from kubehull_harness import processes, shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.agent.conftest import AgentProcess, Cluster, handler_config
+from tests.agent.conftest import AgentProcess, kubelet_reports
+from tests.operator.conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
@@ -110,6 +110,19 @@ def start_agent(
     return AgentProcess(cluster.server, node, None, probe_image, work, logs, options)
 
 
+def runc_profile(cluster: Cluster, name: str) -> str:
+    spec = {
+        "handler": name,
+        "runtime": {"engine": "runc", "path": "/usr/sbin/runc"},
+        "rollout": {"maxUnavailable": "100%"},
+    }
+    return cluster.create_profile(name, spec)
+
+
+def ready(cluster: Cluster, profile: str) -> bool:
+    return cluster.condition(profile, "Ready").get("status") == "True"
+
+
 def gvisor_install(directory: Path) -> Path:
     """gVisor as a node has it: runsc and its containerd shim in one directory (the shim with the harness's
     ``start``, which this machine's missing CAP_SYS_RESOURCE needs: shims.py). The runsc path."""
@@ -144,31 +157,39 @@ def test_the_agent_configures_containerd_with_a_dropin(
     cluster: Cluster, containerd_node: Containerd, oci_registry: OCIRegistry, tmp_path: Path, component_logs: Path
 ) -> None:
     runtime = containerd_node
-    node = cluster.create_node("ctrd", "containerd://v2.4.2")
+    node = cluster.create_node("ctrd")
+    kubelet_reports(cluster, node, "containerd://v2.4.2")
     busybox = oci_registry.images["busybox"].reference
     workload = run_workload(runtime, busybox, tmp_path)
     dropin = runtime.confd / "kubehull.toml"
     agent = start_agent(cluster, node, runtime, busybox, tmp_path, component_logs)
     try:
-        first = cluster.create_handler(node, handler_config("ctrd-runc", Engine.RUNC, "/usr/sbin/runc"))
-        wait_until(lambda: cluster.ready(first), 120, "ctrd-runc ready")
-        assert cluster.status(first)["runtime"]["name"] == "containerd"
+        first = runc_profile(cluster, "ctrd-runc")
+        wait_until(lambda: ready(cluster, first), 120, f"{first} Ready")
+        status = cluster.node_runtime(node)["status"]
+        assert status["runtime"]["name"] == "containerd"
+        assert status["handlersReady"] == "1/1"
+        assert cluster.handler_labels(node) == {"handler.kubehull.io/ctrd-runc": "true"}
         runtimes = containerd.runtimes_in(dropin.read_text())
         assert runtimes["ctrd-runc"]["options"]["BinaryName"] == "/usr/sbin/runc"
         assert runtime.start_count() == 2  # the one restart the new drop-in needed
 
-        # A gVisor handler, and one named as containerd's own default (runc): one more restart; the pod running
-        # all along is the same container, still running.
-        runsc = str(gvisor_install(tmp_path / "gvisor"))
-        second = cluster.create_handler(node, handler_config("ctrd-gvisor", Engine.GVISOR, runsc))
-        own = cluster.create_handler(node, handler_config("runc", Engine.RUNC, "/usr/sbin/runc"))
-        wait_until(lambda: cluster.ready(second, own), 120, "ctrd-gvisor and runc ready")
+        # A gVisor handler: one more restart; the pod running all along is the same container, still running.
+        second = cluster.create_profile(
+            "ctrd-gvisor",
+            {
+                "handler": "ctrd-gvisor",
+                "runtime": {"engine": "gvisor", "path": str(gvisor_install(tmp_path / "gvisor"))},
+                "rollout": {"maxUnavailable": "100%"},
+            },
+        )
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready")
         runtimes = containerd.runtimes_in(dropin.read_text())
-        assert set(runtimes) == {"ctrd-runc", "ctrd-gvisor", "runc"}
+        assert set(runtimes) == {"ctrd-runc", "ctrd-gvisor"}
         assert runtimes["ctrd-gvisor"]["runtime_type"] == "io.containerd.runsc.v1"
         runsc_config = Path(runtimes["ctrd-gvisor"]["options"]["ConfigPath"])
         assert runsc_config.parent == runtime.confd / "kubehull.d"  # not imported as a drop-in itself
-        assert tomllib.loads(runsc_config.read_text())["binary_name"] == runsc
+        assert tomllib.loads(runsc_config.read_text())["binary_name"] == str(tmp_path / "gvisor" / "runsc")
         assert runtime.start_count() == 3
         assert running(runtime, workload)
         assert json.loads(runtime.crictl("inspect", workload))["status"]["id"] == workload
@@ -177,8 +198,12 @@ def test_the_agent_configures_containerd_with_a_dropin(
         assert "gVisor" in runtime.crictl("exec", sandboxed, "dmesg")
 
         # Reprobes every 5 s render the same drop-in: containerd is not restarted again.
-        probed = agent.probes("ctrd-runc")
-        wait_until(lambda: agent.probes("ctrd-runc") > probed, 60, "a reprobe")
+        probed = cluster.node_runtime(node)["status"]["handlers"][0]["lastProbeTime"]
+        wait_until(
+            lambda: cluster.node_runtime(node)["status"]["handlers"][0]["lastProbeTime"] != probed,
+            60,
+            "a reprobe",
+        )
         assert runtime.start_count() == 3
 
         # containerd frozen through reprobes (RuntimeConfig times out): the agent waits for its answer instead of
@@ -190,39 +215,35 @@ def test_the_agent_configures_containerd_with_a_dropin(
             time.sleep(12)  # reprobes come every 5 s
         finally:
             os.kill(frozen, signal.SIGCONT)
-        wait_until(lambda: cluster.ready(second), 120, "ctrd-gvisor ready after the freeze")
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready after the freeze")
         assert dropin.read_text() == text
         assert runtime.start_count() == 3
 
         # gVisor's runsc gone for a while: the handler is reported, its running entry stays in the drop-in with
         # its gVisor configuration (a broken desired state never replaces a running one), and nothing restarts.
-        moved = Path(runsc).with_name("runsc.away")
-        Path(runsc).rename(moved)
+        runsc = tmp_path / "gvisor" / "runsc"
+        runsc.rename(runsc.with_name("runsc.away"))
         try:
-            wait_until(lambda: cluster.status(second)["reason"] == "BinaryNotFound", 60, "runsc missed")
+            wait_until(lambda: handler_reason(cluster, node, "ctrd-gvisor") == "BinaryNotFound", 60, "runsc missed")
             assert dropin.read_text() == text
             assert runsc_config.exists()
         finally:
-            moved.rename(runsc)
-        wait_until(lambda: cluster.ready(second), 120, "ctrd-gvisor ready with runsc back")
+            runsc.with_name("runsc.away").rename(runsc)
+        wait_until(lambda: ready(cluster, second), 120, f"{second} Ready with runsc back")
         assert runtime.start_count() == 3
 
-        # Two NodeHandlers deleted together: their handlers leave the drop-in in one restart, gVisor's
-        # configuration goes, and then the objects. runc stays listed (containerd's own configuration has it):
-        # what lets its NodeHandler go is the drop-in without it and containerd restarted. (The gVisor pod keeps
-        # running: containerd recorded its runtime when it was made.)
-        cluster.delete(second)
-        cluster.delete(own)
-        wait_until(lambda: cluster.node_handler(second) is None, 120, "ctrd-gvisor's NodeHandler gone")
-        wait_until(lambda: cluster.node_handler(own) is None, 30, "runc's NodeHandler gone")
-        assert set(containerd.runtimes_in(dropin.read_text())) == {"ctrd-runc"}
-        assert not (runtime.confd / "kubehull.d").exists()
-        assert runtime.start_count() == 4
+        # A profile deleted: its handler leaves the drop-in and containerd (one restart), its label and its
+        # gVisor configuration go. (Its pod keeps running: containerd recorded its runtime when it was made.)
+        cluster.delete_profile(second)
+        wait_until(lambda: set(containerd.runtimes_in(dropin.read_text())) == {"ctrd-runc"}, 120, "ctrd-gvisor gone")
+        wait_until(
+            lambda: cluster.handler_labels(node) == {"handler.kubehull.io/ctrd-runc": "true"}, 60, "its label to go"
+        )
+        wait_until(lambda: runtime.start_count() == 4, 60, "containerd restarted without ctrd-gvisor")
         # "started" is counted as containerd is launched, before it serves.
         wait_until(lambda: "ctrd-gvisor" not in served_handlers(runtime), 60, "containerd serving without it")
-        assert "runc" in served_handlers(runtime)
+        assert not (runtime.confd / "kubehull.d").exists()
         assert running(runtime, sandboxed)
-        assert cluster.ready(first)
     finally:
         agent.stop()
 
@@ -246,6 +267,11 @@ def test_the_agent_configures_containerd_with_a_dropin(
     assert running(runtime, workload)
 
 
+def handler_reason(cluster: Cluster, node: str, name: str) -> str:
+    handlers = cluster.node_runtime(node).get("status", {}).get("handlers", [])
+    return next((str(h.get("reason", "")) for h in handlers if h["name"] == name), "")
+
+
 def served_handlers(runtime: Containerd) -> set[str]:
     return {handler.get("name", "") for handler in json.loads(runtime.crictl("info")).get("runtimeHandlers", [])}
 
@@ -255,24 +281,34 @@ def test_a_containerd_1_node_is_unsupported(
 ) -> None:
     """containerd 1.x replaces whole plugin sections with an imported file's: a drop-in would wipe the node's CRI
     settings. Its handlers are reported, nothing is written, nothing restarted."""
-    node = cluster.create_node("ctrd1", "containerd://1.7.27")
+    node = cluster.create_node("ctrd1")
+    kubelet_reports(cluster, node, "containerd://1.7.27")
     busybox = oci_registry.images["busybox"].reference
     agent = start_agent(cluster, node, containerd_node, busybox, tmp_path, component_logs)
     try:
-        runc = cluster.create_handler(node, handler_config("ctrd1-runc", Engine.RUNC, "/usr/sbin/runc"))
+        profile = runc_profile(cluster, "ctrd1-runc")
 
         def reported() -> dict[str, Any]:
-            status = cluster.status(runc)
-            assert status.get("reason") == "UnsupportedRuntime", status
-            return status
+            handlers = cluster.node_runtime(node)["status"]["handlers"]
+            assert handlers, handlers
+            assert handlers[0]["reason"] == "UnsupportedRuntime", handlers
+            return dict(handlers[0])
 
-        status = wait_until(reported, 120, "UnsupportedRuntime")
-        assert "containerd://1.7.27" in status["message"]
-        assert "containerd 2.0 or later" in status["message"]
+        handler = wait_until(reported, 120, "UnsupportedRuntime")
+        assert "containerd://1.7.27" in handler["message"]
+        assert "containerd 2.0 or later" in handler["message"]
         assert not (containerd_node.confd / "kubehull.toml").exists()
         assert containerd_node.start_count() == 1
+        cluster.delete_profile(profile)
     finally:
         agent.stop()
+
+
+def handler(name: str, engine: Engine, path: str, **settings: Any) -> HandlerConfig:
+    runtime_type = RuntimeType.VM if engine == Engine.KATA else RuntimeType.OCI
+    return HandlerConfig(
+        name=name, profile=name, profile_generation=1, engine=engine, runtime_type=runtime_type, path=path, **settings
+    )
 
 
 def test_each_engine_renders_as_containerd_reads_it(tmp_path: Path) -> None:
@@ -280,10 +316,10 @@ def test_each_engine_renders_as_containerd_reads_it(tmp_path: Path) -> None:
     handler's shim, binary and options where containerd's CRI plugin reads them, beside the admin's settings."""
     dropin = tmp_path / "conf.d" / "kubehull.toml"
     handlers = [
-        handler_config("runc", Engine.RUNC, "/usr/sbin/runc", privileged_without_host_devices=True),
-        handler_config("gvisor", Engine.GVISOR, "/opt/gvisor/runsc", options={"platform": "systrap"}),
-        handler_config("kata", Engine.KATA, "/opt/kata/containerd-shim-kata-v2", config_path="/opt/kata/kata.toml"),
-        handler_config("broken", Engine.RUNC, "/nonexistent/runc"),
+        handler("runc", Engine.RUNC, "/usr/sbin/runc", privileged_without_host_devices=True),
+        handler("gvisor", Engine.GVISOR, "/opt/gvisor/runsc", options={"platform": "systrap"}),
+        handler("kata", Engine.KATA, "/opt/kata/containerd-shim-kata-v2", config_path="/opt/kata/kata.toml"),
+        handler("broken", Engine.RUNC, "/nonexistent/runc"),
     ]
     text = containerd.render(handlers, {"broken": "missing"}, {}, dropin, systemd_cgroup=True)
     dropin.parent.mkdir()

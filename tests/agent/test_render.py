@@ -1,4 +1,4 @@
-"""hulld's configuration as the agent renders it from a node's NodeHandlers."""
+"""hulld's configuration as the agent renders it from a NodeRuntime spec."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tomllib
 from typing import Any
 
 from kubehull_agent import render
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 
 BASE: dict[str, dict[str, Any]] = {
     "server": {"socket": "/run/hulld/hulld.sock"},

@@ -4,25 +4,23 @@ kube-apiserver; prints figures.
     .venv/bin/python tests/benchmarks/bench_operator.py [--nodes 5000] [--profiles 20] [--baseline REV --rounds N]
 
 The Nodes are plain Node objects (no kubelet, no kwok: the operator reads only their names and labels). A
-simulated agent per node (in this process: ``Agents`` says how they watch; a pool of writers) reports each
-NodeHandler of its node ready for the configuration in its spec, as the node agent does after probing, so the
-operator labels the nodes. For each profile (each selecting every node, maxUnavailable 100%) it measures the
-time from creating the profile to its RuntimeClass, the time until every node's NodeHandler for it carries the
-handler's configuration, the longest time from an agent's report to the node's label, and the API writes the
-operator made for the change (from the API server's own apiserver_request_total, less the benchmark's and the
-simulated agents' writes, the operator's lease renewals and the API server's own endpoint updates): NodeHandler
-creates and patches and node labels, besides the RuntimeClass and the profile's status. Then it changes one
-profile and counts again. Last, the operator's peak RSS and CPU.
+simulated agent per node (one watch on NodeRuntimes and a pool of writers in this process) reports every
+handler of each new NodeRuntime generation ready, as the node agent does after probing, so the operator labels
+the nodes. For each profile (each selecting every node, maxUnavailable 100%) it measures the time from creating
+the profile to its RuntimeClass, the time until every NodeRuntime carries the handler, the longest time from an
+agent's report to the node's label, and the API writes the operator made for the change (from the API server's
+own apiserver_request_total, less the benchmark's and the simulated agents' writes, the operator's lease
+renewals and the API server's own endpoint updates). Then it changes one profile and counts again. Last, the
+operator's peak RSS.
 The peer (``writes_peer/``, Go, standard library, built with the toolchain's Go each run): the first profile's
-change made with nothing but its writes (a NodeHandler created per node with the handler configuration the
-operator wrote, each node labelled once its agent reported) from a compiled HTTP/2 client, in a second cluster
-set up the same way, so the two rows side by side show what this machine's API server allows any controller
-(``--no-peer`` skips it).
+change made with nothing but its writes (each NodeRuntime patched with the entry the operator wrote, each node
+labelled once its agent reported) from a compiled HTTP/2 client, in a second cluster set up the same way, so the
+two rows side by side show what this machine's API server allows any controller (``--no-peer`` skips it).
 ``--baseline REV`` runs the operator of another revision too, alternating with this checkout's (each in a fresh
 cluster, ``--rounds`` times each): the machine's speed drifts between runs minutes apart by more than most
-changes gain, so a change is measured against its baseline within one run (REV must have NodeHandlers).
-Targets (issue #16): RuntimeClass <= 1 s, all NodeHandlers <= 30 s, every node labelled <= 60 s after its
-agent reports, writes <= 2 x affected nodes + 5 (NodeHandlers and labels), RSS <= 300 MiB.
+changes gain, so a change is measured against its baseline within one run.
+Targets (issue #16): RuntimeClass <= 1 s, all NodeRuntimes <= 30 s, every node labelled <= 60 s after its
+agent reports, writes <= 2 x affected nodes + 5 (spec and label), RSS <= 300 MiB.
 """
 
 from __future__ import annotations
@@ -30,11 +28,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import datetime
 import functools
 import json
 import os
-import random
 import re
 import ssl
 import subprocess
@@ -58,8 +54,7 @@ from kubernetes.client.exceptions import ApiException
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "e2e"))
 
-from kubehull_api import nodehandler  # noqa: E402
-from kubehull_api.nodehandler import HandlerConfig  # noqa: E402
+from kubehull_api.noderuntime import HandlerConfig  # noqa: E402
 from kubehull_harness import apiserver, etcd, processes, toolchain  # noqa: E402
 
 GROUP, VERSION = "kubehull.io", "v1alpha1"
@@ -67,11 +62,9 @@ RELEASE, NAMESPACE = "kubehull", "kubehull"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 # Lease renewals, the API server's own endpoint reconciler, and the simulated agents' status reports: writes
 # that are not the operator's answer to a profile change.
-NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9, "nodehandlers/status": 10**9})
+NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9, "noderuntimes/status": 10**9})
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 HANDLER_LABEL = "handler.kubehull.io/"
-MERGE_PATCH = "application/merge-patch+json"
-LIST_PAGE = 500
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.MULTILINE)
 
 
@@ -103,218 +96,87 @@ def settle(server: apiserver.KubeAPIServer, quiet: float = 2.0) -> Counter[str]:
     return last
 
 
-class _GoneError(Exception):
-    """The API server no longer has the resourceVersion a watch was to resume from (410 Gone): list again."""
-
-
-class Reflection:
-    """List a kind (paged), then watch it from the list's resourceVersion, each watch resuming from the last
-    version seen (bookmarks included), listing again only on 410 Gone, as a reflector in client-go does (and
-    the node agent): a watch restarted without a version would replay every object, a cost no real client
-    makes the API server pay. Raw JSON, not the client's models: the simulated agents share the cores with the
-    API server. ``on_event(type, object)`` gets the listed objects as ADDED."""
-
-    def __init__(
-        self,
-        list_call: Callable[..., Any],
-        on_event: Callable[[str, dict[str, Any]], None],
-        stop: threading.Event,
-        field_selector: str | None = None,
-    ) -> None:
-        self._list_call, self._on_event, self._stop = list_call, on_event, stop
-        self._field_selector = field_selector
-        self.listed = threading.Event()
-
-    def run(self) -> None:
-        version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._list()
-                    self.listed.set()
-                version = self._watch(version)
-            except _GoneError:
-                version = None
-            except ApiException as error:
-                if error.status == 410:
-                    version = None
-                else:
-                    time.sleep(1)
-            # The server went (watch again), or the benchmark is over (its writers are gone).
-            except (urllib3.exceptions.HTTPError, RuntimeError):
-                time.sleep(1)
-
-    def _list(self) -> str:
-        page_token: str | None = None
-        while True:
-            response = self._list_call(
-                field_selector=self._field_selector, limit=LIST_PAGE, _continue=page_token, _preload_content=False
-            )
-            page = json.loads(response.data)
-            for item in page.get("items") or []:
-                self._on_event("ADDED", item)
-            page_token = page["metadata"].get("continue")
-            if not page_token:
-                return str(page["metadata"]["resourceVersion"])
-
-    def _watch(self, version: str) -> str:
-        response = self._list_call(
-            field_selector=self._field_selector,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            # As client-go's reflector: 5 to 10 minutes, so thousands of watches do not all end at once.
-            timeout_seconds=random.randint(300, 600),  # noqa: S311
-            _preload_content=False,
-        )
-        try:
-            for line in watch.watch.iter_resp_lines(response):
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    if event["object"].get("code") == 410:
-                        raise _GoneError
-                    raise RuntimeError(f"watch: {event['object'].get('message')}")
-                version = event["object"]["metadata"]["resourceVersion"]
-                if event["type"] != "BOOKMARK":
-                    self._on_event(event["type"], event["object"])
-        finally:
-            response.release_conn()
-        return version
-
-
 class Agents:
-    """A simulated node agent for every node: each NodeHandler whose status is not about its spec's handler
-    configuration is reported ready (configDigest included, as the operator matches reports by it), and a
-    NodeHandler being deleted loses the agent's finalizer, as the node agent does once the handler is out of
-    the node's runtime. Records when each node's NodeHandler first carried each configuration, when the node's
-    report of each handler was written, and when the operator's label for it appeared on the node.
+    """A simulated node agent for every node: each new NodeRuntime generation is reported with all its handlers
+    ready (configDigest included, as the operator matches reports by it). Records when each node's report of
+    each handler was written, and when the operator's label for it appeared on the node."""
 
-    How they watch (``per_node``):
-    - shared (default): one list+watch of all NodeHandlers, each event dispatched by its spec.nodeName. The API
-      server serves the same events and takes the same writes as from real agents, but not the fan-out real
-      agents cost it: its watch cache indexes no field of a custom resource (names and namespaces only), so
-      each NodeHandler event is offered to every node's watch and filtered there (nodes x events per change),
-      and it holds a watch and a connection per node.
-    - per node: a list+watch per node with fieldSelector spec.nodeName=<node>, as real agents do, with a thread
-      and a connection each: that fan-out is measured too, at the price of thousands of threads in this process
-      on the cores the API server and the operator use.
-    Either way the writes come from one pool of writers, not one client per node."""
-
-    def __init__(self, api: Any, nodes: list[str], per_node: bool) -> None:
+    def __init__(self, api: Any) -> None:
         self.custom: Any = k8s.CustomObjectsApi(api)
         self.core: Any = k8s.CoreV1Api(api)
         self.reported: dict[tuple[str, str], float] = {}
-        """(node, handler) → when the agent first reported the handler ready."""
         self.carried: dict[tuple[str, str], dict[str, float]] = {}
-        """(handler, its options as JSON) → node → when the node's NodeHandler first carried it (watched)."""
+        """(handler, its options as JSON) → node → when the node's NodeRuntime first carried it (watched)."""
+        self.node_runtimes: set[str] = set()
         self.labelled: dict[tuple[str, str], float] = {}
-        self.released = 0
-        """Finalizers the agents removed: writes to nodehandlers that are not the operator's."""
-        self._written: dict[str, tuple[int, str]] = {}
-        """NodeHandler → (generation, configDigest) of the status written or being written for it."""
-        self._releasing: set[str] = set()
+        self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(16)
         self._stop = threading.Event()
-        list_handlers = functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, nodehandler.PLURAL)
-        selectors = [f"{nodehandler.NODE_NAME_FIELD}={node}" for node in nodes] if per_node else [None]
-        self._handler_watches = [Reflection(list_handlers, self._handler_event, self._stop, s) for s in selectors]
-        node_watch = Reflection(self.core.list_node, self._node_event, self._stop)
-        for reflection in [*self._handler_watches, node_watch]:
-            threading.Thread(target=reflection.run, daemon=True).start()
+        for target in (self._watch_node_runtimes, self._watch_nodes):
+            threading.Thread(target=target, daemon=True).start()
 
-    def listed(self) -> bool:
-        """Whether every agent has listed its NodeHandlers (and watches them)."""
-        return all(reflection.listed.is_set() for reflection in self._handler_watches)
+    def _watch_node_runtimes(self) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, "noderuntimes", timeout_seconds=60
+            )
+            # The server went (watch again), or the benchmark is over (its writers are gone).
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, RuntimeError):
+                self._serve_node_runtimes(stream)
 
-    def _handler_event(self, kind: str, item: dict[str, Any]) -> None:
-        with self._lock:
-            write = self._answer(kind, item)
-        if write is not None:
-            self._pool.submit(write)
+    def _serve_node_runtimes(self, stream: Any) -> None:
+        for event in stream:
+            item = event["object"]
+            name, generation = item["metadata"]["name"], item["metadata"].get("generation", 0)
+            now = time.monotonic()
+            with self._lock:
+                self.node_runtimes.add(name)
+                for entry in item.get("spec", {}).get("handlers", []):
+                    options = json.dumps(entry.get("options", {}), sort_keys=True)
+                    self.carried.setdefault((entry["name"], options), {}).setdefault(name, now)
+                if event["type"] == "DELETED" or self._generations.get(name, 0) >= generation:
+                    continue
+                self._generations[name] = generation
+            self._pool.submit(self._report, item)
 
-    def _answer(self, kind: str, item: dict[str, Any]) -> Callable[[], None] | None:
-        """What the node's agent writes for the event, if anything (called under the lock)."""
-        metadata, spec = item["metadata"], item["spec"]
-        name, node, entry = metadata["name"], spec["nodeName"], spec["handler"]
-        options = json.dumps(entry.get("options", {}), sort_keys=True)
-        self.carried.setdefault((entry["name"], options), {}).setdefault(node, time.monotonic())
-        if kind == "DELETED":
-            self._written.pop(name, None)
-            self._releasing.discard(name)
-            return None
-        if metadata.get("deletionTimestamp"):
-            if nodehandler.FINALIZER not in metadata.get("finalizers", []) or name in self._releasing:
-                return None
-            self._releasing.add(name)
-            return functools.partial(self._release, item)
-        handler = _handler(json.dumps(entry, sort_keys=True))
-        report = (metadata["generation"], handler.runtime_digest())
-        status = item.get("status") or {}
-        # As the node agent: a status is written only when it differs from what is there.
-        if report in {(status.get("observedGeneration"), status.get("configDigest")), self._written.get(name)}:
-            return None
-        self._written[name] = report
-        return functools.partial(self._report, name, node, handler, report, status)
-
-    def _report(
-        self, name: str, node: str, handler: HandlerConfig, report: tuple[int, str], previous: dict[str, Any]
-    ) -> None:
-        generation, digest = report
-        status: dict[str, Any] = {
-            "observedGeneration": generation,
-            "configDigest": digest,
-            "ready": True,
-            "reason": "",
-            "message": "",
-            "binaryVersion": "runc version bench",
-            "runtime": {"name": "hulld", "version": "bench"},
+    def _report(self, item: dict[str, Any]) -> None:
+        name = item["metadata"]["name"]
+        handlers = [_handler(json.dumps(entry, sort_keys=True)) for entry in item["spec"].get("handlers", [])]
+        status = {
+            "observedGeneration": item["metadata"]["generation"],
+            "runtime": {"name": "hulld", "version": "bench", "ready": True},
+            "handlers": [
+                {"name": handler.name, "configDigest": handler.runtime_digest(), "ready": True, "reason": ""}
+                for handler in handlers
+            ],
         }
-        if not previous.get("ready") or previous.get("reason"):
-            status["lastTransitionTime"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, nodehandler.PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
+                GROUP, VERSION, "noderuntimes", name, {"status": status}, _content_type="application/merge-patch+json"
             )
         except ApiException:
-            with self._lock:  # gone, or refused: the next event about it tries again
-                if self._written.get(name) == report:
-                    del self._written[name]
-            return
+            return  # a newer generation is on its way: its own report follows
         now = time.monotonic()
         with self._lock:
-            self.reported.setdefault((node, handler.name), now)
+            for handler in handlers:
+                self.reported.setdefault((name, handler.name), now)
 
-    def _release(self, item: dict[str, Any]) -> None:
-        """The agent's finalizer off a NodeHandler being deleted, with the resourceVersion it saw: a merge patch
-        that fails (409) rather than overwrite a change it has not seen (its event brings the next try)."""
-        metadata = item["metadata"]
-        finalizers = [f for f in metadata.get("finalizers", []) if f != nodehandler.FINALIZER]
-        patch = {"metadata": {"resourceVersion": metadata["resourceVersion"], "finalizers": finalizers}}
-        try:
-            self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, nodehandler.PLURAL, metadata["name"], patch, _content_type=MERGE_PATCH
-            )
-        except ApiException:
-            with self._lock:
-                self._releasing.discard(metadata["name"])
-            return
-        with self._lock:
-            self.released += 1
-
-    def _node_event(self, kind: str, item: dict[str, Any]) -> None:
-        metadata = item["metadata"]
-        now = time.monotonic()
-        with self._lock:
-            for label in metadata.get("labels", {}):
-                if label.startswith(HANDLER_LABEL):
-                    self.labelled.setdefault((metadata["name"], label[len(HANDLER_LABEL) :]), now)
+    def _watch_nodes(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError):
+                # Plain JSON, not the client's models: these agents share the cores with the API server.
+                for event in watch.Watch().stream(self.core.list_node, timeout_seconds=60, deserialize=False):
+                    metadata = event["object"]["metadata"]
+                    now = time.monotonic()
+                    with self._lock:
+                        for label in metadata.get("labels", {}):
+                            if label.startswith(HANDLER_LABEL):
+                                self.labelled.setdefault((metadata["name"], label[len(HANDLER_LABEL) :]), now)
 
     def carried_by(self, handler: str, options: dict[str, str], nodes: int) -> float | None:
-        """When the last node's NodeHandler for ``handler`` came to carry ``options`` (None before all did).
-        Watched, not listed: listing thousands of NodeHandlers a few times a second would load the API server
+        """When the last node's NodeRuntime came to carry ``handler`` with ``options`` (None before all did).
+        Watched, not listed: listing thousands of NodeRuntimes a few times a second would load the API server
         more than the operator does."""
         with self._lock:
             times = self.carried.get((handler, json.dumps(options, sort_keys=True)), {})
@@ -402,7 +264,7 @@ class Cluster:
     """etcd and an API server with kubehull's CRDs and the chart's RBAC, ``nodes`` plain Nodes and a simulated
     agent for each; torn down on exit."""
 
-    def __init__(self, work: Path, nodes: int, per_node_watches: bool) -> None:
+    def __init__(self, work: Path, nodes: int) -> None:
         self.work, self.nodes = work, nodes
         self.logs = work / "logs"
         self.store = etcd.start(work, self.logs)
@@ -411,7 +273,7 @@ class Cluster:
         try:
             self.kubectl = str(toolchain.binary("kubectl"))
             self._kubectl("apply", "-f", REPO / "crds")
-            crds = ("crd/runtimeprofiles.kubehull.io", f"crd/{nodehandler.PLURAL}.kubehull.io")
+            crds = ("crd/runtimeprofiles.kubehull.io", "crd/noderuntimes.kubehull.io")
             self._kubectl("wait", "--for=condition=Established", *crds)
             self.operator_kubeconfig = operator_account(self.server, self.kubectl)
             api = client(self.server, 16)
@@ -427,9 +289,7 @@ class Cluster:
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 self.node_uids = {node.metadata.name: node.metadata.uid for node in pool.map(create_node, range(nodes))}
             print(f"created {nodes} Nodes in {time.monotonic() - started:.1f}s")
-            # A connection for each watch and each of the 16 writers.
-            watches = nodes if per_node_watches else 1
-            self.agents = Agents(client(self.server, watches + 1 + 16), list(self.node_uids), per_node_watches)
+            self.agents = Agents(client(self.server, 16))
         except BaseException:
             self.close()
             raise
@@ -475,7 +335,7 @@ def measure(
     ``writer_failed`` says why the writer making the change is gone (None while it runs)."""
     agents = cluster.agents
     assert agents is not None
-    before, released_before = settle(cluster.server), agents.released
+    before = settle(cluster.server)
     started = time.monotonic()
     change()
 
@@ -492,12 +352,11 @@ def measure(
     if runtime_class:
         wait_for("RuntimeClass", lambda: _runtime_class(cluster, handler), interval=0.005)
         to_runtime_class = time.monotonic() - started
-    last = wait_for("every NodeHandler", lambda: agents.carried_by(handler, options, cluster.nodes))
+    last = wait_for("every NodeRuntime", lambda: agents.carried_by(handler, options, cluster.nodes))
     label_delay = float("nan")
     if not options:  # a new handler: every node gets its label
         label_delay = max(wait_for("every label", lambda: agents.label_delays(handler, cluster.nodes)))
-    agents_own = Counter({"runtimeprofiles": 1, nodehandler.PLURAL: agents.released - released_before})
-    caused = settle(cluster.server) - before - NOT_OURS - agents_own
+    caused = settle(cluster.server) - before - NOT_OURS - Counter({"runtimeprofiles": 1})
     return (label, to_runtime_class, last - started, label_delay, sum(caused.values()), caused)
 
 
@@ -508,16 +367,6 @@ def profile(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"handler": name, "runtime": {"engine": "runc"}, "rollout": {"maxUnavailable": "100%"}},
     }
-
-
-# What the operator logs once it has listed the cluster: kopf's kinds (it attached its indices) and its own
-# reflectors' Nodes and NodeHandlers. Before the first profile there is no NodeHandler to see it by.
-OPERATOR_LISTED = ("reconciliation starts", "nodes: listed", f"{nodehandler.PLURAL}: listed")
-
-
-def operator_listed(operator: processes.ManagedProcess) -> bool:
-    log = operator.log_path.read_text(errors="replace")
-    return all(line in log for line in OPERATOR_LISTED)
 
 
 def run_operator(
@@ -536,8 +385,8 @@ def run_operator(
     operator = processes.ManagedProcess("operator", command, cluster.logs, env=env)
     try:
         started = time.monotonic()
-        operator.wait_ready(lambda: operator_listed(operator) and agents.listed(), 600, "done listing the cluster")
-        print(f"operator listed {cluster.nodes} Nodes in {time.monotonic() - started:.1f}s")
+        operator.wait_ready(lambda: len(agents.node_runtimes) >= cluster.nodes, 600, "done creating NodeRuntimes")
+        print(f"operator created {cluster.nodes} NodeRuntimes in {time.monotonic() - started:.1f}s")
         settle(cluster.server)
 
         rows = []
@@ -556,8 +405,8 @@ def run_operator(
             print(_row(*row, cluster.nodes), flush=True)
             if profiling is not None:
                 profiling.wait()
-        first = nodehandler.object_name(next(iter(cluster.node_uids)), "bench0")
-        bench0 = cluster.custom.get_cluster_custom_object(GROUP, VERSION, nodehandler.PLURAL, first)["spec"]["handler"]
+        entry = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", "node-0000")["spec"]
+        bench0 = next(handler for handler in entry["handlers"] if handler["name"] == "bench0")
 
         patch = {"spec": {"runtime": {"options": {"systemdCgroup": "true"}}}}
         update = functools.partial(
@@ -587,11 +436,21 @@ def run_operator(
 
 
 def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
-    """The same first change made by the peer (writes_peer/): a NodeHandler created per node with ``entry``, the
-    handler configuration the operator wrote, and each node labelled once its agent reported it ready."""
+    """The same first change made by the peer (writes_peer/): NodeRuntimes created as the operator creates them,
+    then the peer's patches and labels for ``entry``."""
     assert cluster.agents is not None
     agents = cluster.agents
-    while not agents.listed():
+
+    def create_node_runtime(node: str) -> None:
+        owner = {"apiVersion": "v1", "kind": "Node", "name": node, "uid": cluster.node_uids[node]}
+        body = {"metadata": {"name": node, "ownerReferences": [owner]}, "spec": {"handlers": []}}
+        cluster.custom.create_cluster_custom_object(
+            GROUP, VERSION, "noderuntimes", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeRuntime", **body}
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(create_node_runtime, cluster.node_uids))
+    while len(agents.node_runtimes) < cluster.nodes:
         time.sleep(0.25)
 
     peer = cluster.work / "writes-peer"
@@ -600,15 +459,14 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     kubeconfig = yaml.safe_load(cluster.operator_kubeconfig.read_text())
     token = cluster.work / "operator.token"
     token.write_text(kubeconfig["users"][0]["user"]["token"])
-    nodes = cluster.work / "nodes.json"  # for the NodeHandlers' owner references, as the operator sets them
-    nodes.write_text(json.dumps(cluster.node_uids))
     command = [
         str(peer),
         f"--server={cluster.server.url}",
         f"--ca={cluster.server.ca.cert_path}",
         f"--token={token}",
+        f"--handler={entry['name']}",
         f"--entry={json.dumps(entry)}",
-        f"--nodes={nodes}",
+        f"--nodes={cluster.nodes}",
     ]
     running: list[subprocess.Popen[str]] = []
 
@@ -625,8 +483,8 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     return row
 
 
-def fresh_cluster(nodes: int, per_node_watches: bool) -> contextlib.closing[Cluster]:
-    return contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), nodes, per_node_watches))
+def fresh_cluster(nodes: int) -> contextlib.closing[Cluster]:
+    return contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), nodes))
 
 
 def baseline_source(revision: str, scratch: contextlib.ExitStack) -> Path:
@@ -645,13 +503,6 @@ def main() -> int:
     parser.add_argument("--profiles", type=int, default=20)
     parser.add_argument("--no-peer", action="store_true", help="measure the operator only")
     parser.add_argument(
-        "--agent-watches",
-        choices=("shared", "per-node"),
-        default="shared",
-        help="the simulated agents' NodeHandler watches: one for all nodes (default), or one per node by field "
-        "selector as real agents (a thread each in this process)",
-    )
-    parser.add_argument(
         "--api-server-cpu-profile",
         type=Path,
         metavar="FILE",
@@ -664,7 +515,6 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="with --baseline: how many times each runs")
     args = parser.parse_args()
-    per_node = args.agent_watches == "per-node"
 
     with contextlib.ExitStack() as scratch:
         builds: dict[str, Path | None] = {"this checkout": None}
@@ -674,11 +524,11 @@ def main() -> int:
         for round_number in range(1, (args.rounds if args.baseline else 1) + 1):
             for build, source in builds.items():
                 print(f"== {build}, round {round_number}", flush=True)
-                with fresh_cluster(args.nodes, per_node) as cluster:
+                with fresh_cluster(args.nodes) as cluster:
                     rows, entry, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile, source)
                 runs.append((f"{build}, round {round_number}", rows, figures))
     if not args.no_peer:
-        with fresh_cluster(args.nodes, per_node) as cluster:
+        with fresh_cluster(args.nodes) as cluster:
             runs.append(("peer", [run_peer(cluster, entry)], []))
     print()
     for label, rows, figures in runs:
@@ -691,7 +541,7 @@ def main() -> int:
         print("\n".join(figures))
         print()
     print(
-        "targets: RuntimeClass <= 1 s; all NodeHandlers <= 30 s; labelled <= 60 s after the report; "
+        "targets: RuntimeClass <= 1 s; all NodeRuntimes <= 30 s; labelled <= 60 s after the report; "
         "writes <= 2 x affected nodes + 5; RSS <= 300 MiB"
     )
     return 0

@@ -267,7 +267,7 @@ def test_every_query_selects_what_the_running_components_export(
     image = oci_registry.images["busybox"].reference
     agent = AgentProcess(cluster.server, node, hulld, image, tmp_path, component_logs)
     try:
-        # A profile: the operator plans and writes it (RuntimeClass, NodeHandler, node label, status); the agent
+        # A profile: the operator plans and writes it (RuntimeClass, NodeRuntime, node label, status); the agent
         # renders its handler into hulld's configuration and probes it: an image pull, a pod, a container.
         profile = cluster.create_profile(
             "runc",

@@ -1,21 +1,18 @@
 """Operator tests: the real kube-apiserver fixture, kubehull's CRDs, and `kubehull-operator` as a process.
 
-The node agent's side is played by the tests: ``Cluster.report`` writes NodeHandler statuses as an agent would,
-and a ``FinalizerReleaser`` lets deleted NodeHandlers go as agents do once a handler is off their node.
+The node agent's side is played by the tests: ``Cluster.report`` writes a NodeRuntime status as an agent would.
 Each test gets a fresh operator process and a ``Cluster`` whose objects carry the test's own prefix and are
 deleted at the end (profiles first, while the operator still runs to release their finalizers).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import itertools
 import os
 import signal
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +22,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from kubehull_api.nodehandler import FINALIZER, HandlerConfig, object_name
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_harness import processes, toolchain
 from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.waiting import wait_until
@@ -47,7 +44,7 @@ def kubehull_crds(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
             "--for=condition=Established",
             "--timeout=30s",
             "crd/runtimeprofiles.kubehull.io",
-            "crd/nodehandlers.kubehull.io",
+            "crd/noderuntimes.kubehull.io",
         ]
     )
     return kube_apiserver
@@ -117,54 +114,6 @@ def operator(kubehull_crds: KubeAPIServer, component_logs: Path) -> Iterator[Ope
     running.stop()
 
 
-class FinalizerReleaser:
-    """The agents' other half: takes the agent's finalizer off this test's deleted NodeHandlers, as an agent does
-    once the handler is off its node, except on the nodes in ``stalled`` (an agent that is down)."""
-
-    def __init__(self, custom: Any, prefix: str) -> None:
-        self.custom = custom
-        self.prefix = prefix
-        self.stalled: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="finalizer-releaser", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "nodehandlers")["items"]
-            except (ApiException, OSError):
-                continue
-            for item in listed:
-                metadata, node = item["metadata"], item["spec"]["nodeName"]
-                finalizers = metadata.get("finalizers") or []
-                if (
-                    node.startswith(self.prefix)
-                    and node not in self.stalled
-                    and metadata.get("deletionTimestamp")
-                    and FINALIZER in finalizers
-                ):
-                    patch = {
-                        "metadata": {
-                            "finalizers": [f for f in finalizers if f != FINALIZER],
-                            "resourceVersion": metadata["resourceVersion"],
-                        }
-                    }
-                    with contextlib.suppress(ApiException):  # changed or gone meanwhile: the next round sees it
-                        self.custom.patch_cluster_custom_object(
-                            GROUP,
-                            VERSION,
-                            "nodehandlers",
-                            metadata["name"],
-                            patch,
-                            _content_type="application/merge-patch+json",
-                        )
-
-
 class Cluster:
     """Test-side access to the API: nodes, profiles, and the node agent's status reports."""
 
@@ -178,7 +127,6 @@ class Cluster:
         self.prefix = f"t{uuid.uuid4().hex[:6]}"
         self.nodes: list[str] = []
         self.profiles: list[str] = []
-        self.agents = FinalizerReleaser(self.custom, self.prefix)
 
     def name(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
@@ -265,66 +213,58 @@ class Cluster:
         waited for, not before it."""
         wait_until(lambda: (kind, reason) in self.events(profile), timeout, f"event {kind} {reason} on {profile}")
 
-    # --- RuntimeClasses, NodeHandlers --------------------------------------------------------------------------
+    # --- RuntimeClasses, NodeRuntimes --------------------------------------------------------------------------
 
     def runtime_class(self, name: str) -> dict[str, Any]:
         found = self.node_api.read_runtime_class(name)
         result: dict[str, Any] = self.node_api.api_client.sanitize_for_serialization(found)
         return result
 
-    def node_handler(self, node: str, handler: str) -> dict[str, Any]:
-        name = object_name(node, handler)
-        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "nodehandlers", name)
+    def node_runtime(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", node)
         return result
 
-    def node_handlers(self, node: str) -> dict[str, dict[str, Any]]:
-        """The node's NodeHandlers (those being deleted too), by handler name, as its agent lists them."""
-        listed = self.custom.list_cluster_custom_object(
-            GROUP, VERSION, "nodehandlers", field_selector=f"spec.nodeName={node}"
-        )
-        return {item["spec"]["handler"]["name"]: item for item in listed["items"]}
-
     def handlers(self, node: str) -> dict[str, dict[str, Any]]:
-        """The handler configurations the operator asks ``node`` to run (NodeHandlers not being deleted), by name."""
-        return {
-            name: item["spec"]["handler"]
-            for name, item in self.node_handlers(node).items()
-            if not item["metadata"].get("deletionTimestamp")
-        }
+        """The handler entries of a node's NodeRuntime spec, by name."""
+        return {entry["name"]: entry for entry in self.node_runtime(node).get("spec", {}).get("handlers", [])}
 
     def handler(self, node: str, name: str) -> dict[str, Any] | None:
         return self.handlers(node).get(name)
 
     def report(self, node: str, handlers: dict[str, bool | str], *, read: dict[str, Any] | None = None) -> None:
-        """Write NodeHandler statuses as the node's agent would: True is ready, a string a failure reason.
+        """Write the NodeRuntime status as the node's agent would: True is ready, a string a failure reason.
 
-        ``read`` is the NodeHandler as the agent read it, for a single handler (an agent reports on the
-        configuration it applied, and the spec may have changed since); by default the current one."""
-        for handler, state in handlers.items():
-            item = read if read is not None else self.node_handler(node, handler)
-            config = HandlerConfig.model_validate(item["spec"]["handler"])
-            status = {
-                "observedGeneration": item["metadata"]["generation"],
-                "configDigest": config.runtime_digest(),
+        ``read`` is the NodeRuntime as the agent read it (an agent reports on the configuration it applied, and
+        that spec may have changed since); by default the current one."""
+        if read is None:
+            read = self.node_runtime(node)
+        configs = {entry["name"]: HandlerConfig.model_validate(entry) for entry in read["spec"].get("handlers", [])}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        statuses = [
+            {
+                "name": name,
+                "configDigest": configs[name].runtime_digest(),
                 "ready": state is True,
                 "reason": "" if state is True else str(state),
-                "message": "" if state is True else f"{handler}: {state} (simulated agent)",
-                "runtime": {"name": "hulld", "version": "0.1.0"},
-                "lastTransitionTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "message": "" if state is True else f"{name}: {state} (simulated agent)",
+                "lastProbeTime": now,
+                "probeDurationSeconds": 0.25,
             }
-            self.custom.patch_cluster_custom_object_status(
-                GROUP,
-                VERSION,
-                "nodehandlers",
-                item["metadata"]["name"],
-                {"status": status},
-                _content_type="application/merge-patch+json",
-            )
+            for name, state in handlers.items()
+        ]
+        status = {
+            "observedGeneration": read["metadata"]["generation"],
+            "runtime": {"name": "hulld", "version": "0.1.0", "ready": True},
+            "handlers": statuses,
+        }
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "noderuntimes", node, {"status": status}, _content_type="application/merge-patch+json"
+        )
 
     def report_all_ready(self, node: str) -> None:
-        for item in self.node_handlers(node).values():
-            if not item["metadata"].get("deletionTimestamp"):
-                self.report(node, {item["spec"]["handler"]["name"]: True}, read=item)
+        current = self.node_runtime(node)
+        handlers = [entry["name"] for entry in current["spec"].get("handlers", [])]
+        self.report(node, dict.fromkeys(handlers, True), read=current)
 
     # --- cleanup -----------------------------------------------------------------------------------------------
 
@@ -337,14 +277,6 @@ class Cluster:
         for name in self.nodes:
             if self.exists(functools.partial(self.core.read_node, name)):
                 self.core.delete_node(name)
-        # Their NodeHandlers, whether or not an operator still runs to delete them (no garbage collector here).
-        self.agents.stalled.clear()
-        for node in self.nodes:
-            for item in self.node_handlers(node).values():
-                with contextlib.suppress(ApiException):
-                    self.custom.delete_cluster_custom_object(GROUP, VERSION, "nodehandlers", item["metadata"]["name"])
-        wait_until(lambda: not any(map(self.node_handlers, self.nodes)), 30, "this test's NodeHandlers to go")
-        self.agents.stop()
 
 
 @pytest.fixture

@@ -13,35 +13,26 @@ def record(name: str, version: str) -> NodeRecord:
 def test_a_created_object_is_shown_until_the_watch_indexes_it() -> None:
     overlay = Overlay()
     overlay.record("Node", "new", None, record("new", "5"))
-    assert overlay.shown("Node", {}) == {"new": record("new", "5")}
-    assert overlay.shown("NodeHandler", {}) == {}
-    indexed = {"new": record("new", "6")}
-    assert overlay.shown("Node", dict(indexed)) == indexed  # the watch has it: the index speaks
-    assert overlay.shown("Node", {}) == {}  # and the creation is forgotten
+    assert overlay.created("Node", {}) == {"new": record("new", "5")}
+    assert overlay.created("NodeRuntime", {}) == {}
+    indexed = {"new": [record("new", "5")]}
+    assert overlay.created("Node", indexed) == {}  # the watch has it: the index speaks
+    assert overlay.view("Node", "new", indexed["new"][0]) == record("new", "5")
 
 
 def test_an_update_is_shown_until_the_watch_moves_past_the_version_it_replaced() -> None:
     overlay = Overlay()
     overlay.record("Node", "a", "1", record("a", "2"))
-    untouched = record("b", "1")
-    assert overlay.shown("Node", {"a": record("a", "1"), "b": untouched}) == {"a": record("a", "2"), "b": untouched}
-    assert overlay.shown("Node", {"a": record("a", "2")}) == {"a": record("a", "2")}
-    assert overlay.shown("Node", {"a": record("a", "1")}) == {"a": record("a", "1")}  # forgotten once caught up
-
-
-def test_a_deletion_hides_the_object_until_the_watch_shows_it_gone() -> None:
-    overlay = Overlay()
-    overlay.record("Node", "a", "4", None)
-    assert overlay.shown("Node", {"a": record("a", "4")}) == {}
-    assert overlay.shown("Node", {}) == {}
-    assert overlay.shown("Node", {"a": record("a", "9")}) == {"a": record("a", "9")}  # created again since
+    assert overlay.view("Node", "a", record("a", "1")) == record("a", "2")
+    assert overlay.view("Node", "a", record("a", "2")) == record("a", "2")
+    assert overlay.view("Node", "a", record("a", "1")) == record("a", "1")  # forgotten once caught up
 
 
 def test_a_forgotten_object_is_not_shown() -> None:
     overlay = Overlay()
     overlay.record("Node", "gone", None, record("gone", "3"))
     overlay.forget("Node", "gone")  # a write found it gone (404) before the watch ever showed it
-    assert overlay.shown("Node", {}) == {}
+    assert overlay.created("Node", {}) == {}
 
 
 def test_a_creation_the_watch_never_shows_is_shown_for_a_minute_at_most() -> None:
@@ -50,10 +41,10 @@ def test_a_creation_the_watch_never_shows_is_shown_for_a_minute_at_most() -> Non
     again)."""
     now = [1000.0]
     overlay = Overlay(clock=lambda: now[0])
-    overlay.record("NodeHandler", "lost", None, record("lost", "7"))
+    overlay.record("NodeRuntime", "lost", None, record("lost", "7"))
     now[0] += CREATION_HOLD - 1
-    assert overlay.shown("NodeHandler", {}) == {"lost": record("lost", "7")}
+    assert overlay.created("NodeRuntime", {}) == {"lost": record("lost", "7")}
     now[0] += 2
-    assert overlay.shown("NodeHandler", {}) == {}
-    overlay.record("NodeHandler", "lost", None, record("lost", "9"))  # created again: shown again
-    assert overlay.shown("NodeHandler", {}) == {"lost": record("lost", "9")}
+    assert overlay.created("NodeRuntime", {}) == {}
+    overlay.record("NodeRuntime", "lost", None, record("lost", "9"))  # created again: shown again
+    assert overlay.created("NodeRuntime", {}) == {"lost": record("lost", "9")}

@@ -1,4 +1,4 @@
-"""A RuntimeProfile from creation to deletion: RuntimeClass, NodeHandlers, node labels, status, events."""
+"""A RuntimeProfile from creation to deletion: RuntimeClass, NodeRuntimes, node labels, status, events."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_create_update_delete(cluster: Cluster) -> None:
         assert entry["runtimeType"] == "oci"
         assert entry["options"] == {"platform": "systrap"}
         assert (entry["profile"], entry["profileGeneration"]) == (profile, 1)
-    # The status follows the NodeHandler writes (its own write may land a moment later).
+    # The status follows the NodeRuntime writes (its own write may land a moment later).
     wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "RolloutInProgress", what="rollout")
     assert not cluster.handler_labels(nodes[0])
 
@@ -148,25 +148,22 @@ def test_node_relabelled_into_and_out_of_a_profile(cluster: Cluster) -> None:
         {"handler": "runc", "runtime": {"engine": "runc"}, "nodeSelector": {"matchLabels": {"pool": cluster.prefix}}},
     )
     wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "NoMatchingNodes", what="NoMatchingNodes")
+    # The profile's status and the node's NodeRuntime are written independently: wait for the NodeRuntime.
+    wait_until(lambda: cluster.handlers(node) == {}, what="the node's NodeRuntime, without handlers")
 
     cluster.label_node(node, pool=cluster.prefix)
     wait_until(lambda: "runc" in cluster.handlers(node), what="the handler on the relabelled node")
     cluster.report(node, {"runc": True})
     wait_until(lambda: cluster.handler_labels(node) == {"handler.kubehull.io/runc": "true"}, what="the label")
 
-    cluster.agents.stalled.add(node)  # the NodeHandler stays, being deleted, until its agent lets it go
     cluster.label_node(node, pool=None)
     wait_until(lambda: cluster.handlers(node) == {}, what="the handler to leave")
     wait_until(lambda: cluster.handler_labels(node) == {}, what="the label to leave")
-    # The label left first: the node stopped attracting the handler's pods before its NodeHandler was deleted.
-    # Nothing else writes either object here, and this API server's resourceVersions are etcd's revisions, one
-    # sequence over every object.
+    # The label left first: the node stopped attracting the handler's pods before its NodeRuntime dropped the
+    # handler. Nothing else writes either object here, and this API server's resourceVersions are etcd's
+    # revisions, one sequence over every object.
     label_removed = int(cluster.core.read_node(node).metadata.resource_version)
-    leaving = cluster.node_handler(node, "runc")
-    assert leaving["metadata"]["deletionTimestamp"]
-    assert label_removed < int(leaving["metadata"]["resourceVersion"])
-    cluster.agents.stalled.discard(node)
-    wait_until(lambda: cluster.node_handlers(node) == {}, what="the agent to let it go")
+    assert label_removed < int(cluster.node_runtime(node)["metadata"]["resourceVersion"])
     wait_until(lambda: cluster.profile(profile)["status"]["nodes"]["desired"] == 0, what="desired 0")
 
 
@@ -234,17 +231,13 @@ def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> 
     wait_until(lambda: cluster.condition(same, "Ready").get("reason") == "HandlerConflict", what="'same' conflicts")
 
 
-def test_deleted_node_loses_its_node_handlers(cluster: Cluster) -> None:
-    """A deleted node has no agent left to let its NodeHandlers go: the operator does."""
+def test_deleted_node_loses_its_node_runtime(cluster: Cluster) -> None:
     node = cluster.create_node("n0")
-    cluster.create_profile("p", {"handler": "runc", "runtime": {"engine": "runc"}})
-    wait_until(lambda: "runc" in cluster.handlers(node), what="the NodeHandler")
-    created = cluster.node_handler(node, "runc")
-    assert created["metadata"]["ownerReferences"][0]["kind"] == "Node"
-    assert created["metadata"]["finalizers"] == ["kubehull.io/node-agent"]
-    cluster.agents.stalled.add(node)
+    wait_until(lambda: cluster.exists(lambda: cluster.node_runtime(node)), what="the NodeRuntime")
+    runtime = cluster.node_runtime(node)
+    assert runtime["metadata"]["ownerReferences"][0]["kind"] == "Node"
     cluster.core.delete_node(node)
-    wait_until(lambda: cluster.node_handlers(node) == {}, what="the NodeHandler to go")
+    wait_until(lambda: not cluster.exists(lambda: cluster.node_runtime(node)), what="the NodeRuntime to go")
 
 
 def test_metrics_are_exported(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -256,7 +249,7 @@ def test_metrics_are_exported(cluster: Cluster, operator: OperatorProcess) -> No
     gauge = f'kubehull_operator_profile_nodes{{profile="{profile}",state="ready"}} 1.0'
     wait_until(lambda: gauge in operator.metrics(), what="the profile's node gauge")
     text = operator.metrics()
-    assert 'kubehull_operator_reconciles_total{kind="NodeHandler",result="ok"}' in text
+    assert 'kubehull_operator_reconciles_total{kind="NodeRuntime",result="ok"}' in text
     assert 'kubehull_operator_reconciles_total{kind="RuntimeClass",result="ok"}' in text
     assert "kubehull_operator_reconcile_duration_seconds_bucket" in text
     assert 'kubehull_operator_profiles{condition="Ready",status="True"}' in text

@@ -1,4 +1,4 @@
-"""The controller's list-then-watch of Nodes and NodeHandlers (``reflector``), against real API servers.
+"""The controller's list-then-watch of Nodes and NodeRuntimes (``reflector``), against real API servers.
 
 A second kube-apiserver on the session's etcd serves the reflector, as one API server of a highly available
 control plane does; the test restarts it to break the reflector's watch and changes the cluster through the
@@ -61,7 +61,7 @@ class Followed:
         """This test's nodes in the mirror, with their labels."""
 
         async def read() -> dict[str, Mapping[str, str]]:
-            return {name: record.labels for name, record in self.mirror.records().items()}
+            return {name: record.labels for name, (record,) in self.mirror.items()}
 
         found = asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=5)
         return {name: labels for name, labels in found.items() if name.startswith(self.cluster.prefix)}
@@ -119,34 +119,31 @@ def test_a_list_after_410_drops_what_was_deleted_while_the_watch_was_cut(
 def test_the_operator_acts_on_what_changed_while_its_watch_was_cut(
     second_apiserver: KubeAPIServer, kubehull_crds: KubeAPIServer, component_logs: Path
 ) -> None:
-    """A node deleted meanwhile loses its NodeHandler and leaves the profile's counts; a NodeHandler deleted
+    """A node deleted meanwhile loses its NodeRuntime and leaves the profile's counts; a NodeRuntime deleted
     meanwhile (its node still there) is created again."""
     # Without a lease: a leader that cannot renew it steps down, as it should (not what this test is about).
     operator = OperatorProcess(second_apiserver, component_logs, "--no-leader-election")
     cluster = Cluster(kubehull_crds)
     try:
         kept, deleted = cluster.create_node("kept"), cluster.create_node("deleted")
-        spec = {"handler": "runc", "runtime": {"engine": "runc"}, "rollout": {"maxUnavailable": "100%"}}
-        profile = cluster.create_profile("p", spec)
-        wait_until(lambda: "runc" in cluster.handlers(kept), what="a NodeHandler")
-        wait_until(lambda: "runc" in cluster.handlers(deleted), what="the other NodeHandler")
+        profile = cluster.create_profile("p", {"handler": "runc", "runtime": {"engine": "runc"}})
+        wait_until(lambda: cluster.exists(lambda: cluster.node_runtime(kept)), what="a NodeRuntime")
+        wait_until(lambda: cluster.exists(lambda: cluster.node_runtime(deleted)), what="the other NodeRuntime")
         wait_until(lambda: cluster.profile(profile)["status"]["nodes"]["desired"] == 2, what="2 nodes desired")
-        created = cluster.node_handler(kept, "runc")["metadata"]["uid"]
+        created = cluster.node_runtime(kept)["metadata"]["uid"]
         second_apiserver.stop()
-        # No garbage collector runs here: the deleted node's NodeHandler stays until the operator deletes it, and
-        # its agent is gone with the node: the operator lets it go itself.
-        cluster.agents.stalled.add(deleted)
+        # No garbage collector runs here: the deleted node's NodeRuntime stays until the operator deletes it.
         cluster.core.delete_node(deleted)
-        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "nodehandlers", f"{kept}.runc")
+        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, "noderuntimes", kept)
         second_apiserver.restart()
         wait_until(
             lambda: cluster.profile(profile)["status"]["nodes"]["desired"] == 1, timeout=60, what="1 node desired"
         )
-        wait_until(lambda: cluster.node_handlers(deleted) == {}, what="its NodeHandler gone")
-        recreated = wait_until(lambda: cluster.handlers(kept) and cluster.node_handler(kept, "runc"), what="again")
+        wait_until(lambda: not cluster.exists(lambda: cluster.node_runtime(deleted)), what="its NodeRuntime gone")
+        recreated = wait_until(lambda: cluster.node_runtime(kept), what="the NodeRuntime created again")
         assert recreated["metadata"]["uid"] != created
         assert "nodes: too old resource version" in operator.log
-        assert "nodehandlers: too old resource version" in operator.log
+        assert "noderuntimes: too old resource version" in operator.log
     finally:
         cluster.cleanup()
         operator.stop()

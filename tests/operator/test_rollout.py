@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 class SimulatedAgents:
     """Plays every test node's agent (reporting its handlers ready a while after its spec changes) and watches
-    the rollout: after each consistent list of NodeHandlers it counts the nodes that carry the profile's handler
+    the rollout: after each consistent list of NodeRuntimes it counts the nodes that carry the profile's handler
     but have not reported it ready — the rollout's unavailable nodes."""
 
     def __init__(self, cluster: Cluster, handler: str, *, delay: float = 0.6, paused: set[str] | None = None) -> None:
@@ -41,18 +41,19 @@ class SimulatedAgents:
                 print(f"simulated agents: {error!r}")
 
     def _round(self) -> None:
-        listed = self.cluster.custom.list_cluster_custom_object(GROUP, VERSION, "nodehandlers")["items"]
+        listed = self.cluster.custom.list_cluster_custom_object(GROUP, VERSION, "noderuntimes")["items"]
         for item in listed:
-            name, node = item["metadata"]["name"], item["spec"]["nodeName"]
-            if node not in self.cluster.nodes or item["metadata"].get("deletionTimestamp"):
+            name = item["metadata"]["name"]
+            if name not in self.cluster.nodes:
                 continue
+            spec = {entry["name"] for entry in item["spec"].get("handlers", [])}
             current = (item.get("status") or {}).get("observedGeneration") == item["metadata"]["generation"]
-            if not current and node not in self.paused:
+            if not current and name not in self.paused:
                 since = self._lagging_since.setdefault(name, time.monotonic())
                 if time.monotonic() - since >= self.delay:
                     # On the listed spec: if it changed since, this report is stale and the next round reports
                     # again, as an agent that applies one spec at a time would.
-                    self.cluster.report(node, {item["spec"]["handler"]["name"]: True}, read=item)
+                    self.cluster.report(name, dict.fromkeys(spec, True), read=item)
                     del self._lagging_since[name]
         self.max_unavailable = max(self.max_unavailable, rollouts.unavailable(listed, self.handler, self.cluster.nodes))
 
@@ -114,8 +115,7 @@ def test_operator_crash_in_the_middle_of_a_rollout_converges(cluster: Cluster, o
         operator.kill()  # mid-rollout: no lease release, nothing flushed
         paused.discard(nodes[1])  # the second node's agent reports while no operator runs
         wait_until(
-            lambda: (cluster.node_handler(nodes[1], "runc").get("status") or {}).get("observedGeneration"),
-            what="the report",
+            lambda: (cluster.node_runtime(nodes[1]).get("status") or {}).get("observedGeneration"), what="the report"
         )
         watched = {node: [] for node in nodes}  # type: dict[str, list[dict[str, str]]]
         operator.start()

@@ -72,11 +72,17 @@ def stand_in_deployment(server: KubeAPIServer, name: str) -> Any:
     return apps
 
 
-def give_back(cluster: Cluster, taken: dict[str, Any]) -> None:
-    """Create a NodeHandler again as it was, as an operator would."""
-    metadata = {key: taken["metadata"][key] for key in ("name", "finalizers", "ownerReferences")}
-    body = {"apiVersion": taken["apiVersion"], "kind": taken["kind"], "metadata": metadata, "spec": taken["spec"]}
-    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodehandlers", body)
+def emptied(cluster: Cluster, node: str) -> dict[str, Any] | None:
+    current = cluster.node_runtime(node)
+    return None if current["spec"].get("handlers") else current
+
+
+def give_back(cluster: Cluster, node: str, handlers: list[dict[str, Any]]) -> None:
+    """Write handlers into the node's NodeRuntime, as an operator would."""
+    patch = {"spec": {"handlers": handlers}}
+    cluster.custom.patch_cluster_custom_object(
+        GROUP, VERSION, "noderuntimes", node, patch, _content_type="application/merge-patch+json"
+    )
 
 
 def labelled(cluster: Cluster, node: str, label: str) -> bool:
@@ -87,70 +93,55 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
     answering = [cluster.create_node(f"answers{index}") for index in range(2)]
-    silent = cluster.create_node("silent", second="yes")
+    silent = cluster.create_node("silent")
     agentless = cluster.create_node("agentless")
-    nodes = (*answering, silent, agentless)
-    handler = cluster.name("gv")
-    spec = {"handler": handler, "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
+    spec = {"handler": cluster.name("gv"), "runtime": {"engine": "gvisor"}, "rollout": {"maxUnavailable": "100%"}}
     profile = cluster.create_profile("gv", spec)
-    # A second handler on the silent node, never reported on: its agent, which reports on the first, may be
-    # configuring it right now, so the hook must wait for it as for the first.
-    second = cluster.name("rc")
-    selector = {"matchLabels": {"kubehull-test": cluster.prefix, "second": "yes"}}
-    cluster.create_profile("rc", {"handler": second, "runtime": {"engine": "runc"}, "nodeSelector": selector})
-    label = f"handler.kubehull.io/{handler}"
-    for node in nodes:
-        wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler")
-    wait_until(functools.partial(cluster.handler, silent, second), 30, "the silent node's second handler")
+    label = f"handler.kubehull.io/{cluster.name('gv')}"
+    for node in (*answering, silent, agentless):
+        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler")
     for node in (*answering, silent):
-        cluster.report(node, {handler: True})
+        cluster.report_all_ready(node)
         wait_until(functools.partial(labelled, cluster, node, label), 30, f"{node} labelled")
-    cluster.agents.stalled.update(nodes)  # the agents let nothing go until the test says so
     deployment = cluster.name("operator")
     apps = stand_in_deployment(cluster.server, deployment)
     try:
         operator.stop()  # what scaling its Deployment to 0 does to a real one
 
-        taken = cluster.node_handler(answering[0], handler)
+        handlers = cluster.node_runtime(silent)["spec"]["handlers"]
         code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
         assert apps.read_namespaced_deployment(deployment, NAMESPACE).spec.replicas == 0
         assert code == 1, stderr
-        assert "the agents of 3 node(s) did not take their handlers off within 8s" in stderr, stderr
-        for node in (*answering, silent):  # deleted, waiting for the agents
-            assert cluster.node_handler(node, handler)["metadata"]["deletionTimestamp"], node
-        assert cluster.node_handler(silent, second)["metadata"]["deletionTimestamp"]
-        # Never reported on: nothing was configured there, and no agent would let it go.
-        assert cluster.node_handlers(agentless) == {}
+        assert "no report from the agents of 3 node(s) within 8s" in stderr, stderr
+        for node in (*answering, silent, agentless):
+            assert emptied(cluster, node) is not None, node
 
-        # The agents that answer let their NodeHandlers go; the silent node's stays, and keeps its label.
-        cluster.agents.stalled.difference_update(answering)
+        # The agents that answer report the empty spec; the silent node's stays unconfirmed and keeps its label.
+        for node in answering:
+            cluster.report(node, {}, read=emptied(cluster, node))
         code, stderr = finished(uninstall(cluster.server, deployment, timeout=8))
         assert code == 1, stderr
-        assert (
-            f"1 node(s) did not take their handlers off within 8s, their handlers may still be configured: {silent}"
-            in stderr
-        )
+        assert f"1 node(s) within 8s, their handlers may still be configured: {silent}" in stderr
         assert all(not cluster.handler_labels(node) for node in answering)
         assert label in cluster.handler_labels(silent)
 
-        # An operator process still running somewhere (on a lost node) gives a node its handler back, twice:
-        # each time it is deleted again; then the silent agent answers too.
+        # An operator process still running somewhere (on a lost node) gives a node its handlers back, twice:
+        # each time they are taken off again; then the agents report.
         node = answering[0]
-        give_back(cluster, taken)
+        give_back(cluster, node, handlers)
         running = uninstall(cluster.server, deployment, timeout=30)
-        wait_until(lambda: cluster.node_handlers(node) == {}, 20, "the handler taken off", interval=0.2)
-        give_back(cluster, taken)
-        wait_until(lambda: cluster.node_handlers(node) == {}, 20, "the handler taken off again", interval=0.2)
-        cluster.agents.stalled.clear()
+        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off", interval=0.2)
+        give_back(cluster, node, handlers)
+        wait_until(functools.partial(emptied, cluster, node), 20, "the handlers taken off again", interval=0.2)
+        for reporting in (node, silent):
+            cluster.report(reporting, {}, read=emptied(cluster, reporting))
         code, stderr = finished(running)
         assert code == 0, stderr
-        assert f"NodeHandler {taken['metadata']['name']} is back; deleting it again" in stderr, stderr
-        assert all(not cluster.handler_labels(node) for node in nodes)
-        assert all(cluster.node_handlers(node) == {} for node in nodes)
+        assert f"NodeRuntime {node} has handlers again; emptying it again" in stderr, stderr
+        assert all(not cluster.handler_labels(node) for node in (*answering, silent, agentless))
         assert cluster.profile(profile)["metadata"]["name"] == profile  # profiles stay, as the CRDs do
     finally:
-        cluster.agents.stalled.clear()
         operator.start()  # as a later install does (and the clean-up needs it: the profiles' finalizers)
         apps.delete_namespaced_deployment(deployment, NAMESPACE)
-    for node in nodes:  # every node gets its handler back
-        wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler back")
+    for node in (*answering, silent, agentless):  # every node gets its handler back
+        wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler back")

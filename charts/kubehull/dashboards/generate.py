@@ -527,7 +527,7 @@ def nodes() -> models.Dashboard:
                 "Configuration and status writes",
                 "Runtime configurations written (hulld's file, or containerd's drop-in) and reloads or restarts "
                 "that failed (kubehull_agent_config_renders_total, kubehull_agent_reload_failures_total), "
-                "NodeHandler status writes by result "
+                "NodeRuntime status writes by result "
                 "(kubehull_agent_status_writes_total).",
                 [
                     query(f"sum(increase(kubehull_agent_config_renders_total{{{NODE}}}[{RATE}]))", "renders"),
@@ -747,12 +747,12 @@ def operator() -> models.Dashboard:
         .with_panel(
             graph(
                 "Node fan-out writes",
-                "Per-node objects written per second: NodeHandlers (a profile's handler on each node) and "
+                "Per-node objects written per second: NodeRuntimes (a profile's handlers on each node) and "
                 "Node labels (kubehull_operator_reconciles_total).",
                 [
                     query(
                         "sum by (kind) (rate(kubehull_operator_reconciles_total"
-                        f'{{{REPLICA}, kind=~"NodeHandler|Node"}}[{RATE}]))',
+                        f'{{{REPLICA}, kind=~"NodeRuntime|Node"}}[{RATE}]))',
                         "{{kind}}",
                     )
                 ],

@@ -1,4 +1,4 @@
-"""The operator's view of the cluster's few: kopf indices (the many, Nodes and NodeHandlers, the controller lists
+"""The operator's view of the cluster's few: kopf indices (the many, Nodes and NodeRuntimes, the controller lists
 and watches itself: ``mirror`` says why).
 
 kopf lists and watches profiles, RuntimeClasses, namespaces and kubehull's own admission policies and bindings,

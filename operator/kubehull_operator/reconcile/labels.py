@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_operator.reconcile.model import HANDLER_LABEL_PREFIX, SetNodeLabels, Snapshot, handler_label
 
 
 def desired_labels(snapshot: Snapshot, node: str, entries: tuple[HandlerConfig, ...]) -> dict[str, str]:
     current = snapshot.nodes[node].labels
-    handlers = snapshot.handlers_on(node)
+    node_runtime = snapshot.node_runtimes.get(node)
     labels: dict[str, str] = {}
     for entry in entries:
         key = handler_label(entry.name)
-        record = handlers.record(entry.name)
-        status = record.handler_status if record is not None and record.handler == entry else None
+        applied = node_runtime is not None and node_runtime.handler(entry.name) == entry
+        status = node_runtime.handler_status(entry.name) if node_runtime is not None and applied else None
         if status is not None:
             if status.ready:
                 labels[key] = "true"

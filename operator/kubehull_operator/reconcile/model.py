@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubehull_api.common import API_VERSION
-from kubehull_api.nodehandler import FINALIZER, HandlerConfig, NodeHandlerStatus
+from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
 from kubehull_api.runtimeprofile import KIND, RuntimeProfile, RuntimeProfileStatus
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -101,81 +101,17 @@ class AdmissionRecord:
         return f"{self.kind}/{self.name}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class NodeHandlerRecord:
-    """A NodeHandler as the planner needs it. Records are many (nodes times handlers) and share what they can: the
-    parsed handler configuration and the agent's report are one object per distinct value, not per node."""
-
-    name: str
-    node: str
-    resource_version: str
-    handler: HandlerConfig
-    report: NodeHandlerStatus | None
-    """The agent's last status, whatever configuration it is about."""
-    deleting: bool
-    finalized: bool
-    """Whether the agent's finalizer is still on it (the handler may still be on the node)."""
-
-    @property
-    def handler_status(self) -> NodeHandlerStatus | None:
-        """The agent's report, only if it is about the configuration in the spec (matched by digest: a report
-        on the previous configuration is never taken for one on the new)."""
-        report = self.report
-        return report if report is not None and report.config_digest == self.handler.runtime_digest() else None
-
-
-class NodeHandlers:
-    """One node's NodeHandlers, by handler name: the handlers the operator has asked the node to run."""
-
-    def __init__(self, records: list[NodeHandlerRecord]) -> None:
-        self._live = {record.handler.name: record for record in records if not record.deleting}
-        self._leaving = {record.handler.name for record in records if record.deleting}
-
-    def record(self, handler: str) -> NodeHandlerRecord | None:
-        return self._live.get(handler)
-
-    def records(self) -> list[NodeHandlerRecord]:
-        return list(self._live.values())
-
-    def handler(self, name: str) -> HandlerConfig | None:
-        record = self._live.get(name)
-        return None if record is None else record.handler
-
-    def handler_status(self, name: str) -> NodeHandlerStatus | None:
-        record = self._live.get(name)
-        return None if record is None else record.handler_status
-
-    def leaving(self, name: str) -> bool:
-        """Whether the handler's NodeHandler is being deleted (a new one waits until the agent let it go)."""
-        return name in self._leaving
-
-
-NO_HANDLERS = NodeHandlers([])
-
-
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     profiles: Mapping[str, RuntimeProfile]
     nodes: Mapping[str, NodeRecord]
-    node_handlers: Mapping[str, NodeHandlerRecord]
-    """By object name."""
+    node_runtimes: Mapping[str, NodeRuntime]
     runtime_classes: Mapping[str, RuntimeClassRecord]
     namespaces: Mapping[str, NamespaceRecord] = dataclasses.field(default_factory=dict)
     admission: Mapping[str, AdmissionRecord] = dataclasses.field(default_factory=dict)
     """kubehull's admission objects, by ``Kind/name``."""
     own_namespace: str = ""
     """kubehull's namespace: never given a namespace default."""
-
-    def handlers_on(self, node: str) -> NodeHandlers:
-        return self._by_node.get(node, NO_HANDLERS)
-
-    @functools.cached_property
-    def _by_node(self) -> dict[str, NodeHandlers]:
-        # Once per snapshot: the planner asks for every node's handlers several times a pass.
-        grouped: dict[str, list[NodeHandlerRecord]] = {}
-        for record in self.node_handlers.values():
-            grouped.setdefault(record.node, []).append(record)
-        return {node: NodeHandlers(records) for node, records in grouped.items()}
 
 
 # --- reading objects -----------------------------------------------------------------------------------------
@@ -230,23 +166,22 @@ def profile_record(body: Mapping[str, Any]) -> RuntimeProfile:
     return RuntimeProfile.model_validate(dict(body))
 
 
-def node_handler_record(body: Mapping[str, Any]) -> NodeHandlerRecord:
-    """The record of a NodeHandler (ValueError: it does not parse). The handler configuration and the report are
-    shared with every record carrying the same (one profile's handler on 5000 nodes is one parsed object, whose
-    digest is computed once)."""
+NODE_RUNTIME_METADATA = ("name", "uid", "resourceVersion", "generation")
+
+
+def node_runtime_record(body: Mapping[str, Any]) -> NodeRuntime:
+    """The NodeRuntime as the planner needs it: metadata cut to what it reads (managedFields alone would be most
+    of the record), and every handler entry shared with the nodes that carry the same one, so 5000 nodes with one
+    profile's handler hold one parsed HandlerConfig (and compute its digest once), not 5000."""
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
-    if not isinstance(spec.get("nodeName"), str) or not isinstance(spec.get("handler"), dict):
-        raise ValueError("spec.nodeName and spec.handler are required")
-    status = body.get("status")
-    return NodeHandlerRecord(
-        name=str(metadata["name"]),
-        node=spec["nodeName"],
-        resource_version=str(metadata.get("resourceVersion", "")),
-        handler=_handler_config(json.dumps(spec["handler"], sort_keys=True)),
-        report=_report(json.dumps(status, sort_keys=True)) if status else None,
-        deleting=metadata.get("deletionTimestamp") is not None,
-        finalized=FINALIZER in (metadata.get("finalizers") or ()),
+    handlers = [_handler_config(json.dumps(entry, sort_keys=True)) for entry in spec.get("handlers") or []]
+    return NodeRuntime.model_validate(
+        {
+            "metadata": {key: metadata[key] for key in NODE_RUNTIME_METADATA if key in metadata},
+            "spec": {**spec, "handlers": handlers},
+            "status": body.get("status"),
+        }
     )
 
 
@@ -255,31 +190,24 @@ def _handler_config(entry: str) -> HandlerConfig:
     return HandlerConfig.model_validate_json(entry)
 
 
-@functools.lru_cache(maxsize=4096)
-def _report(status: str) -> NodeHandlerStatus:
-    return NodeHandlerStatus.model_validate_json(status)
-
-
 # --- actions --------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class CreateNodeHandler:
+class CreateNodeRuntime:
     node: NodeRecord
-    handler: HandlerConfig
+    handlers: tuple[HandlerConfig, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class SetNodeHandler:
+class SetNodeRuntimeHandlers:
     name: str
-    handler: HandlerConfig
+    handlers: tuple[HandlerConfig, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class DeleteNodeHandler:
+class DeleteNodeRuntime:
     name: str
-    node_gone: bool = False
-    """The node no longer exists, nor its agent: the operator takes the agent's finalizer off itself."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,9 +259,9 @@ class RecordEvent:
 
 
 Action = (
-    CreateNodeHandler
-    | SetNodeHandler
-    | DeleteNodeHandler
+    CreateNodeRuntime
+    | SetNodeRuntimeHandlers
+    | DeleteNodeRuntime
     | SetNodeLabels
     | ApplyRuntimeClass
     | DeleteRuntimeClass

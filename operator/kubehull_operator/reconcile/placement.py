@@ -10,7 +10,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 
-from kubehull_api.nodehandler import HandlerConfig
+from kubehull_api.noderuntime import HandlerConfig
 from kubehull_api.runtimeprofile import RuntimeProfile
 from kubehull_operator.reconcile.model import NodeRecord, Snapshot
 

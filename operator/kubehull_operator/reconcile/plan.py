@@ -1,7 +1,7 @@
 """The operator's whole decision: from one snapshot to the list of actions, in the order they should run.
 
 RuntimeClasses come first (a new profile's RuntimeClass must not wait for a thousand node writes), then
-NodeHandlers, node labels, the admission policies of namespace defaults, and last the profile statuses and
+NodeRuntimes, node labels, the admission policies of namespace defaults, and last the profile statuses and
 events that describe it all.
 """
 
@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
 
-from kubehull_api.nodehandler import HandlerConfig
 from kubehull_api.runtimeprofile import RuntimeProfileStatus
 from kubehull_operator.reconcile import labels, namespaces, placement, rollout, runtimeclass, status
 from kubehull_operator.reconcile.model import (
     PROFILE_LABEL,
     Action,
     ApplyRuntimeClass,
-    CreateNodeHandler,
-    DeleteNodeHandler,
-    SetNodeHandler,
+    CreateNodeRuntime,
+    DeleteNodeRuntime,
+    SetNodeRuntimeHandlers,
     Snapshot,
     handler_label,
 )
@@ -38,7 +36,15 @@ def plan(snapshot: Snapshot, now: datetime.datetime) -> Plan:
     actions, outcomes = runtimeclass.plan(snapshot, placed)
     node_states = rollout.states(snapshot, placed)
     planned = rollout.planned_handlers(snapshot, placed, node_states)
-    actions.extend(node_handler_actions(snapshot, planned))
+    for name, node in sorted(snapshot.nodes.items()):
+        node_runtime = snapshot.node_runtimes.get(name)
+        if node_runtime is None:
+            actions.append(CreateNodeRuntime(node=node, handlers=planned[name]))
+        elif tuple(node_runtime.spec.handlers) != planned[name]:
+            actions.append(SetNodeRuntimeHandlers(name=name, handlers=planned[name]))
+    actions.extend(
+        DeleteNodeRuntime(name=name) for name in sorted(snapshot.node_runtimes) if name not in snapshot.nodes
+    )
     actions.extend(labels.plan(snapshot, planned))
     covers = namespaces.coverage(snapshot, placed)
     admission_actions, policies_in_place = namespaces.plan(snapshot, placed, covers)
@@ -46,30 +52,6 @@ def plan(snapshot: Snapshot, now: datetime.datetime) -> Plan:
     status_actions, statuses = status.plan(snapshot, placed, node_states, outcomes, now, covers, policies_in_place)
     actions.extend(status_actions)
     return Plan(actions=actions, statuses=statuses)
-
-
-def node_handler_actions(snapshot: Snapshot, planned: Mapping[str, tuple[HandlerConfig, ...]]) -> list[Action]:
-    """The NodeHandler writes that make every node's handlers what ``planned`` says."""
-    actions: list[Action] = []
-    for name, node in sorted(snapshot.nodes.items()):
-        handlers = snapshot.handlers_on(name)
-        wanted = {config.name: config for config in planned[name]}
-        for handler, config in wanted.items():
-            record = handlers.record(handler)
-            if record is None:
-                if not handlers.leaving(handler):  # else: once the agent has let the old one go
-                    actions.append(CreateNodeHandler(node=node, handler=config))
-            elif record.handler != config:
-                actions.append(SetNodeHandler(name=record.name, handler=config))
-        actions.extend(
-            DeleteNodeHandler(name=record.name) for record in handlers.records() if record.handler.name not in wanted
-        )
-    actions.extend(
-        DeleteNodeHandler(name=name, node_gone=True)
-        for name, record in sorted(snapshot.node_handlers.items())
-        if record.node not in snapshot.nodes and (record.finalized or not record.deleting)
-    )
-    return actions
 
 
 def new_runtime_classes(snapshot: Snapshot) -> list[Action]:
@@ -80,7 +62,7 @@ def new_runtime_classes(snapshot: Snapshot) -> list[Action]:
 
 
 def cleanup_pending(snapshot: Snapshot, profile_name: str) -> list[str]:
-    """What still stands of a deleted profile: its RuntimeClass, NodeHandlers, node labels."""
+    """What still stands of a deleted profile: its RuntimeClass, NodeRuntime entries, node labels."""
     profile = snapshot.profiles[profile_name]
     placed = placement.place(snapshot)
     left = [
@@ -89,11 +71,12 @@ def cleanup_pending(snapshot: Snapshot, profile_name: str) -> list[str]:
         if record.controller_uid == profile.uid
     ]
     handler = profile.spec.handler
-    for name, record in sorted(snapshot.node_handlers.items()):
-        if record.deleting or record.handler.name != handler or record.handler.profile != profile_name:
-            continue
-        if record.node not in snapshot.nodes or handler not in placed.handlers_on(record.node):
-            left.append(f"NodeHandler {name}")  # else another profile keeps this handler there
+    for node, node_runtime in sorted(snapshot.node_runtimes.items()):
+        if node in snapshot.nodes and handler in placed.handlers_on(node):
+            continue  # another profile keeps this handler here
+        entry = node_runtime.handler(handler)
+        if entry is not None and entry.profile == profile_name:
+            left.append(f"NodeRuntime {node}")
     key = handler_label(handler)
     left.extend(
         f"label {key} on node {name}"

@@ -1,12 +1,12 @@
-"""Which handler configuration each node's NodeHandlers should carry now, honouring ``rollout.maxUnavailable``.
+"""Which handler configuration each node's NodeRuntime should carry now, honouring ``rollout.maxUnavailable``.
 
 For one profile, every selected node is in one of four states:
 
-    pending  ──(its turn: pushed to its NodeHandler)──▶  updating  ──(agent reports ready)──▶  ready
+    pending  ──(its turn: pushed to the NodeRuntime)──▶  updating  ──(agent reports ready)──▶  ready
                                                             └──────(agent reports not ready)──▶  failed
 
-A node is updating from the moment the new configuration is in its NodeHandler until the agent reports on that
-configuration (a status whose configDigest is the configuration's). Updating and failed nodes are
+A node is updating from the moment the new configuration is in its NodeRuntime until the agent reports on that
+configuration (a handler status whose configDigest is the configuration's). Updating and failed nodes are
 unavailable; a pending node gets its turn only while fewer than maxUnavailable nodes are unavailable, so a
 configuration that fails stops spreading. Pending nodes keep the configuration they had. Removing a handler
 (the node is no longer selected, the profile is gone) is never held back.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from kubehull_api.nodehandler import HandlerConfig
-from kubehull_operator.reconcile.model import NodeHandlers, Snapshot
+from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
+from kubehull_operator.reconcile.model import Snapshot
 from kubehull_operator.reconcile.placement import Placement
 
 
@@ -29,11 +29,11 @@ class NodeState(enum.StrEnum):
     FAILED = "failed"
 
 
-def node_state(handlers: NodeHandlers, config: HandlerConfig) -> NodeState:
-    record = handlers.record(config.name)
-    if record is None or not record.handler.same_runtime(config):
+def node_state(node_runtime: NodeRuntime | None, config: HandlerConfig) -> NodeState:
+    current = node_runtime.handler(config.name) if node_runtime else None
+    if node_runtime is None or current is None or not current.same_runtime(config):
         return NodeState.PENDING
-    status = record.handler_status
+    status = node_runtime.handler_status(config.name)
     if status is None:
         return NodeState.UPDATING
     return NodeState.READY if status.ready else NodeState.FAILED
@@ -46,7 +46,7 @@ States = Mapping[str, Mapping[str, NodeState]]
 def states(snapshot: Snapshot, placement: Placement) -> States:
     """Computed once per pass: both the rollout and the profiles' statuses count them."""
     return {
-        profile: {node: node_state(snapshot.handlers_on(node), config) for node in placement.selected[profile]}
+        profile: {node: node_state(snapshot.node_runtimes.get(node), config) for node in placement.selected[profile]}
         for profile, config in placement.configs.items()
     }
 
@@ -70,14 +70,14 @@ def admitted(placement: Placement, node_states_by_profile: States) -> set[tuple[
 def planned_handlers(
     snapshot: Snapshot, placement: Placement, node_states: States
 ) -> Mapping[str, tuple[HandlerConfig, ...]]:
-    """Node name → the handler configurations its NodeHandlers should carry after this round."""
+    """Node name → the handler list its NodeRuntime should carry after this round."""
     allowed = admitted(placement, node_states)
     planned: dict[str, tuple[HandlerConfig, ...]] = {}
     for node in snapshot.nodes:
-        handlers = snapshot.handlers_on(node)
+        node_runtime = snapshot.node_runtimes.get(node)
         entries = []
         for handler, config in sorted(placement.handlers_on(node).items()):
-            current = handlers.handler(handler)
+            current = node_runtime.handler(handler) if node_runtime else None
             if current is not None and current.same_runtime(config):
                 # Already running this configuration. Keep the entry as it is unless the profile it names is
                 # gone; then credit the one in force (no runtime change, so no turn to wait for).

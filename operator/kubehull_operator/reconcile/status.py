@@ -1,4 +1,4 @@
-"""Each profile's status, aggregated from the NodeHandlers, and the events its changes deserve.
+"""Each profile's status, aggregated from the NodeRuntimes, and the events its changes deserve.
 
 Conditions follow the Kubernetes conventions: ``Ready`` sums up ``RuntimeClassReady`` and ``NodesReady``;
 ``Degraded`` is True while the handler fails on some node. A condition's lastTransitionTime changes only when
@@ -56,7 +56,7 @@ def _nodes(
     states = node_states[profile.name]
     failures = []
     for node in sorted(node for node, state in states.items() if state is rollout.NodeState.FAILED):
-        status = snapshot.handlers_on(node).handler_status(profile.spec.handler)
+        status = snapshot.node_runtimes[node].handler_status(profile.spec.handler)
         reason = (status.reason if status else "") or "HandlerNotReady"
         failures.append(NodeFailure(node=node, reason=reason, message=status.message if status else ""))
     counts = NodeCounts(

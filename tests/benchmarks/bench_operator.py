@@ -31,6 +31,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import re
 import ssl
 import subprocess
@@ -65,6 +66,7 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9, "noderuntimes/status": 10**9})
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 HANDLER_LABEL = "handler.kubehull.io/"
+LIST_PAGE = 500
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.MULTILINE)
 
 
@@ -96,6 +98,77 @@ def settle(server: apiserver.KubeAPIServer, quiet: float = 2.0) -> Counter[str]:
     return last
 
 
+class _GoneError(Exception):
+    """The API server no longer has the resourceVersion a watch was to resume from (410 Gone): list again."""
+
+
+class Reflection:
+    """List a kind (paged), then watch it from the list's resourceVersion, each watch resuming from the last
+    version seen (bookmarks included), listing again only on 410 Gone, as a reflector in client-go does (and
+    the node agent): a watch restarted without a version would replay every object, a cost no real client
+    makes the API server pay. Raw JSON, not the client's models: the simulated agents share the cores with the
+    API server. ``on_event(type, object)`` gets the listed objects as ADDED."""
+
+    def __init__(
+        self, list_call: Callable[..., Any], on_event: Callable[[str, dict[str, Any]], None], stop: threading.Event
+    ) -> None:
+        self._list_call, self._on_event, self._stop = list_call, on_event, stop
+
+    def run(self) -> None:
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                version = self._watch(version)
+            except _GoneError:
+                version = None
+            except ApiException as error:
+                if error.status == 410:
+                    version = None
+                else:
+                    time.sleep(1)
+            # The server went (watch again), or the benchmark is over (its writers are gone).
+            except (urllib3.exceptions.HTTPError, RuntimeError):
+                time.sleep(1)
+
+    def _list(self) -> str:
+        page_token: str | None = None
+        while True:
+            response = self._list_call(limit=LIST_PAGE, _continue=page_token, _preload_content=False)
+            page = json.loads(response.data)
+            for item in page.get("items") or []:
+                self._on_event("ADDED", item)
+            page_token = page["metadata"].get("continue")
+            if not page_token:
+                return str(page["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str:
+        response = self._list_call(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            # As client-go's reflector: 5 to 10 minutes, so thousands of watches do not all end at once.
+            timeout_seconds=random.randint(300, 600),  # noqa: S311
+            _preload_content=False,
+        )
+        try:
+            for line in watch.watch.iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    if event["object"].get("code") == 410:
+                        raise _GoneError
+                    raise RuntimeError(f"watch: {event['object'].get('message')}")
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    self._on_event(event["type"], event["object"])
+        finally:
+            response.release_conn()
+        return version
+
+
 class Agents:
     """A simulated node agent for every node: each new NodeRuntime generation is reported with all its handlers
     ready (configDigest included, as the operator matches reports by it). Records when each node's report of
@@ -113,32 +186,25 @@ class Agents:
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(16)
         self._stop = threading.Event()
-        for target in (self._watch_node_runtimes, self._watch_nodes):
-            threading.Thread(target=target, daemon=True).start()
+        list_node_runtimes = functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, "noderuntimes")
+        for reflection in (
+            Reflection(list_node_runtimes, self._node_runtime_event, self._stop),
+            Reflection(self.core.list_node, self._node_event, self._stop),
+        ):
+            threading.Thread(target=reflection.run, daemon=True).start()
 
-    def _watch_node_runtimes(self) -> None:
-        while not self._stop.is_set():
-            stream = watch.Watch().stream(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, "noderuntimes", timeout_seconds=60
-            )
-            # The server went (watch again), or the benchmark is over (its writers are gone).
-            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, RuntimeError):
-                self._serve_node_runtimes(stream)
-
-    def _serve_node_runtimes(self, stream: Any) -> None:
-        for event in stream:
-            item = event["object"]
-            name, generation = item["metadata"]["name"], item["metadata"].get("generation", 0)
-            now = time.monotonic()
-            with self._lock:
-                self.node_runtimes.add(name)
-                for entry in item.get("spec", {}).get("handlers", []):
-                    options = json.dumps(entry.get("options", {}), sort_keys=True)
-                    self.carried.setdefault((entry["name"], options), {}).setdefault(name, now)
-                if event["type"] == "DELETED" or self._generations.get(name, 0) >= generation:
-                    continue
-                self._generations[name] = generation
-            self._pool.submit(self._report, item)
+    def _node_runtime_event(self, kind: str, item: dict[str, Any]) -> None:
+        name, generation = item["metadata"]["name"], item["metadata"].get("generation", 0)
+        now = time.monotonic()
+        with self._lock:
+            self.node_runtimes.add(name)
+            for entry in item.get("spec", {}).get("handlers", []):
+                options = json.dumps(entry.get("options", {}), sort_keys=True)
+                self.carried.setdefault((entry["name"], options), {}).setdefault(name, now)
+            if kind == "DELETED" or self._generations.get(name, 0) >= generation:
+                return
+            self._generations[name] = generation
+        self._pool.submit(self._report, item)
 
     def _report(self, item: dict[str, Any]) -> None:
         name = item["metadata"]["name"]
@@ -162,17 +228,13 @@ class Agents:
             for handler in handlers:
                 self.reported.setdefault((name, handler.name), now)
 
-    def _watch_nodes(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError):
-                # Plain JSON, not the client's models: these agents share the cores with the API server.
-                for event in watch.Watch().stream(self.core.list_node, timeout_seconds=60, deserialize=False):
-                    metadata = event["object"]["metadata"]
-                    now = time.monotonic()
-                    with self._lock:
-                        for label in metadata.get("labels", {}):
-                            if label.startswith(HANDLER_LABEL):
-                                self.labelled.setdefault((metadata["name"], label[len(HANDLER_LABEL) :]), now)
+    def _node_event(self, _kind: str, item: dict[str, Any]) -> None:
+        metadata = item["metadata"]
+        now = time.monotonic()
+        with self._lock:
+            for label in metadata.get("labels", {}):
+                if label.startswith(HANDLER_LABEL):
+                    self.labelled.setdefault((metadata["name"], label[len(HANDLER_LABEL) :]), now)
 
     def carried_by(self, handler: str, options: dict[str, str], nodes: int) -> float | None:
         """When the last node's NodeRuntime came to carry ``handler`` with ``options`` (None before all did).

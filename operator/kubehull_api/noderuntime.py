@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from kubehull_api.common import API_VERSION, DNS1123_LABEL, Condition, KubeModel, ObjectMeta, list_map
+from kubehull_api.common import API_VERSION, DNS1123_LABEL, Condition, KubeModel, ObjectMeta, atomic_list, list_map
 from kubehull_api.engines import Engine, RuntimeType
 
 KIND = "NodeRuntime"
@@ -60,8 +60,8 @@ class HandlerConfig(KubeModel):
 
 
 class NodeRuntimeSpec(KubeModel):
-    handlers: list[HandlerConfig] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
-    """The handlers this node should run."""
+    handlers: list[HandlerConfig] = Field(default_factory=list, max_length=64, json_schema_extra=atomic_list())
+    """The handlers this node should run (written whole by the operator)."""
 
 
 class RuntimeInfo(KubeModel):
@@ -98,8 +98,8 @@ class NodeRuntimeStatus(KubeModel):
     """The .metadata.generation of the spec this status reflects."""
     runtime: RuntimeInfo = Field(default_factory=RuntimeInfo)
     """The node's CRI runtime."""
-    handlers: list[HandlerStatus] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
-    """Per-handler readiness."""
+    handlers: list[HandlerStatus] = Field(default_factory=list, max_length=64, json_schema_extra=atomic_list())
+    """Per-handler readiness (written whole by the node's agent)."""
     handlers_ready: str = Field(default="", max_length=16, pattern=r"^([0-9]+/[0-9]+)?$")
     """Ready handlers of those in the observed spec, e.g. "2/3" (what `kubectl get noderuntimes` shows)."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"))

@@ -323,10 +323,10 @@ def _row(
 
 
 class Cluster:
-    """etcd and an API server with kubehull's CRDs and the chart's RBAC, ``nodes`` plain Nodes and a simulated
-    agent for each; torn down on exit."""
+    """etcd and an API server with kubehull's CRDs (from ``crds``) and the chart's RBAC, ``nodes`` plain Nodes and
+    a simulated agent for each; torn down on exit."""
 
-    def __init__(self, work: Path, nodes: int) -> None:
+    def __init__(self, work: Path, nodes: int, crds: Path = REPO / "crds") -> None:
         self.work, self.nodes = work, nodes
         self.logs = work / "logs"
         self.store = etcd.start(work, self.logs)
@@ -334,9 +334,9 @@ class Cluster:
         self.agents: Agents | None = None
         try:
             self.kubectl = str(toolchain.binary("kubectl"))
-            self._kubectl("apply", "-f", REPO / "crds")
-            crds = ("crd/runtimeprofiles.kubehull.io", "crd/noderuntimes.kubehull.io")
-            self._kubectl("wait", "--for=condition=Established", *crds)
+            self._kubectl("apply", "-f", crds)
+            established = ("crd/runtimeprofiles.kubehull.io", "crd/noderuntimes.kubehull.io")
+            self._kubectl("wait", "--for=condition=Established", *established)
             self.operator_kubeconfig = operator_account(self.server, self.kubectl)
             api = client(self.server, 16)
             self.custom: Any = k8s.CustomObjectsApi(api)
@@ -545,15 +545,15 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
     return row
 
 
-def fresh_cluster(nodes: int) -> contextlib.closing[Cluster]:
-    return contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), nodes))
+def fresh_cluster(nodes: int, crds: Path = REPO / "crds") -> contextlib.closing[Cluster]:
+    return contextlib.closing(Cluster(Path(tempfile.mkdtemp(prefix="kubehull-bench-")), nodes, crds))
 
 
 def baseline_source(revision: str, scratch: contextlib.ExitStack) -> Path:
-    """The operator's packages as they are at ``revision``, in a temporary directory."""
+    """The operator's packages as they are at ``revision``, in a temporary directory (its CRDs beside them)."""
     directory = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="kubehull-baseline-")))
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision, "operator"], capture_output=True, check=True
+        ["git", "-C", str(REPO), "archive", revision, "operator", "crds"], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
     return directory / "operator"
@@ -586,7 +586,8 @@ def main() -> int:
         for round_number in range(1, (args.rounds if args.baseline else 1) + 1):
             for build, source in builds.items():
                 print(f"== {build}, round {round_number}", flush=True)
-                with fresh_cluster(args.nodes) as cluster:
+                crds = REPO / "crds" if source is None else source.parent / "crds"
+                with fresh_cluster(args.nodes, crds) as cluster:
                     rows, entry, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile, source)
                 runs.append((f"{build}, round {round_number}", rows, figures))
     if not args.no_peer:

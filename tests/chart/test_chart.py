@@ -197,6 +197,40 @@ def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer
             _content_type="application/merge-patch+json",
         )
     assert spec_write.value.status == 403
+    # RBAC refused that first; were the agent's account granted more, the policy still refuses it, by its own
+    # message (a main-resource request has no subResource: the policy must not fail on reading it).
+    widened = kubectl(
+        kube_apiserver,
+        "create",
+        "clusterrolebinding",
+        "vap-agent-widened",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=default:vap-agent",
+    )
+    assert widened.returncode == 0, widened.stderr
+    spec_message = "only the status of the NodeRuntime of its own node (vap-node-a), not vap-node-a"
+
+    def write_spec() -> str:
+        """The refusal's body ("" if the write went through)."""
+        try:
+            agent.patch_cluster_custom_object(
+                "kubehull.io",
+                "v1alpha1",
+                "noderuntimes",
+                "vap-node-a",
+                {"spec": {"handlers": []}},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            return str(error.body)
+        return ""
+
+    deadline = time.monotonic() + 20
+    while spec_message not in (refused := write_spec()):
+        assert refused, "the agent wrote a NodeRuntime's spec"
+        assert time.monotonic() < deadline, refused
+        time.sleep(0.2)
+    kubectl(kube_apiserver, "delete", "clusterrolebinding", "vap-agent-widened")
     # It reads Nodes (which runtime its kubelet uses) and writes none.
     agent_core: Any = k8s.CoreV1Api(agent.api_client)
     assert agent_core.read_node("vap-node-a", _preload_content=False).status == 200

@@ -63,7 +63,7 @@ def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> 
         image = vm.build_image(logs / "vm-image-build.log")
         # The work directory is shared (read-only) for the certificates and kubeconfigs written there.
         machine = vm.DebianVM(
-            image, work_dir / "vm", logs, [*vm.host_shares(checkout), work_dir], memory_mib=6144, link=LINK
+            image, work_dir / "vm", logs, vm.host_shares(checkout), [work_dir], memory_mib=6144, link=LINK
         )
         teardown.callback(machine.shutdown)
         store = etcd.start(work_dir, logs)

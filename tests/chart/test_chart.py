@@ -197,8 +197,14 @@ def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer
             _content_type="application/merge-patch+json",
         )
     assert spec_write.value.status == 403
-    # RBAC refused that first; were the agent's account granted more, the policy still refuses it, by its own
-    # message (a main-resource request has no subResource: the policy must not fail on reading it).
+    # It reads Nodes (which runtime its kubelet uses) and writes none.
+    agent_core: Any = k8s.CoreV1Api(agent.api_client)
+    assert agent_core.read_node("vap-node-a", _preload_content=False).status == 200
+    with pytest.raises(ApiException) as node_write:
+        agent_core.patch_node("vap-node-a", {"metadata": {"labels": {"x": "y"}}})
+    assert node_write.value.status == 403
+    # RBAC refused the spec write above; were the agent's account granted more, the policy would still refuse it,
+    # with its own message (a main-resource request has no subResource: the policy must not fail reading it).
     widened = kubectl(
         kube_apiserver,
         "create",
@@ -231,9 +237,3 @@ def test_agent_may_write_only_its_own_nodes_status(kube_apiserver: KubeAPIServer
         assert time.monotonic() < deadline, refused
         time.sleep(0.2)
     kubectl(kube_apiserver, "delete", "clusterrolebinding", "vap-agent-widened")
-    # It reads Nodes (which runtime its kubelet uses) and writes none.
-    agent_core: Any = k8s.CoreV1Api(agent.api_client)
-    assert agent_core.read_node("vap-node-a", _preload_content=False).status == 200
-    with pytest.raises(ApiException) as node_write:
-        agent_core.patch_node("vap-node-a", {"metadata": {"labels": {"x": "y"}}})
-    assert node_write.value.status == 403

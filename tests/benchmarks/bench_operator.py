@@ -326,7 +326,7 @@ class Cluster:
     """etcd and an API server with kubehull's CRDs (from ``crds``) and the chart's RBAC, ``nodes`` plain Nodes and
     a simulated agent for each; torn down on exit."""
 
-    def __init__(self, work: Path, nodes: int, crds: Path = REPO / "crds") -> None:
+    def __init__(self, work: Path, nodes: int, crds: Path) -> None:
         self.work, self.nodes = work, nodes
         self.logs = work / "logs"
         self.store = etcd.start(work, self.logs)

@@ -172,6 +172,10 @@ class DebianVM:
         self.mounted = [(share.resolve(), ",cache=loose") for share in shares]
         self.mounted += [(share.resolve(), "") for share in live_shares]
         self.port = processes.free_port()
+        # The SSH master's socket: a directory of its own, short enough for a socket's path.
+        self._control_dir = Path(tempfile.mkdtemp(prefix="kubehull-ssh-"))
+        self._master: processes.ManagedProcess | None = None
+        self._log_dir = log_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         overlay = work_dir / "overlay.qcow2"
         processes.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw", overlay])
@@ -220,6 +224,7 @@ class DebianVM:
         try:
             self.process.wait_ready(lambda: self._ssh("true", timeout=10).returncode == 0, 300, "answering SSH")
             self.boot_seconds = time.monotonic() - started
+            self._connect()
             mounts = [
                 f"mkdir -p {shlex.quote(str(share))} && mount -t 9p"
                 f" -o trans=virtio,version=9p2000.L,msize=262144,ro{caching} share{index} {shlex.quote(str(share))}"
@@ -230,6 +235,7 @@ class DebianVM:
             if link is not None:
                 self._configure_link(link)
         except BaseException:
+            self._disconnect()
             self.process.stop()
             if link is not None:
                 _remove_device(link.device)
@@ -246,8 +252,26 @@ class DebianVM:
             if time.monotonic() > deadline:
                 raise VMError(f"the VM does not reach {link.host_address} over {link.device}")
 
-    def _ssh(self, command: str, *, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        argv = [
+    def _connect(self) -> None:
+        """One SSH connection kept open for the VM's life, every command a session over it: under emulation a new
+        connection's handshake costs the guest ~1.8 s idle and, with its CPUs busy, can outlast any connect
+        timeout (sshd's banner never came within 5 s on a loaded CI machine). A command made while the master
+        is gone connects on its own, as before."""
+        self._master = processes.ManagedProcess(
+            f"{self.process.name}-ssh", self._ssh_argv("-M", "-N", "-o", "ServerAliveInterval=30"), self._log_dir
+        )
+        check = self._ssh_argv("-O", "check")
+        self._master.wait_ready(
+            lambda: subprocess.run(check, capture_output=True, timeout=10).returncode == 0, 120, "multiplexing"
+        )
+
+    def _disconnect(self) -> None:
+        if self._master is not None:
+            self._master.stop()
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+
+    def _ssh_argv(self, *options: str) -> list[str]:
+        return [
             "ssh",
             "-i",
             str(self.image.key),
@@ -262,10 +286,15 @@ class DebianVM:
             "-o",
             "BatchMode=yes",
             "-o",
-            "ConnectTimeout=5",
+            "ConnectTimeout=30",
+            "-o",
+            f"ControlPath={self._control_dir / 'master'}",
+            *options,
             "root@127.0.0.1",
-            command,
         ]
+
+    def _ssh(self, command: str, *, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        argv = [*self._ssh_argv(), command]
         try:
             return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as expired:  # a hung guest: a failed command that says so
@@ -307,6 +336,7 @@ class DebianVM:
             self.process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.stop()
+        self._disconnect()
         if self.link is not None:
             _remove_device(self.link.device)
 

@@ -153,10 +153,12 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
         served.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def debian_vm(
     tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config
 ) -> Iterator[vm.DebianVM]:
-    """A Debian 12 VM with systemd and cgroup v2 (vm.py), booted once for the session, the checkout shared."""
+    """A Debian 12 VM with systemd and cgroup v2 (vm.py), booted once for a test module, the checkout shared.
+    Not once for the session: it would still be running, with whatever its last test left busy, when another
+    module boots a VM of its own (the VM cluster's), and two emulated VMs starve each other on two cores."""
     with vm.booted(tmp_path_factory.mktemp("vm"), component_logs, Path(pytestconfig.rootpath)) as booted:
         yield booted

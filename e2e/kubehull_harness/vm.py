@@ -160,15 +160,11 @@ class DebianVM:
         live_shares: Sequence[Path] = (),
         *,
         memory_mib: int = 4096,
-        cpus: int = 1,
+        cpus: int = 2,
         name: str = "debian-vm",
         link: HostLink | None = None,
     ) -> None:
         self.image = image
-        # One vCPU by default: the VM shares two cores with the host's tests, and a guest's second vCPU then waits
-        # on the first (descheduled while it holds a lock) more than it helps: with one core of the host kept
-        # busy, critest's lifecycle specs (runc) took 230 s with one vCPU, 379 s with two (hulld's start 181 s
-        # and 242 s).
         # Each share with its mount's caching: cache=loose for what nothing changes while the VM runs (the guest
         # keeps what it read; without it every exec and import reads over 9p again: under emulation hulld's
         # import took 38 s instead of 22 s, each `runsc` run 3.4 s instead of 0.25 s), none for ``live_shares``,

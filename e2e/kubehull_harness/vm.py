@@ -176,8 +176,7 @@ class DebianVM:
         self.mounted = [(share.resolve(), ",cache=loose") for share in shares]
         self.mounted += [(share.resolve(), "") for share in live_shares]
         self.port = processes.free_port()
-        # The SSH master's socket: a directory of its own, short enough for a socket's path.
-        self._control_dir = Path(tempfile.mkdtemp(prefix="kubehull-ssh-"))
+        self._control_dir: Path | None = None  # the SSH master's socket's, while it runs
         self._master: processes.ManagedProcess | None = None
         self._log_dir = log_dir
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -264,6 +263,8 @@ class DebianVM:
         connection's handshake costs the guest ~1.8 s idle and, with its CPUs busy, can outlast any connect
         timeout (sshd's banner never came within 5 s on a loaded CI machine). A command made while the master
         is gone connects on its own, as before."""
+        # The socket in a directory of its own, short enough for a socket's path.
+        self._control_dir = Path(tempfile.mkdtemp(prefix="kubehull-ssh-"))
         self._master = processes.ManagedProcess(
             f"{self.process.name}-ssh", self._ssh_argv("-M", "-N", "-o", "ServerAliveInterval=30"), self._log_dir
         )
@@ -275,7 +276,8 @@ class DebianVM:
     def _disconnect(self) -> None:
         if self._master is not None:
             self._master.stop()
-        shutil.rmtree(self._control_dir, ignore_errors=True)
+        if self._control_dir is not None:
+            shutil.rmtree(self._control_dir, ignore_errors=True)
 
     def _ssh_argv(self, *options: str) -> list[str]:
         return [
@@ -294,8 +296,7 @@ class DebianVM:
             "BatchMode=yes",
             "-o",
             "ConnectTimeout=30",
-            "-o",
-            f"ControlPath={self._control_dir / 'master'}",
+            *(() if self._control_dir is None else ("-o", f"ControlPath={self._control_dir / 'master'}")),
             *options,
             "root@127.0.0.1",
         ]

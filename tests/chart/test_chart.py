@@ -70,6 +70,27 @@ def test_values_schema_rejects_bad_values() -> None:
     assert "/operator/replicas" in result.stderr
 
 
+def test_startup_seconds_are_the_startup_probes_window() -> None:
+    rendered = helm(
+        "template",
+        "kh",
+        str(CHART),
+        "--kube-version",
+        "1.36.5",
+        "--set",
+        "operator.startupSeconds=1200",
+        "--set",
+        "agent.startupSeconds=62",
+    )
+    windows = {
+        container["name"]: container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"]
+        for document in yaml.safe_load_all(rendered)
+        if document and document["kind"] in ("Deployment", "DaemonSet")
+        for container in document["spec"]["template"]["spec"]["containers"]
+    }
+    assert windows == {"operator": 1200, "agent": 65}  # whole probes, rounded up
+
+
 def test_chart_examples_are_the_documented_ones() -> None:
     for example in (CHART / "examples").glob("*.yaml"):
         assert example.read_text() == (REPO / "docs" / "examples" / example.name).read_text()

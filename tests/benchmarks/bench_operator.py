@@ -12,10 +12,12 @@ agent's report to the node's label, and the API writes the operator made for the
 own apiserver_request_total, less the benchmark's and the simulated agents' writes, the operator's lease
 renewals and the API server's own endpoint updates). Then it changes one profile and counts again. Last, the
 operator's peak RSS.
-The peer (``writes_peer/``, Go, standard library, built with the toolchain's Go each run): the first profile's
-change made with nothing but its writes (each NodeRuntime patched with the entry the operator wrote, each node
-labelled once its agent reported) from a compiled HTTP/2 client, in a second cluster set up the same way, so the
-two rows side by side show what this machine's API server allows any controller (``--no-peer`` skips it).
+The peer (``writes_peer/``, Go, standard library, built with the toolchain's Go each run): the last profile's
+change made with nothing but its writes (each NodeRuntime patched with the handler list the operator wrote, each
+node labelled once its agent reported) from a compiled HTTP/2 client, in a second cluster set up the same way
+and brought to where the operator's was before that change (NodeRuntimes carrying the earlier profiles' handlers,
+reported ready, nodes labelled), so the last rows side by side show what this machine's API server allows any
+controller for that change (``--no-peer`` skips it).
 ``--baseline REV`` runs the operator of another revision too, alternating with this checkout's (each in a fresh
 cluster, ``--rounds`` times each): the machine's speed drifts between runs minutes apart by more than most
 changes gain, so a change is measured against its baseline within one run.
@@ -244,6 +246,11 @@ class Agents:
             times = self.carried.get((handler, json.dumps(options, sort_keys=True)), {})
             return max(times.values()) if len(times) >= nodes else None
 
+    def reports(self, handler: str) -> int:
+        """How many nodes' agents have reported ``handler``."""
+        with self._lock:
+            return sum(1 for _node, reported in self.reported if reported == handler)
+
     def label_delays(self, handler: str, nodes: int) -> list[float] | None:
         """Each node's time from its report to its label, once all are labelled (None before)."""
         with self._lock:
@@ -300,6 +307,13 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's CPU time so far, in clock ticks: all of it, and the part its hypervisor gave to other guests
+    (steal): on a shared host that part varies from run to run, and with it every figure here."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[7]
+
+
 def _api_server_cpu_profile(
     kubectl: str, server: apiserver.KubeAPIServer, into: Path, seconds: int
 ) -> subprocess.Popen[bytes]:
@@ -341,12 +355,12 @@ class Cluster:
             api = client(self.server, 16)
             self.custom: Any = k8s.CustomObjectsApi(api)
             self.node_api: Any = k8s.NodeV1Api(api)
-            core: Any = k8s.CoreV1Api(api)
+            self.core: Any = k8s.CoreV1Api(api)
             started = time.monotonic()
 
             def create_node(index: int) -> Any:
                 body = {"metadata": {"name": f"node-{index:04d}", "labels": {"zone": f"z{index % 4}"}}}
-                return core.create_node({"apiVersion": "v1", "kind": "Node", **body})
+                return self.core.create_node({"apiVersion": "v1", "kind": "Node", **body})
 
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 self.node_uids = {node.metadata.name: node.metadata.uid for node in pool.map(create_node, range(nodes))}
@@ -422,6 +436,11 @@ def measure(
     return (label, to_runtime_class, last - started, label_delay, sum(caused.values()), caused)
 
 
+def profile_name(index: int) -> str:
+    """The ``index``-th profile's name, which is its handler's too."""
+    return f"bench{index}"
+
+
 def profile(name: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -433,9 +452,9 @@ def profile(name: str) -> dict[str, Any]:
 
 def run_operator(
     cluster: Cluster, profiles: int, cpu_profile_file: Path | None, source: Path | None = None
-) -> tuple[list[Row], dict[str, Any], list[str]]:
+) -> tuple[list[Row], list[dict[str, Any]], list[str]]:
     """kubehull's operator against ``cluster``: ``profiles`` profiles created one after another, then the first
-    one changed. The rows, the handler entry it wrote for the first profile, and its RSS and CPU figures.
+    one changed. The rows, the handler list it wrote for the last profile's change, and its RSS and CPU figures.
     ``source``: a directory holding another build's ``kubehull_operator`` and ``kubehull_api`` (default: this
     checkout's)."""
     assert cluster.agents is not None
@@ -453,9 +472,9 @@ def run_operator(
 
         rows = []
         pids = {**cluster.pids(), "operator": operator.popen.pid}
-        cpu_before, changes_started = cpu_seconds(pids), time.monotonic()
+        cpu_before, ticks_before, changes_started = cpu_seconds(pids), machine_ticks(), time.monotonic()
         for index in range(profiles):
-            name = f"bench{index}"
+            name = profile_name(index)
             profiling = None
             if index == 0 and cpu_profile_file:
                 profiling = _api_server_cpu_profile(cluster.kubectl, cluster.server, cpu_profile_file, seconds=30)
@@ -467,8 +486,8 @@ def run_operator(
             print(_row(*row, cluster.nodes), flush=True)
             if profiling is not None:
                 profiling.wait()
-        entry = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", "node-0000")["spec"]
-        bench0 = next(handler for handler in entry["handlers"] if handler["name"] == "bench0")
+        last = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", "node-0000")
+        handlers: list[dict[str, Any]] = last["spec"]["handlers"]
 
         patch = {"spec": {"runtime": {"options": {"systemdCgroup": "true"}}}}
         update = functools.partial(
@@ -484,35 +503,44 @@ def run_operator(
         rows.append(row)
 
         cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_seconds(pids).items()}
+        total, stolen = (after - before for after, before in zip(machine_ticks(), ticks_before, strict=True))
         changes = time.monotonic() - changes_started
         status = Path(f"/proc/{operator.popen.pid}/status").read_text()
         peak_rss = int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024  # type: ignore[index]
         shares = ", ".join(f"{name} {seconds / changes:.0%}" for name, seconds in cpu.items())
         figures = [
             f"operator peak RSS {peak_rss:.0f} MiB (VmHWM)",
-            f"CPU while the profiles changed ({changes:.0f} s, {os.cpu_count()} cores): {shares} of a core",
+            f"CPU while the profiles changed ({changes:.0f} s, {os.cpu_count()} cores): {shares} of a core; "
+            f"{stolen / total:.0%} of the machine's CPU time stolen by its hypervisor",
         ]
-        return rows, bench0, figures
+        return rows, handlers, figures
     finally:
         operator.stop()
 
 
-def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
-    """The same first change made by the peer (writes_peer/): NodeRuntimes created as the operator creates them,
-    then the peer's patches and labels for ``entry``."""
+def run_peer(cluster: Cluster, handlers: list[dict[str, Any]], new: str) -> Row:
+    """The operator's last change made by the peer (writes_peer/), which brought handler ``new`` to every node:
+    NodeRuntimes created as the operator creates them, carrying the other ``handlers``, reported ready by the
+    agents, the nodes labelled with them; then the peer's patches (``handlers`` whole) and labels for ``new``."""
     assert cluster.agents is not None
     agents = cluster.agents
+    earlier = [handler for handler in handlers if handler["name"] != new]
+    labels = {f"{HANDLER_LABEL}{handler['name']}": "true" for handler in earlier}
 
-    def create_node_runtime(node: str) -> None:
+    def set_up(node: str) -> None:
         owner = {"apiVersion": "v1", "kind": "Node", "name": node, "uid": cluster.node_uids[node]}
-        body = {"metadata": {"name": node, "ownerReferences": [owner]}, "spec": {"handlers": []}}
+        body = {"metadata": {"name": node, "ownerReferences": [owner]}, "spec": {"handlers": earlier}}
         cluster.custom.create_cluster_custom_object(
             GROUP, VERSION, "noderuntimes", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeRuntime", **body}
         )
+        if labels:
+            cluster.core.patch_node(node, {"metadata": {"labels": labels}})
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(create_node_runtime, cluster.node_uids))
-    while len(agents.node_runtimes) < cluster.nodes:
+        list(pool.map(set_up, cluster.node_uids))
+    while len(agents.node_runtimes) < cluster.nodes or any(
+        agents.reports(handler["name"]) < cluster.nodes for handler in earlier
+    ):
         time.sleep(0.25)
 
     peer = cluster.work / "writes-peer"
@@ -526,8 +554,8 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
         f"--server={cluster.server.url}",
         f"--ca={cluster.server.ca.cert_path}",
         f"--token={token}",
-        f"--handler={entry['name']}",
-        f"--entry={json.dumps(entry)}",
+        f"--handler={new}",
+        f"--handlers={json.dumps(handlers)}",
         f"--nodes={cluster.nodes}",
     ]
     running: list[subprocess.Popen[str]] = []
@@ -539,7 +567,7 @@ def run_peer(cluster: Cluster, entry: dict[str, Any]) -> Row:
         code = running[0].poll() if running else None
         return None if code in (None, 0) else f"the peer exited with {code}"
 
-    row = measure(cluster, f"peer {entry['name']}", entry["name"], {}, start, writer_failed=failed)
+    row = measure(cluster, f"peer {new}", new, {}, start, writer_failed=failed)
     output, _ = running[0].communicate(timeout=600)
     print(f"peer's own clock: {output.strip()}")
     return row
@@ -588,11 +616,11 @@ def main() -> int:
                 print(f"== {build}, round {round_number}", flush=True)
                 crds = REPO / "crds" if source is None else source.parent / "crds"
                 with fresh_cluster(args.nodes, crds) as cluster:
-                    rows, entry, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile, source)
+                    rows, handlers, figures = run_operator(cluster, args.profiles, args.api_server_cpu_profile, source)
                 runs.append((f"{build}, round {round_number}", rows, figures))
     if not args.no_peer:
         with fresh_cluster(args.nodes) as cluster:
-            runs.append(("peer", [run_peer(cluster, entry)], []))
+            runs.append(("peer", [run_peer(cluster, handlers, profile_name(args.profiles - 1))], []))
     print()
     for label, rows, figures in runs:
         print(f"{label}:")

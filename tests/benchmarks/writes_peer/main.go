@@ -1,6 +1,7 @@
 // The operator benchmark's peer: the writes one profile change needs, and nothing else, from a compiled
-// client with HTTP/2 (as client-go speaks to the API server). It merge-patches every NodeRuntime's handlers,
-// watches the agents' reports and labels each node whose agent reported the handler ready: what kubehull's
+// client with HTTP/2 (as client-go speaks to the API server). It merge-patches every NodeRuntime's handler list
+// (written whole, as the operator writes it: the handlers the nodes carried before and the new one), watches the
+// agents' reports and labels each node whose agent reported the new handler ready: what kubehull's
 // operator writes for the change, without its planning, its watches of Nodes and profiles, or Python. The
 // benchmark runs it against a cluster of its own with the same Nodes, NodeRuntimes and simulated agents, so the
 // two figures side by side show what the API server on this machine allows any controller.
@@ -155,8 +156,8 @@ func main() {
 	server := flag.String("server", "", "the API server's URL")
 	caFile := flag.String("ca", "", "the API server's CA certificate")
 	tokenFile := flag.String("token", "", "a file with the bearer token")
-	handler := flag.String("handler", "", "the handler's name")
-	entry := flag.String("entry", "", "the handler's entry in spec.handlers, as JSON")
+	handler := flag.String("handler", "", "the new handler's name")
+	handlers := flag.String("handlers", "", "spec.handlers after the change, the new handler's entry included, as JSON")
 	nodes := flag.Int("nodes", 0, "how many nodes, named node-0000, node-0001, ...")
 	writers := flag.Int("writers", 16, "requests in flight at once")
 	flag.Parse()
@@ -170,9 +171,9 @@ func main() {
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
 	c := &client{server: *server, token: string(bytes.TrimSpace(token)), http: &http.Client{Transport: transport}}
 
-	var handlerEntry json.RawMessage
-	check(json.Unmarshal([]byte(*entry), &handlerEntry))
-	specPatch, err := json.Marshal(map[string]any{"spec": map[string]any{"handlers": []json.RawMessage{handlerEntry}}})
+	var handlerList []json.RawMessage
+	check(json.Unmarshal([]byte(*handlers), &handlerList))
+	specPatch, err := json.Marshal(map[string]any{"spec": map[string]any{"handlers": handlerList}})
 	check(err)
 	labelPatch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"labels": map[string]string{"handler.kubehull.io/" + *handler: "true"}},

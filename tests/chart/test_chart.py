@@ -49,25 +49,24 @@ def test_lint_strict() -> None:
     helm("lint", "--strict", str(CHART))
 
 
-def test_values_schema_rejects_bad_values() -> None:
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        ("operator.replicas=0", "/operator/replicas"),
+        ("operator.startupSeconds=4", "/operator/startupSeconds"),
+        ("agent.startupSeconds=0", "/agent/startupSeconds"),
+    ],
+)
+def test_values_schema_rejects_bad_values(setting: str, field: str) -> None:
     result = subprocess.run(
-        [
-            str(toolchain.binary("helm")),
-            "template",
-            "x",
-            str(CHART),
-            "--kube-version",
-            "1.36.5",
-            "--set",
-            "operator.replicas=0",
-        ],
+        [str(toolchain.binary("helm")), "template", "x", str(CHART), "--kube-version", "1.36.5", "--set", setting],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode != 0
-    assert "/operator/replicas" in result.stderr
+    assert field in result.stderr
 
 
 def test_startup_seconds_are_the_startup_probes_window() -> None:

@@ -30,7 +30,7 @@ from kubehull_agent import containerd, probe, render
 from kubehull_agent.kube import NodeRuntimes
 from kubehull_agent.metrics import Metrics
 from kubehull_api.engines import Engine
-from kubehull_api.noderuntime import HandlerConfig, NodeRuntime
+from kubehull_api.noderuntime import HandlerConfig, HandlerStatus, NodeRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class Agent:
             return "", False, ""
 
     def _report(self, node_runtime: NodeRuntime, results: dict[str, probe.Result]) -> None:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         runtime, ready, version = self._runtime(self.reporting)
         hulld = (runtime, ready, version) if self.reporting is self.prober else self._runtime(self.prober)
         _, hulld_ready, hulld_version = hulld
@@ -319,18 +319,19 @@ class Agent:
             self.metrics.probe_duration.labels(name, "ready" if result.ready else result.reason).observe(
                 result.duration
             )
-            handlers.append(
-                {
-                    "name": name,
-                    "configDigest": configs[name].runtime_digest(),
-                    "ready": result.ready,
-                    "reason": result.reason,
-                    "message": result.message,
-                    "binaryVersion": result.binary_version,
-                    "lastProbeTime": now,
-                    "probeDurationSeconds": round(result.duration, 3),
-                }
+            report = HandlerStatus(
+                name=name,
+                config_digest=configs[name].runtime_digest(),
+                ready=result.ready,
+                reason=result.reason,
+                message=result.message,
+                binary_version=result.binary_version,
+                last_probe_time=now,
+                probe_duration_seconds=round(result.duration, 3),
             )
+            # Empty texts left out (the NodeRuntime's schema has no defaults): they would be stored and sent with
+            # every write of every node.
+            handlers.append(report.model_dump(by_alias=True, exclude_defaults=True, mode="json"))
             if not result.ready:
                 logger.warning("handler %s not ready: %s: %s", name, result.reason, result.message)
         status = {

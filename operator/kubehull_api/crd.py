@@ -6,7 +6,9 @@ files differ from what the models generate (a test runs it too).
 Pydantic's JSON Schema is close to a Kubernetes structural schema; ``structural()`` closes the gap: it inlines
 ``$ref``s, turns ``Optional[X]`` (anyOf with null) into X, drops titles, keeps only scalar defaults (which the
 API server then applies), says ``propertyNames`` limits in CEL, and leaves the models' ``x-kubernetes-*``
-extensions untouched.
+extensions untouched. A kind only kubehull's own components write (NodeRuntime) has no defaults in its schema:
+its writers leave out what equals the model's default, and readers apply the models' defaults, so a default
+is not stored and sent in every write and watch event of every node.
 """
 
 from __future__ import annotations
@@ -24,22 +26,23 @@ from kubehull_api.common import GROUP, VERSION
 Schema = dict[str, Any]
 
 
-def structural(schema: Schema, definitions: dict[str, Schema]) -> Schema:
+def structural(schema: Schema, definitions: dict[str, Schema], defaults: bool = True) -> Schema:
+    """``defaults``: keep the scalar defaults (False: none)."""
     if "$ref" in schema:
         target = definitions[schema["$ref"].rsplit("/", 1)[-1]]
         extra = {key: value for key, value in schema.items() if key != "$ref"}
-        return structural({**target, **extra}, definitions)
+        return structural({**target, **extra}, definitions, defaults)
     if "anyOf" in schema and not schema.get("x-kubernetes-int-or-string"):
         options = [option for option in schema["anyOf"] if option != {"type": "null"}]
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {schema['anyOf']} in a structural schema")
         rest = {key: value for key, value in schema.items() if key != "anyOf"}
-        return structural({**options[0], **rest}, definitions)
+        return structural({**options[0], **rest}, definitions, defaults)
     result: Schema = {}
     for key, value in schema.items():
         if key in ("title", "$defs"):
             continue
-        if key == "default" and (value is None or value == {} or value == []):
+        if key == "default" and (not defaults or value is None or value == {} or value == []):
             continue
         if key == "propertyNames":  # not in the CRD dialect: say it in CEL
             rule = {
@@ -48,17 +51,17 @@ def structural(schema: Schema, definitions: dict[str, Schema]) -> Schema:
             }
             result.setdefault("x-kubernetes-validations", []).append(rule)
         elif key == "properties":
-            result[key] = {name: structural(sub, definitions) for name, sub in value.items()}
+            result[key] = {name: structural(sub, definitions, defaults) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            result[key] = structural(value, definitions)
+            result[key] = structural(value, definitions, defaults)
         else:
             result[key] = value
     return result
 
 
-def object_schema(model: type[BaseModel]) -> Schema:
+def object_schema(model: type[BaseModel], defaults: bool = True) -> Schema:
     schema = model.model_json_schema(by_alias=True)
-    return structural(schema, schema.get("$defs", {}))
+    return structural(schema, schema.get("$defs", {}), defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,9 @@ class Kind:
     plural: str
     short_names: tuple[str, ...]
     printer_columns: tuple[dict[str, Any], ...]
+    server_defaults: bool = True
+    """Whether the API server applies the models' defaults (False: only kubehull writes this kind, and leaves
+    defaults out)."""
 
     @property
     def crd_name(self) -> str:
@@ -105,12 +111,13 @@ KINDS = (
             {"name": "Handlers-Ready", "type": "string", "jsonPath": ".status.handlersReady"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ),
+        server_defaults=False,
     ),
 )
 
 
 def manifest(kind: Kind) -> dict[str, Any]:
-    schema = object_schema(kind.model)
+    schema = object_schema(kind.model, kind.server_defaults)
     schema["properties"]["apiVersion"].pop("default", None)
     schema["properties"]["kind"].pop("default", None)
     return {

@@ -81,6 +81,7 @@ def test_profiles_reach_hulld_and_readiness_comes_back(
         assert by_name["gvisor"]["ready"] is True
         assert by_name["gvisor"]["binaryVersion"].startswith("runsc version")
         assert by_name["gvisor"]["probeDurationSeconds"] > 0
+        assert "reason" not in by_name["gvisor"]  # empty texts are left out, not stored with every write
         assert "gvisor" in hulld.config_path.read_text()  # rendered into hulld's own configuration
         assert status["handlersReady"] == "2/2"
         listed = processes.run(

@@ -228,11 +228,13 @@ class Cluster:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "noderuntimes", node)
         return result
 
-    def handlers(self, node: str) -> dict[str, dict[str, Any]]:
-        """The handler entries of a node's NodeRuntime spec, by name."""
-        return {entry["name"]: entry for entry in self.node_runtime(node).get("spec", {}).get("handlers", [])}
+    def handlers(self, node: str) -> dict[str, HandlerConfig]:
+        """The handler entries of a node's NodeRuntime spec, by name, as its agent reads them (defaults applied:
+        the operator leaves them out)."""
+        entries = self.node_runtime(node).get("spec", {}).get("handlers", [])
+        return {entry["name"]: HandlerConfig.model_validate(entry) for entry in entries}
 
-    def handler(self, node: str, name: str) -> dict[str, Any] | None:
+    def handler(self, node: str, name: str) -> HandlerConfig | None:
         return self.handlers(node).get(name)
 
     def report(self, node: str, handlers: dict[str, bool | str], *, read: dict[str, Any] | None = None) -> None:

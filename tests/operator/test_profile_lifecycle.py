@@ -33,10 +33,14 @@ def test_create_update_delete(cluster: Cluster) -> None:
 
     for node in nodes:
         entry = wait_until(functools.partial(cluster.handler, node, "gvisor"), what=f"gvisor on {node}")
-        assert entry["path"] == "/usr/bin/runsc"
-        assert entry["runtimeType"] == "oci"
-        assert entry["options"] == {"platform": "systrap"}
-        assert (entry["profile"], entry["profileGeneration"]) == (profile, 1)
+        assert entry.path == "/usr/bin/runsc"
+        assert entry.runtime_type == "oci"
+        assert entry.options == {"platform": "systrap"}
+        assert (entry.profile, entry.profile_generation) == (profile, 1)
+        # What equals the model's default is not written: it would be stored and sent with every write.
+        written = cluster.node_runtime(node)["spec"]["handlers"][0]
+        assert "privilegedWithoutHostDevices" not in written
+        assert "allowedAnnotations" not in written
     # The status follows the NodeRuntime writes (its own write may land a moment later).
     wait_until(lambda: cluster.condition(profile, "Ready").get("reason") == "RolloutInProgress", what="rollout")
     assert not cluster.handler_labels(nodes[0])
@@ -58,10 +62,10 @@ def test_create_update_delete(cluster: Cluster) -> None:
     for node in nodes:
 
         def updated(node: str = node) -> bool:
-            return bool(cluster.handlers(node)["gvisor"]["options"] == {"platform": "ptrace"})
+            return bool(cluster.handlers(node)["gvisor"].options == {"platform": "ptrace"})
 
         wait_until(updated, what=f"the new option on {node}")
-        assert cluster.handlers(node)["gvisor"]["profileGeneration"] == 2
+        assert cluster.handlers(node)["gvisor"].profile_generation == 2
         assert cluster.handler_labels(node) == {"handler.kubehull.io/gvisor": "true"}
     wait_until(lambda: cluster.profile(profile)["status"]["observedGeneration"] == 2, what="observedGeneration 2")
     assert cluster.condition(profile, "Ready")["status"] == "False"
@@ -207,7 +211,7 @@ def test_overlapping_profiles_share_nodes(cluster: Cluster) -> None:
 def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> None:
     node = cluster.create_node("n0")
     older = cluster.create_profile("older", {"handler": "gv", "runtime": {"engine": "gvisor"}})
-    wait_until(lambda: cluster.handlers(node).get("gv", {}).get("profile") == older, what="the older's handler")
+    wait_until(lambda: getattr(cluster.handler(node, "gv"), "profile", None) == older, what="the older's handler")
     cluster.wait_past_creation(older)
     newer = cluster.create_profile(
         "newer", {"handler": "gv", "runtime": {"engine": "gvisor", "options": {"platform": "kvm"}}}
@@ -215,7 +219,7 @@ def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> 
     wait_until(lambda: cluster.condition(newer, "Ready").get("reason") == "HandlerConflict", what="HandlerConflict")
     assert older in cluster.condition(newer, "Ready")["message"]
     assert not cluster.exists(lambda: cluster.runtime_class(newer))
-    assert cluster.handlers(node)["gv"]["options"] == {}
+    assert cluster.handlers(node)["gv"].options == {}
     cluster.wait_for_event(newer, "Warning", "HandlerConflict")
 
     # The same handler with the same settings is no conflict.
@@ -225,8 +229,8 @@ def test_conflicting_profiles_newer_loses_until_older_goes(cluster: Cluster) -> 
     cluster.delete_profile(older)
     wait_until(lambda: cluster.profile_gone(older), what="the older to go")
     # The oldest profile left now owns the handler: "newer" takes over, and "same" conflicts with it.
-    wait_until(lambda: cluster.handlers(node)["gv"]["options"] == {"platform": "kvm"}, what="'newer' to take over")
-    assert cluster.handlers(node)["gv"]["profile"] == newer
+    wait_until(lambda: cluster.handlers(node)["gv"].options == {"platform": "kvm"}, what="'newer' to take over")
+    assert cluster.handlers(node)["gv"].profile == newer
     wait_until(lambda: cluster.condition(newer, "RuntimeClassReady").get("status") == "True", what="its RuntimeClass")
     wait_until(lambda: cluster.condition(same, "Ready").get("reason") == "HandlerConflict", what="'same' conflicts")
 

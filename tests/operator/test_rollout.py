@@ -77,7 +77,7 @@ def test_rollout_never_exceeds_max_unavailable(cluster: Cluster) -> None:
         )
         agents.max_unavailable = 0
         wait_until(
-            lambda: all(cluster.handlers(node)["gvisor"]["options"] == {"platform": "kvm"} for node in nodes),
+            lambda: all(cluster.handlers(node)["gvisor"].options == {"platform": "kvm"} for node in nodes),
             60,
             "the change on all nodes",
         )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import datetime
 import functools
 import json
 import os
@@ -57,7 +58,7 @@ from kubernetes.client.exceptions import ApiException
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "e2e"))
 
-from kubehull_api.noderuntime import HandlerConfig  # noqa: E402
+from kubehull_api.noderuntime import HandlerConfig, HandlerStatus  # noqa: E402
 from kubehull_harness import apiserver, etcd, processes, toolchain  # noqa: E402
 
 GROUP, VERSION = "kubehull.io", "v1alpha1"
@@ -68,6 +69,7 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 NOT_OURS = Counter({"leases": 10**9, "endpoints": 10**9, "endpointslices": 10**9, "noderuntimes/status": 10**9})
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 HANDLER_LABEL = "handler.kubehull.io/"
+BINARY_VERSION = "runc version 1.1.5+ds1"  # what a report carries: Debian's runc, as the agent reads it
 LIST_PAGE = 500
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.MULTILINE)
 
@@ -173,8 +175,9 @@ class Reflection:
 
 class Agents:
     """A simulated node agent for every node: each new NodeRuntime generation is reported with all its handlers
-    ready (configDigest included, as the operator matches reports by it). Records when each node's report of
-    each handler was written, and when the operator's label for it appeared on the node."""
+    ready, each report as the node agent writes it (configDigest, binary version, probe time and duration; empty
+    texts left out). Records when each node's report of each handler was written, and when the operator's label
+    for it appeared on the node."""
 
     def __init__(self, api: Any) -> None:
         self.custom: Any = k8s.CustomObjectsApi(api)
@@ -211,13 +214,23 @@ class Agents:
     def _report(self, item: dict[str, Any]) -> None:
         name = item["metadata"]["name"]
         handlers = [_handler(json.dumps(entry, sort_keys=True)) for entry in item["spec"].get("handlers", [])]
+        probed = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        reports = [
+            HandlerStatus(
+                name=handler.name,
+                config_digest=handler.runtime_digest(),
+                ready=True,
+                binary_version=BINARY_VERSION,
+                last_probe_time=probed,
+                probe_duration_seconds=0.123,
+            )
+            for handler in handlers
+        ]
         status = {
             "observedGeneration": item["metadata"]["generation"],
             "runtime": {"name": "hulld", "version": "bench", "ready": True},
-            "handlers": [
-                {"name": handler.name, "configDigest": handler.runtime_digest(), "ready": True, "reason": ""}
-                for handler in handlers
-            ],
+            "handlers": [report.model_dump(by_alias=True, exclude_defaults=True, mode="json") for report in reports],
+            "handlersReady": f"{len(reports)}/{len(reports)}",
         }
         try:
             self.custom.patch_cluster_custom_object_status(

@@ -329,9 +329,7 @@ class Agent:
                 last_probe_time=now,
                 probe_duration_seconds=round(result.duration, 3),
             )
-            # Empty texts left out (the NodeRuntime's schema has no defaults): they would be stored and sent with
-            # every write of every node.
-            handlers.append(report.model_dump(by_alias=True, exclude_defaults=True, mode="json"))
+            handlers.append(report.wire())
             if not result.ready:
                 logger.warning("handler %s not ready: %s: %s", name, result.reason, result.message)
         status = {

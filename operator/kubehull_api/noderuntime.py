@@ -11,7 +11,7 @@ import datetime
 import functools
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -22,7 +22,17 @@ KIND = "NodeRuntime"
 PLURAL = "noderuntimes"
 
 
-class HandlerConfig(KubeModel):
+class NodeRuntimeEntry(KubeModel):
+    """An entry of a NodeRuntime's handler lists."""
+
+    def wire(self) -> dict[str, Any]:
+        """The entry as its writer sends it: every field equal to its default left out. The NodeRuntime's schema
+        has no defaults (``crd.py``): a default would be stored, patched and sent to the watchers with every write
+        of every node; readers parse entries with these models, which apply the defaults."""
+        return self.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+
+
+class HandlerConfig(NodeRuntimeEntry):
     """One CRI handler as hulld should run it, with every default already applied."""
 
     name: str = Field(max_length=63, pattern=DNS1123_LABEL)
@@ -73,7 +83,7 @@ class RuntimeInfo(KubeModel):
     """Whether it answers on its socket and reports RuntimeReady."""
 
 
-class HandlerStatus(KubeModel):
+class HandlerStatus(NodeRuntimeEntry):
     name: str = Field(max_length=63)
     """The handler."""
     config_digest: str = Field(default="", max_length=71)

@@ -58,9 +58,7 @@ def _raw(body: Mapping[str, Any]) -> Any:
 
 
 def _handlers(handlers: tuple[HandlerConfig, ...]) -> list[dict[str, Any]]:
-    # Defaults left out: the NodeRuntime's schema has none, and every byte of an entry is stored, patched and
-    # sent to watchers on every write of every node (readers apply the model's defaults).
-    return [handler.model_dump(by_alias=True, exclude_defaults=True, mode="json") for handler in handlers]
+    return [handler.wire() for handler in handlers]
 
 
 class Kube:

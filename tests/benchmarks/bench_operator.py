@@ -229,7 +229,7 @@ class Agents:
         status = {
             "observedGeneration": item["metadata"]["generation"],
             "runtime": {"name": "hulld", "version": "bench", "ready": True},
-            "handlers": [report.model_dump(by_alias=True, exclude_defaults=True, mode="json") for report in reports],
+            "handlers": [report.wire() for report in reports],
             "handlersReady": f"{len(reports)}/{len(reports)}",
         }
         try:

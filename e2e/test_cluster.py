@@ -501,19 +501,12 @@ def test_prometheus_scrapes_everything_and_dashboards_show_data(env: Environment
 
 
 def hulld_processes() -> dict[int, str]:
-    """Every live hulld on this machine (any PID namespace): pid → command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if b"-m" in arguments and b"hulld" in arguments and state != "Z":
-            found[int(entry.name)] = b" ".join(arguments).decode(errors="replace")
-    return found
+    """Every live hulld on this machine (any PID namespace, not kind's nodes): pid → command line."""
+    return {
+        pid: " ".join(arguments)
+        for pid, arguments in processes.machine_processes().items()
+        if "-m" in arguments and "hulld" in arguments
+    }
 
 
 def test_every_pod_ran_on_hulld(env: Environment) -> None:

@@ -22,7 +22,7 @@ from kubehull_harness import deploy, kind, rollouts
 from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
 
-pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow, pytest.mark.kind]
 
 IMAGE_TAG = "0.1.0"
 HULLD_WORKERS = ("kubehull-worker", "kubehull-worker2")

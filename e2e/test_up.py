@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubehull_harness import cluster, host_cgroups
+from kubehull_harness import cluster, host_cgroups, processes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
@@ -34,9 +34,11 @@ def test_up_check_runs_a_pod_and_leaves_nothing_behind(tmp_path: Path) -> None:
     # Torn down: no process, mount (network namespaces are pinned by mounts under /run/hulld), kubepods
     # cgroup, node file or bridge of this cluster is left.
     # conmon's command line names the work dir, a shim's its socket under hulld's state
-    pattern = f"{work_dir}|{cluster.HULLD_STATE}/|hulld --config {cluster.HULLD_CONFIG}"
-    leftovers = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
-    assert leftovers.stdout == ""
+    marks = (str(work_dir), f"{cluster.HULLD_STATE}/", f"hulld --config {cluster.HULLD_CONFIG}")
+    leftovers = [
+        line for line in map(" ".join, processes.machine_processes().values()) if any(mark in line for mark in marks)
+    ]
+    assert leftovers == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(work_dir) not in mounts
     assert str(cluster.HULLD_STATE) not in mounts

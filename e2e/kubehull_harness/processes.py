@@ -118,3 +118,22 @@ def run(argv: Sequence[Arg], timeout: float = 120, **kwargs: object) -> subproce
         raise ProcessError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     completed: subprocess.CompletedProcess[str] = result
     return completed
+
+
+def machine_processes() -> dict[int, list[str]]:
+    """This machine's live processes in any PID namespace, PID → arguments, but not those in Docker's
+    containers (cgroup ``/docker/<id>`` or ``docker-<id>.scope``): those are kind's nodes, machines of their
+    own, whose hulld and runsc a test running beside the kind cluster's must not take for this machine's."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().removesuffix(b"\0").split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cgroups = (entry / "cgroup").read_text()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if arguments != [b""] and state != "Z" and "docker" not in cgroups:
+            found[int(entry.name)] = [argument.decode(errors="replace") for argument in arguments]
+    return found

@@ -6,10 +6,11 @@ root; the directory is removed after a run with no failures and kept (and named 
 failing test's report ends with the last lines of each log written while it ran.
 A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
 
-Under pytest-xdist (``bash .ci/test -n 2 --dist loadgroup``) the tests that boot the VM form one group and all
-the others a second, so each runs in a worker of its own and the emulated VM overlaps the host's tests. Tests
-within a group share the host as they do in a plain run, one at a time; each worker has its own session
-fixtures and writes its logs under ``test-logs/<worker>/``.
+Under pytest-xdist (``bash .ci/test -n 3 --dist loadgroup``) the tests that boot the VM form one group, those on
+the kind cluster a second and all the others a third, so each runs in a worker of its own: the emulated VM and
+kind's nodes (Docker containers, machines of their own) overlap the host's tests. Tests within a group share the
+host as they do in a plain run, one at a time; each worker has its own session fixtures and writes its logs
+under ``test-logs/<worker>/``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm") else "host"))
+        group = next((name for name in ("vm", "kind") if item.get_closest_marker(name)), "host")
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's

@@ -135,12 +135,12 @@ sandbox_per_pod = true
         for address in (self.work_dir / "state" / "shim-events").glob("*.sock"):
             address.unlink()
         leftovers = []
-        for process in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                command_line = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if str(self.work_dir) in command_line and "hulld.runtimes.shim.recorder" not in command_line:
-                    leftovers.append(command_line)
-                    os.kill(int(process.name), signal.SIGKILL)
+        for pid, arguments in processes.machine_processes().items():
+            command_line = " ".join(arguments)
+            if str(self.work_dir) in command_line and "hulld.runtimes.shim.recorder" not in command_line:
+                leftovers.append(command_line)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.unmount_everything()
         return leftovers
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 
+from kubehull_harness import processes
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
 from tests.hulld.conftest import Hulld, pod_cgroups, pod_network_rules
@@ -99,16 +100,11 @@ def test_a_gvisor_pod_is_one_sandbox(
 
 def processes_naming(*words: str) -> list[tuple[int, list[str]]]:
     """(PID, argv) of every process whose command line holds all of ``words``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command_line = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
-            argv = command_line.removesuffix("\0").split("\0") if command_line else []
-        except OSError:
-            continue
-        if argv and all(any(word in argument for argument in argv) for word in words):
-            found.append((int(entry.name), argv))
-    return found
+    return [
+        (pid, argv)
+        for pid, argv in processes.machine_processes().items()
+        if all(any(word in argument for argument in argv) for word in words)
+    ]
 
 
 def test_a_gvisor_pod_ends_with_its_sandbox(hulld_with_network: Hulld, images: dict[str, str], tmp_path: Path) -> None:

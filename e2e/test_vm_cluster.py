@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubehull_harness import deploy, toolchain, vm_cluster
+from kubehull_harness import deploy, toolchain, vm, vm_cluster
 from kubehull_harness.manifests import pod, profile
 from kubehull_harness.waiting import wait_until
 
@@ -33,11 +33,12 @@ BUSY = "dmesg 2>&1 | head -n 3; echo started; while :; do :; done"
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config
+    debian_vm: vm.DebianVM, vm_live_dir: Path, component_logs: Path, pytestconfig: pytest.Config
 ) -> Iterator[vm_cluster.VMCluster]:
     started = time.monotonic()
-    with vm_cluster.run(tmp_path_factory.mktemp("vm-cluster"), component_logs, Path(pytestconfig.rootpath)) as up:
-        print(f"VM booted in {up.machine.boot_seconds:.0f}s; node Ready after {time.monotonic() - started:.0f}s")
+    work_dir = vm_live_dir / "vm-cluster"
+    with vm_cluster.run(debian_vm, work_dir, component_logs, Path(pytestconfig.rootpath)) as up:
+        print(f"VM booted in {debian_vm.boot_seconds:.0f}s; node Ready after {time.monotonic() - started:.0f}s")
         yield up
 
 

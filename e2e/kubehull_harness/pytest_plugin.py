@@ -155,12 +155,23 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
         served.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def vm_live_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory the VM sees at the same path while this machine writes to it: what a test hands the VM as it
+    goes, a cluster's certificates and kubeconfigs."""
+    return tmp_path_factory.mktemp("vm-live")
+
+
+@pytest.fixture(scope="session")
 def debian_vm(
-    tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config
+    tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config, vm_live_dir: Path
 ) -> Iterator[vm.DebianVM]:
-    """A Debian 12 VM with systemd and cgroup v2 (vm.py), booted once for a test module, the checkout shared.
-    Not once for the session: it would still be running, with whatever its last test left busy, when another
-    module boots a VM of its own (the VM cluster's), and two emulated VMs starve each other on two cores."""
-    with vm.booted(tmp_path_factory.mktemp("vm"), component_logs, Path(pytestconfig.rootpath)) as booted:
+    """A Debian 12 VM with systemd and cgroup v2 (vm.py), the checkout shared, booted once for the session: each
+    boot is a minute or more of emulation. The tests that use it run one at a time, in a worker of their own
+    under xdist, and each leaves it as it found it (its hulld units stopped, its pods removed). It has a link to
+    this machine (vm.HostLink) for a cluster's API server, and memory for a node's pods."""
+    checkout = Path(pytestconfig.rootpath)
+    with vm.booted(
+        tmp_path_factory.mktemp("vm"), component_logs, checkout, [vm_live_dir], memory_mib=6144, link=vm.HostLink()
+    ) as booted:
         yield booted

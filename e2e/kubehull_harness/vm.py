@@ -15,6 +15,7 @@ forwarded loopback port; the host's loopback is ``10.0.2.2`` from inside (the te
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import dataclasses
 import hashlib
@@ -68,10 +69,16 @@ systemd's default would wait 90 s for each before killing it."""
 IMAGE_SIZE = "4G"
 HOST_FROM_GUEST = "10.0.2.2"
 """The host's loopback as the VM sees it (QEMU's user networking)."""
+PYTHON_PACKAGE_ROOTS = ("node-agent", "operator")  # the checkout's, as its virtualenv finds them
 VM_NICENESS = -10
 """QEMU's scheduling priority, ahead of the host's processes. Beside a busy host an emulated guest slowed 3-6x
 rather than 2x (critest's lifecycle specs 84 s alone, 542 s beside the host's tests in CI run 41), most likely as
 a vCPU thread preempted while the guest's kernel holds a lock on it stalls the other vCPU too."""
+VM_CPUS = 1
+"""One vCPU. Beside a busy host, two cost a third more CPU for the same work and took longer (critest's
+lifecycle specs under runc beside two busy loops: 219 CPU-seconds and 222 s with two vCPUs, 173 and 198 s with
+one, 2026-12-03), most likely a vCPU spinning while it waits on the other (an IPI's answer, a lock its holder
+took before its thread was preempted). Alone on the machine two are a little faster (186 and 133 s)."""
 RECIPE = "\n".join([SUITE, *PACKAGES, *MASKED_UNITS, NETWORK, SYSTEM_CONF, IMAGE_SIZE, "recipe 2"])
 
 
@@ -164,7 +171,7 @@ class DebianVM:
         live_shares: Sequence[Path] = (),
         *,
         memory_mib: int = 4096,
-        cpus: int = 2,
+        cpus: int = VM_CPUS,
         name: str = "debian-vm",
         link: HostLink | None = None,
     ) -> None:
@@ -360,8 +367,22 @@ def host_shares(checkout: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def booted(work_dir: Path, log_dir: Path, checkout: Path) -> Iterator[DebianVM]:
-    vm = DebianVM(build_image(log_dir / "vm-image-build.log"), work_dir, log_dir, host_shares(checkout))
+def booted(
+    work_dir: Path,
+    log_dir: Path,
+    checkout: Path,
+    live_shares: Sequence[Path] = (),
+    *,
+    memory_mib: int = 4096,
+    link: HostLink | None = None,
+) -> Iterator[DebianVM]:
+    """A VM running the checkout's code (``host_shares``), powered off at the end."""
+    image = build_image(log_dir / "vm-image-build.log")
+    # The VM cannot write bytecode to its read-only share, so each Python start there would compile the
+    # checkout's modules again: importing hulld in the idle VM took 6.8 s with them compiled here, 8.2 s without.
+    for package_root in PYTHON_PACKAGE_ROOTS:
+        compileall.compile_dir(checkout / package_root, quiet=1)
+    vm = DebianVM(image, work_dir, log_dir, host_shares(checkout), live_shares, memory_mib=memory_mib, link=link)
     try:
         yield vm
     finally:

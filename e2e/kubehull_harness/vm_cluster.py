@@ -1,15 +1,16 @@
 """A one-node Kubernetes cluster whose node is the Debian VM (vm.py): systemd as PID 1, cgroup v2, and a kubelet
 that takes the systemd cgroup driver from hulld, with no ``failCgroupV1`` override — a node as they are today.
 
-    with vm_cluster.run(work_dir, logs, checkout) as cluster: ...
+    with vm_cluster.run(machine, work_dir, logs, checkout) as cluster: ...
 
 The control plane runs on this machine (etcd, kube-apiserver advertised on the host's end of a TAP link to the
 VM, kube-controller-manager, kube-scheduler, the registry on loopback, which the VM reaches at 10.0.2.2). The
 node is provisioned as a node image for a systemd host would be: hulld's base configuration naming the systemd
 driver and the registry's address from inside, hulld as the node agent's own ``hulld.service`` unit, then the
 kubelet and kube-proxy as systemd units. Their certificates and kubeconfigs are written under the work
-directory, which the VM shares read-only. The API server reaches the kubelet over the link (logs, exec, the
-summary API). Shutting the VM down is the node's teardown.
+directory, which must be one the VM sees live (the ``debian_vm`` fixture's ``vm_live_dir``). The API server
+reaches the kubelet over the link (logs, exec, the summary API). The teardown leaves the VM as it found it for
+the next test: the node's units stopped, its pods removed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from kubehull_agent import install
 from kubehull_harness import apiserver, cluster, etcd, processes, registry, toolchain, vm
 
 NODE_NAME = "kubehull-vm"
-LINK = vm.HostLink()
 POD_LOGS = Path("/var/log/pods")
 
 
@@ -55,25 +55,25 @@ def _unit(name: str, argv: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> Iterator[VMCluster]:
-    """Boot the VM and the control plane, make the VM a Ready node, yield the cluster, tear it all down."""
+def run(
+    machine: vm.DebianVM, work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480
+) -> Iterator[VMCluster]:
+    """Start the control plane, make the VM (linked to this machine) a Ready node, yield the cluster, tear it
+    all down."""
+    if machine.link is None:
+        raise vm.VMError("a VM cluster's node needs a link to this machine (vm.HostLink)")
+    link = machine.link
     node_dir = work_dir / "node"  # the node's kubeconfigs and settings (its certificates are in pki/)
     node_dir.mkdir(parents=True)
     with contextlib.ExitStack() as teardown:
-        image = vm.build_image(logs / "vm-image-build.log")
-        # The work directory is shared (read-only) for the certificates and kubeconfigs written there.
-        machine = vm.DebianVM(
-            image, work_dir / "vm", logs, vm.host_shares(checkout), [work_dir], memory_mib=6144, link=LINK
-        )
-        teardown.callback(machine.shutdown)
         store = etcd.start(work_dir, logs)
         teardown.callback(store.stop)
-        api = apiserver.start(work_dir, logs, store.client_url, advertise_address=LINK.host_address)
+        api = apiserver.start(work_dir, logs, store.client_url, advertise_address=link.host_address)
         teardown.callback(api.stop)
         cluster.start_controllers(api, work_dir, logs, teardown)
         served = registry.start(work_dir / "registry", logs)
         teardown.callback(served.stop)
-        url_from_node = api.url.replace("127.0.0.1", LINK.host_address)
+        url_from_node = api.url.replace("127.0.0.1", link.host_address)
 
         # hulld as a node image for a systemd host provisions it: the driver named, the node agent's unit.
         base = cluster.hulld_base_config(
@@ -100,7 +100,7 @@ def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> 
         proxy_kubeconfig = node_dir / "kube-proxy.kubeconfig"
         proxy_credentials = api.ca.issue("kube-proxy", "system:kube-proxy", client=True)
         apiserver.write_kubeconfig(proxy_kubeconfig, url_from_node, api.ca.cert_path, proxy_credentials, "proxy")
-        serving = api.ca.issue("kubelet-serving", NODE_NAME, hosts=[LINK.guest_address, NODE_NAME], server=True)
+        serving = api.ca.issue("kubelet-serving", NODE_NAME, hosts=[link.guest_address, NODE_NAME], server=True)
         settings = cluster.kubelet_config(POD_LOGS, api, serving)  # no cgroupDriver: hulld's; no failCgroupV1
         (node_dir / "kubelet.yaml").write_text(yaml.safe_dump(settings))
         kubelet = [
@@ -108,7 +108,7 @@ def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> 
             f"--config={node_dir / 'kubelet.yaml'}",
             f"--kubeconfig={node_kubeconfig}",
             f"--hostname-override={NODE_NAME}",
-            f"--node-ip={LINK.guest_address}",
+            f"--node-ip={link.guest_address}",
             "--v=2",
         ]
         proxy = [
@@ -121,6 +121,7 @@ def run(work_dir: Path, logs: Path, checkout: Path, *, timeout: float = 480) -> 
         ]
         machine.write("/etc/systemd/system/kubelet.service", _unit("kubelet", kubelet))
         machine.write("/etc/systemd/system/kube-proxy.service", _unit("kube-proxy", proxy))
+        teardown.callback(_tear_down_node, machine)
         machine.run("systemctl daemon-reload && systemctl start hulld kubelet kube-proxy")
         local = VMCluster(api=api, registry=served, machine=machine, node_name=NODE_NAME, work_dir=work_dir, logs=logs)
         teardown.callback(_save_node_logs, machine, logs)
@@ -157,6 +158,16 @@ def _account(local: VMCluster) -> str:
         f"node conditions: {conditions}\nfree on the host's disk: {free:.1f} GiB\njournal:\n{journal}\n"
         f"console:\n{local.machine.console()}"
     )
+
+
+def _tear_down_node(machine: vm.DebianVM) -> None:
+    """The node's units stopped and the pods its kubelet left (the chart's) removed, so that nothing of the
+    cluster's keeps the VM's emulated CPUs busy for the tests after it."""
+    machine.run("systemctl stop kubelet kube-proxy")
+    # crictl's own deadline for a call is 2 s: too short for stopping a gVisor sandbox under emulation.
+    crictl = f"{toolchain.binary('crictl')} --runtime-endpoint=unix://{cluster.HULLD_SOCKET} --timeout=120s"
+    machine.run(f"{crictl} rmp --all --force", timeout=600)
+    machine.run("systemctl stop hulld")
 
 
 def _save_node_logs(machine: vm.DebianVM, logs: Path) -> None:

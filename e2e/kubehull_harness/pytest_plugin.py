@@ -7,8 +7,9 @@ failing test's report ends with the last lines of each log written while it ran.
 A missing tool makes the fixture error out with the command that installs it; nothing is skipped.
 
 Under pytest-xdist (``bash .ci/test -n 3 --dist loadgroup``) the tests that boot the VM form one group, those on
-the kind cluster a second and all the others a third, so each runs in a worker of its own: the emulated VM and
-kind's nodes (Docker containers, machines of their own) overlap the host's tests. Tests within a group share the
+the kind cluster and those marked ``beside`` (the operator's, on an API server of their own) a second and all
+the others a third, so each runs in a worker of its own: the emulated VM, kind's nodes (Docker containers,
+machines of their own) and the operator's tests overlap the host's tests. Tests within a group share the
 host as they do in a plain run, one at a time; each worker has its own session fixtures and writes its logs
 under ``test-logs/<worker>/``.
 """
@@ -50,8 +51,17 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        group = next((name for name in ("vm", "kind") if item.get_closest_marker(name)), "host")
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def _group(item: pytest.Item) -> str:
+    """The worker a test runs in: the VM's; the kind cluster's, with the tests marked ``beside`` (kind's nodes
+    and an operator's API server are their own, so they run beside the host's tests); or the host's."""
+    if item.get_closest_marker("vm"):
+        return "vm"
+    if item.get_closest_marker("kind") or item.get_closest_marker("beside"):
+        return "kind"
+    return "host"
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubehull_harness.apiserver import KubeAPIServer
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.beside]
 
 VALID: dict[str, Any] = {"handler": "gvisor", "runtime": {"engine": "gvisor"}}
 

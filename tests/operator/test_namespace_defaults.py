@@ -14,6 +14,8 @@ from kubernetes.client.exceptions import ApiException
 from kubehull_harness.waiting import wait_until
 from tests.operator.conftest import Cluster, status_condition
 
+pytestmark = [pytest.mark.cluster, pytest.mark.beside]
+
 ADMISSION = ("admissionregistration.k8s.io", "v1")
 
 

@@ -9,7 +9,7 @@ import pytest
 from kubehull_harness.waiting import wait_until
 from tests.operator.conftest import Cluster, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 
 GVISOR = {
     "handler": "gvisor",

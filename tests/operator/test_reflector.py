@@ -28,7 +28,7 @@ from kubehull_operator.reconcile.model import NodeRecord, node_record
 from kubehull_operator.reflector import Reflector
 from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.waiting import wait_until
 from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 
 NAMESPACE = "default"
 SELECTOR = "app.kubernetes.io/component=operator,kubehull-test=uninstall"

@@ -2,7 +2,8 @@
 
 Used by the pytest fixtures (``pytest_plugin``), by ``python -m kubehull_harness up`` and by ``.ci/``:
 
-- ``toolchain``: build and cache third-party binaries (kube-*, etcd, helm, crictl/critest, kwok) from Go modules;
+- ``toolchain``: build and cache third-party binaries (kube-*, etcd, helm, crictl/critest, kind, CoreDNS, runsc,
+  containerd) from Go modules;
 - ``processes``: start, watch and stop long-running processes, with logs;
 - ``pki``: a throw-away CA and certificates; ``etcd`` and ``apiserver``: the control plane;
 - ``registry`` and ``images``: Debian's docker-registry and the busybox-based test images;

@@ -12,7 +12,7 @@ harness imports ``binary()`` from it to find the cached files.
     python3 e2e/kubehull_harness/toolchain.py build      # build whatever is not cached yet
     python3 e2e/kubehull_harness/toolchain.py paths      # print the binary paths (NAME=PATH lines)
 
-Besides Kubernetes, etcd, helm, cri-tools, kwok and kind it builds a current gVisor (runsc and its containerd shim)
+Besides Kubernetes, etcd, helm, cri-tools, kind and CoreDNS it builds a current gVisor (runsc and its containerd shim)
 and the current containerd (the benchmark's peer).
 """
 
@@ -204,12 +204,6 @@ def _build_cri_tools(component: Component, scratch: Path, out: Path, log: Path) 
     )
 
 
-def _build_kwok(component: Component, scratch: Path, out: Path, log: Path) -> None:
-    _write_module(scratch, requires={component.module: component.version}, replaces={})
-    packages = [f"{component.module}/cmd/{name}" for name in component.binaries]
-    _go(["build", "-ldflags", "-s -w", "-o", str(out) + "/", *packages], scratch, log)
-
-
 def _build_gvisor(component: Component, scratch: Path, out: Path, log: Path) -> None:
     _write_module(scratch, requires={component.module: component.version}, replaces={})
     ldflags = f"-s -w -X {component.module}/runsc/version.version={component.version}"
@@ -238,7 +232,6 @@ BUILDERS: dict[str, Callable[[Component, Path, Path, Path], None]] = {
     "etcd": _build_etcd,
     "helm": _build_helm,
     "cri-tools": _build_cri_tools,
-    "kwok": _build_kwok,
     "gvisor": _build_gvisor,
     "containerd": _build_containerd,
     "kind": _build_module_command,
@@ -251,8 +244,6 @@ VERSION_COMMANDS: dict[str, list[str]] = {
     "helm": ["version", "--short"],
     "crictl": ["--version"],
     "critest": ["-version"],
-    "kwok": ["--version"],
-    "kwokctl": ["--version"],
     "kind": ["version"],
     "coredns": ["-version"],
     "kubeadm": ["version", "-o", "short"],

@@ -108,6 +108,10 @@ class SystemdHost:
             if mount["destination"] == "/sys":
                 mount["options"] = [option for option in mount["options"] if option != "ro"]
         spec["linux"].update(maskedPaths=[], readonlyPaths=[])
+        # A cgroup namespace of its own, as kind's nodes have: in this machine's, systemd would create the v1
+        # hierarchies nobody mounts here (hugetlb, net_cls, perf_event), and a kind node booting meanwhile would
+        # mount them too, without the kubelet's cgroup root its entrypoint made in the others.
+        spec["linux"]["namespaces"].append({"type": "cgroup"})
         spec["linux"].pop("seccomp", None)
         config_path.write_text(json.dumps(spec))
         subprocess.run(

@@ -40,6 +40,8 @@ from hulld.node import cgroups
 from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.attach import ConmonAttach
 from hulld.runtimes.base import (
+    EXEC_KILL_PATIENCE,
+    EXEC_KILL_RETRY,
     ContainerPaths,
     ContainerStdio,
     ExecResult,
@@ -387,7 +389,8 @@ class OCIHandler(Handler):
         """Kill an exec'd command inside the container, and let `runtime exec` reap it (killing that first would
         leave the command running, or a zombie). The runtime writes the command's PID once it runs: a slow start
         (seen under emulation: more than the exec's 1 s timeout) is waited for while ``running`` (the `runtime
-        exec`), up to EXEC_PID_TIMEOUT."""
+        exec`), up to EXEC_PID_TIMEOUT. In a sandbox (runsc) the kill is `runtime kill`, which can fail: one that
+        fails, or that the command outlives, is logged and sent again while it runs, up to EXEC_KILL_PATIENCE."""
         deadline = time.monotonic() + EXEC_PID_TIMEOUT
         while True:
             try:
@@ -397,11 +400,31 @@ class OCIHandler(Handler):
                 if not running() or time.monotonic() > deadline:
                     return
                 time.sleep(0.01)
-        with contextlib.suppress(OSError):
-            if self._exec_has_internal_pid:
-                self._runtime("kill", f"--pid={pid}", container_id, "KILL")
-            else:
+        if not self._exec_has_internal_pid:
+            with contextlib.suppress(ProcessLookupError):  # runc's: a host PID, which a signal reaches for sure
                 os.kill(pid, signals.SIGKILL)
+            return
+        deadline = time.monotonic() + EXEC_KILL_PATIENCE
+        while running():
+            failure = self._kill_in_sandbox(container_id, pid)
+            if failure:
+                logger.warning("%s: killing exec'd PID %s in %s failed: %s", self.name, pid, container_id, failure)
+            retry = time.monotonic() + EXEC_KILL_RETRY
+            while running() and time.monotonic() < retry:
+                time.sleep(0.02)
+            if running() and time.monotonic() > deadline:
+                logger.warning("%s: exec'd PID %s in %s still runs after being killed", self.name, pid, container_id)
+                return
+
+    def _kill_in_sandbox(self, container_id: str, pid: int) -> str:
+        """`runtime kill --pid` for a PID in the sandbox's own PID space; what failed, or "" once it is sent."""
+        try:
+            result = self._runtime("kill", f"--pid={pid}", container_id, "KILL", timeout=EXEC_KILL_PATIENCE)
+        except (OSError, subprocess.TimeoutExpired, errors.HulldError) as error:
+            return str(error) or type(error).__name__
+        if result.returncode == 0:
+            return ""
+        return result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
 
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
         pid_file = self.root / f"exec-{container_id}-{time.monotonic_ns()}.pid"

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ from hulld.config import HandlerConfig, StorageConfig, shim_events_socket
 from hulld.node import cgroups
 from hulld.node.cgroups.layout import Driver
 from hulld.runtimes.base import (
+    EXEC_KILL_PATIENCE,
+    EXEC_KILL_RETRY,
     ContainerPaths,
     ContainerStdio,
     ExecResult,
@@ -620,14 +623,7 @@ class ShimHandler(Handler):
             try:
                 code = ended.result(timeout or None).exit_status
             except TimeoutError:
-                with contextlib.suppress(ttrpc.TTRPCError):
-                    client.call(
-                        "Kill",
-                        task_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=signals.SIGKILL),
-                        task_pb2.Empty,
-                    )
-                with contextlib.suppress(Exception):
-                    ended.result(10)
+                _kill_exec(client, container_id, exec_id, ended, patience=10.0)
                 raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
             except ttrpc.TTRPCError as error:
                 raise errors.FailedPrecondition(f"{self.name} Wait: {error}") from error
@@ -784,10 +780,8 @@ class _ShimExec(StdioSession):
         _close_input(self._client, self._container_id, self._exec_id)
 
     def kill(self) -> None:
-        if self.ended is not None and not self.ended.done():
-            with contextlib.suppress(ttrpc.TTRPCError):
-                request = task_pb2.KillRequest(id=self._container_id, exec_id=self._exec_id, signal=signals.SIGKILL)
-                self._client.call("Kill", request, task_pb2.Empty, CALL_TIMEOUT)
+        if self.ended is not None:
+            _kill_exec(self._client, self._container_id, self._exec_id, self.ended, patience=EXEC_KILL_PATIENCE)
 
     def close(self) -> None:
         self._close_descriptors()
@@ -861,6 +855,26 @@ def _decoded_stats(stats: any_pb2.Any) -> tuple[cgroups.Usage, int]:
         memory_rss=None,  # a sandbox shim leaves it 0 whatever the truth: not to be told apart
     )
     return usage, tasks.current
+
+
+def _kill_exec(
+    client: ttrpc.Service, container_id: str, exec_id: str, ended: Future[task_pb2.WaitResponse], patience: float
+) -> None:
+    """SIGKILL an exec'd process, again every EXEC_KILL_RETRY until its Wait answers, up to ``patience`` seconds;
+    each failure logged."""
+    request = task_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=signals.SIGKILL)
+    deadline = time.monotonic() + patience
+    while not ended.done():
+        try:
+            client.call("Kill", request, task_pb2.Empty, CALL_TIMEOUT)
+        except ttrpc.TTRPCError as error:
+            if not ended.done():
+                logger.warning("Kill of exec %s in %s failed: %s", exec_id, container_id, error)
+        if futures.wait([ended], EXEC_KILL_RETRY).done:
+            return
+        if time.monotonic() > deadline:
+            logger.warning("exec %s in %s still runs %gs after it was killed", exec_id, container_id, patience)
+            return
 
 
 def _resize_pty(client: ttrpc.Service, container_id: str, exec_id: str, width: int, height: int) -> None:

@@ -52,7 +52,7 @@ def test_lint_strict() -> None:
 @pytest.mark.parametrize(
     ("setting", "field"),
     [
-        ("operator.replicas=0", "/operator/replicas"),
+        ("operator.replicas=-1", "/operator/replicas"),
         ("operator.startupSeconds=4", "/operator/startupSeconds"),
         ("agent.startupSeconds=0", "/agent/startupSeconds"),
     ],
@@ -120,6 +120,30 @@ def test_rendered_manifests_pass_server_side_validation(kube_apiserver: KubeAPIS
     assert checked.returncode == 0, checked.stderr
     kinds = {document["kind"] for document in yaml.safe_load_all(rendered) if document}
     assert {"Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "ClusterRole", "Service"} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("replicas", "said"),
+    [("2", "The operator runs 2 replicas (one leads)"), ("0", "run kubehull-operator elsewhere as the ServiceAccount")],
+)
+def test_notes_say_where_the_operator_runs(kube_apiserver: KubeAPIServer, replicas: str, said: str) -> None:
+    """operator.replicas=0 is allowed (an operator run outside the cluster, as the VM's e2e test runs it), and the
+    notes helm prints then say how to run it."""
+    printed = helm(
+        "install",
+        "kh",
+        str(CHART),
+        "--dry-run=client",
+        f"--kubeconfig={kube_apiserver.kubeconfig}",
+        "--namespace=default",
+        f"--set=operator.replicas={replicas}",
+    )
+    manifests, notes = printed.split("\nNOTES:\n")
+    assert said in notes
+    deployment = next(
+        d for d in yaml.safe_load_all(manifests.split("MANIFEST:", 1)[1]) if d and d["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["replicas"] == int(replicas)
 
 
 def _agent_client(server: KubeAPIServer, namespace: str, account: str, node: dict[str, Any]) -> Any:

@@ -24,13 +24,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hulld.metrics import Metrics as HulldMetrics
+from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
 from tests.agent.conftest import AgentProcess, kubelet_reports
 from tests.chart.test_chart import CHART, helm
 from tests.hulld.conftest import Hulld
 from tests.hulld.test_lifecycle import container_config, pod_config
-from tests.operator.conftest import Cluster, OperatorProcess
+from tests.operator.conftest import Cluster
 
 DASHBOARDS = CHART / "dashboards"
 GENERATOR = DASHBOARDS / "generate.py"

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import itertools
-import os
-import signal
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +21,13 @@ from kubernetes.client.exceptions import ApiException
 from kubehull_api.noderuntime import HandlerConfig
 from kubehull_harness import processes, toolchain
 from kubehull_harness.apiserver import KubeAPIServer
+from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "kubehull.io", "v1alpha1"
+FAST_LEASE = ("--lease-namespace=default", "--lease-duration=4", "--renew-period=1")
+"""The operator's Lease in the tests' namespace, and short: a standby takes over within seconds."""
 T = TypeVar("T")
 
 
@@ -55,61 +54,9 @@ def status_condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((dict(condition) for condition in status.get("conditions", []) if condition["type"] == kind), {})
 
 
-class OperatorProcess:
-    """One `kubehull-operator` process; its log goes to test-logs/."""
-
-    counter = itertools.count(1)
-
-    def __init__(self, server: KubeAPIServer, log_dir: Path, *extra: str) -> None:
-        self.server = server
-        self.log_dir = log_dir
-        self.extra = extra
-        self.metrics_port = processes.free_port()
-        self.process: processes.ManagedProcess | None = None
-        self.start()
-
-    def start(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "kubehull_operator",
-            f"--metrics-port={self.metrics_port}",
-            "--metrics-address=127.0.0.1",
-            "--health-endpoint=",
-            "--lease-namespace=default",
-            "--lease-duration=4",
-            "--renew-period=1",
-            *self.extra,
-        ]
-        env = {**os.environ, "KUBECONFIG": str(self.server.kubeconfig)}
-        self.process = processes.ManagedProcess(f"operator-{next(self.counter)}", argv, self.log_dir, env=env)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def kill(self) -> None:
-        """SIGKILL: no lease release, no cleanup, as a crash."""
-        if self.process is not None:
-            os.killpg(self.process.popen.pid, signal.SIGKILL)
-            self.process.popen.wait()
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text: str = response.read().decode()
-            return text
-
-    @property
-    def log(self) -> str:
-        assert self.process is not None
-        return self.process.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
 def operator(kubehull_crds: KubeAPIServer, component_logs: Path) -> Iterator[OperatorProcess]:
-    running = OperatorProcess(kubehull_crds, component_logs)
+    running = OperatorProcess(kubehull_crds.kubeconfig, component_logs, *FAST_LEASE)
     yield running
     running.stop()
 

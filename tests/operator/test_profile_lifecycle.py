@@ -6,8 +6,9 @@ import functools
 
 import pytest
 
+from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.waiting import wait_until
-from tests.operator.conftest import Cluster, OperatorProcess
+from tests.operator.conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 

@@ -10,8 +10,9 @@ import pytest
 
 from kubehull_harness import rollouts
 from kubehull_harness.apiserver import KubeAPIServer
+from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.waiting import wait_until
-from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
+from tests.operator.conftest import FAST_LEASE, GROUP, VERSION, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 
@@ -138,7 +139,7 @@ def test_two_replicas_one_leader(
     cluster: Cluster, operator: OperatorProcess, kubehull_crds: KubeAPIServer, component_logs: Path
 ) -> None:
     wait_until(lambda: "kubehull_operator_leader 1.0" in operator.metrics(), what="the first replica to lead")
-    standby = OperatorProcess(kubehull_crds, component_logs)
+    standby = OperatorProcess(kubehull_crds.kubeconfig, component_logs, *FAST_LEASE)
     try:
         wait_until(lambda: "waiting to lead" in standby.log, what="the standby to wait")
         node = cluster.create_node("n0")

@@ -17,8 +17,9 @@ import pytest
 from kubernetes import client as k8s
 
 from kubehull_harness.apiserver import KubeAPIServer
+from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.waiting import wait_until
-from tests.operator.conftest import GROUP, VERSION, Cluster, OperatorProcess
+from tests.operator.conftest import GROUP, VERSION, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 

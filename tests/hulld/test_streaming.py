@@ -22,7 +22,7 @@ from cri_api.v1 import api_pb2 as cri
 from kubehull_harness import shims, toolchain
 from kubehull_harness.pytest_plugin import OCIRegistry
 from kubehull_harness.waiting import wait_until
-from tests.hulld.conftest import Hulld, pod_cgroups
+from tests.hulld.conftest import Hulld, pod_cgroups, pod_network_rules
 from tests.hulld.test_attach import interactive_container
 from tests.hulld.test_lifecycle import container_config, pod_config
 
@@ -107,21 +107,23 @@ def test_an_exec_whose_client_goes_away_is_killed(
     assert_exec_ends_with_its_client(hulld, container)
 
 
-@pytest.mark.parametrize("handler", ["runsc", "shim-runsc"])
+@pytest.mark.parametrize("handler", ["kill-fails-once", "shim-kill-fails-once"])
 def test_an_exec_outliving_a_failed_kill_is_killed_again(
     tmp_path: Path, component_logs: Path, oci_registry: OCIRegistry, handler: str
 ) -> None:
     """gVisor's `runsc kill` fails once (a fault injected by a wrapper around the real runsc: seen once in CI, not
-    provoked otherwise): the exec'd command outlives that kill, and hulld logs the failure and kills it again."""
-    failed_once = tmp_path / "failed-once"
+    provoked otherwise), under runsc as an OCI runtime and under gVisor's shim: the exec'd command outlives that
+    kill, and hulld logs the failure and kills it again."""
+    kills = tmp_path / "kills"
     runsc = tmp_path / "runsc"
     runsc.write_text(
-        f'#!/bin/sh\ncase " $* " in *" kill --pid"*) [ -e {failed_once} ] || {{ touch {failed_once};'
-        f' echo injected kill failure >&2; exit 1; }};; esac\nexec {toolchain.binary("runsc")} "$@"\n'
+        f'#!/bin/sh\ncase " $* " in *" kill --pid"*) echo "$*" >> {kills};'
+        f' [ "$(wc -l < {kills})" -gt 1 ] || {{ echo injected kill failure >&2; exit 1; }};; esac\n'
+        f'exec {toolchain.binary("runsc")} "$@"\n'
     )
     runsc.chmod(0o755)
     shim, shim_config = shims.runsc_shim(tmp_path / "shim", runsc)
-    cgroups_before = pod_cgroups()
+    cgroups_before, rules_before = pod_cgroups(), pod_network_rules()
     extra_config = f"""
 [handlers.kill-fails-once]
 runtime_path = "{runsc}"
@@ -135,16 +137,17 @@ sandbox_per_pod = true
 """
     hulld = Hulld(tmp_path, component_logs, oci_registry.host, network=True, extra_config=extra_config)
     try:
-        name = "kill-fails-once" if handler == "runsc" else "shim-kill-fails-once"
-        container = running_container(hulld, oci_registry, tmp_path, name)
+        container = running_container(hulld, oci_registry, tmp_path, handler)
         assert_exec_ends_with_its_client(hulld, container)
-        assert failed_once.exists()
+        assert len(kills.read_text().splitlines()) >= 2  # the failed kill, and the one after it
         assert "injected kill failure" in hulld.log
     finally:
         for pod in hulld.crictl("pods", "-q", check=False).stdout.split():
             hulld.crictl("rmp", "-f", pod, check=False)
-        assert hulld.tear_down() == []
+        left_running = hulld.tear_down()
+    assert left_running == []
     assert pod_cgroups() - cgroups_before == set()
+    assert pod_network_rules() - rules_before == set()
 
 
 def assert_exec_ends_with_its_client(hulld: Hulld, container: str) -> None:

@@ -32,8 +32,9 @@ TerminalSize = tuple[int, int]
 EXEC_KILL_RETRY = 1.0
 """How long an exec'd command killed has to end before it is killed again: a sandbox runtime can fail the kill
 (`runsc kill`, which gVisor's shim runs too and reports any failure of as "not found")."""
-EXEC_KILL_PATIENCE = 30.0
-"""How long an exec'd command that outlives its kills is killed again before hulld logs it and gives up."""
+EXEC_KILL_PATIENCE = 10.0
+"""How long an exec'd command that outlives its kills is killed again before hulld logs it and gives up (an
+ExecSync past its deadline, an interactive exec whose client went away)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -401,25 +401,33 @@ class OCIHandler(Handler):
                     return
                 time.sleep(0.01)
         if not self._exec_has_internal_pid:
-            with contextlib.suppress(ProcessLookupError):  # runc's: a host PID, which a signal reaches for sure
+            with contextlib.suppress(OSError):  # runc's: a host PID, which a signal reaches for sure
                 os.kill(pid, signals.SIGKILL)
             return
         deadline = time.monotonic() + EXEC_KILL_PATIENCE
+        failure = ""
         while running():
-            failure = self._kill_in_sandbox(container_id, pid)
-            if failure:
-                logger.warning("%s: killing exec'd PID %s in %s failed: %s", self.name, pid, container_id, failure)
+            failure = self._kill_in_sandbox(container_id, pid, max(1.0, deadline - time.monotonic()))
+            if failure and running():
+                logger.warning("%s: kill of exec'd PID %s in %s failed: %s", self.name, pid, container_id, failure)
             retry = time.monotonic() + EXEC_KILL_RETRY
             while running() and time.monotonic() < retry:
                 time.sleep(0.02)
             if running() and time.monotonic() > deadline:
-                logger.warning("%s: exec'd PID %s in %s still runs after being killed", self.name, pid, container_id)
+                logger.warning(
+                    "%s: exec'd PID %s in %s still runs %gs after its first kill (last failure: %s)",
+                    self.name,
+                    pid,
+                    container_id,
+                    EXEC_KILL_PATIENCE,
+                    failure or "none",
+                )
                 return
 
-    def _kill_in_sandbox(self, container_id: str, pid: int) -> str:
+    def _kill_in_sandbox(self, container_id: str, pid: int, timeout: float) -> str:
         """`runtime kill --pid` for a PID in the sandbox's own PID space; what failed, or "" once it is sent."""
         try:
-            result = self._runtime("kill", f"--pid={pid}", container_id, "KILL", timeout=EXEC_KILL_PATIENCE)
+            result = self._runtime("kill", f"--pid={pid}", container_id, "KILL", timeout=timeout)
         except (OSError, subprocess.TimeoutExpired, errors.HulldError) as error:
             return str(error) or type(error).__name__
         if result.returncode == 0:

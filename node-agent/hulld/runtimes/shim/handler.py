@@ -623,7 +623,7 @@ class ShimHandler(Handler):
             try:
                 code = ended.result(timeout or None).exit_status
             except TimeoutError:
-                _kill_exec(client, container_id, exec_id, ended, patience=10.0)
+                _kill_exec(client, container_id, exec_id, ended)
                 raise errors.DeadlineExceeded(f"ExecSync {command[0]!r} timed out after {timeout:g}s") from None
             except ttrpc.TTRPCError as error:
                 raise errors.FailedPrecondition(f"{self.name} Wait: {error}") from error
@@ -781,7 +781,7 @@ class _ShimExec(StdioSession):
 
     def kill(self) -> None:
         if self.ended is not None:
-            _kill_exec(self._client, self._container_id, self._exec_id, self.ended, patience=EXEC_KILL_PATIENCE)
+            _kill_exec(self._client, self._container_id, self._exec_id, self.ended)
 
     def close(self) -> None:
         self._close_descriptors()
@@ -857,23 +857,29 @@ def _decoded_stats(stats: any_pb2.Any) -> tuple[cgroups.Usage, int]:
     return usage, tasks.current
 
 
-def _kill_exec(
-    client: ttrpc.Service, container_id: str, exec_id: str, ended: Future[task_pb2.WaitResponse], patience: float
-) -> None:
-    """SIGKILL an exec'd process, again every EXEC_KILL_RETRY until its Wait answers, up to ``patience`` seconds;
+def _kill_exec(client: ttrpc.Service, container_id: str, exec_id: str, ended: Future[task_pb2.WaitResponse]) -> None:
+    """SIGKILL an exec'd process, again every EXEC_KILL_RETRY until its Wait answers, up to EXEC_KILL_PATIENCE;
     each failure logged."""
     request = task_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=signals.SIGKILL)
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + EXEC_KILL_PATIENCE
+    failure = ""
     while not ended.done():
         try:
-            client.call("Kill", request, task_pb2.Empty, CALL_TIMEOUT)
+            client.call("Kill", request, task_pb2.Empty, max(1.0, deadline - time.monotonic()))
         except ttrpc.TTRPCError as error:
+            failure = str(error)
             if not ended.done():
-                logger.warning("Kill of exec %s in %s failed: %s", exec_id, container_id, error)
+                logger.warning("Kill of exec %s in %s failed: %s", exec_id, container_id, failure)
         if futures.wait([ended], EXEC_KILL_RETRY).done:
             return
         if time.monotonic() > deadline:
-            logger.warning("exec %s in %s still runs %gs after it was killed", exec_id, container_id, patience)
+            logger.warning(
+                "exec %s in %s still runs %gs after its first kill (last failure: %s)",
+                exec_id,
+                container_id,
+                EXEC_KILL_PATIENCE,
+                failure or "none",
+            )
             return
 
 

@@ -44,13 +44,13 @@ class Environment:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, component_logs: Path) -> Iterator[Environment]:
+def env(tmp_path_factory: pytest.TempPathFactory, component_logs: Path, image_build_dir: Path) -> Iterator[Environment]:
     work_dir = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
     with cluster.run(work_dir, component_logs) as local:
         timings = {"cluster up (node Ready)": time.monotonic() - started}
         mark = time.monotonic()
-        image = deploy.build_and_push_image(local, IMAGE_TAG)
+        image = deploy.build_and_push_image(local, IMAGE_TAG, image_build_dir)
         timings["image built and pushed"] = time.monotonic() - mark
         mark = time.monotonic()
         deploy.helm_install(local, image, f"agent.hostPid={local.host_pid}")

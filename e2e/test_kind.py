@@ -33,13 +33,16 @@ WORKERS = {"matchLabels": {kind.WORKER_LABEL: "true"}}
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, component_logs: Path, pytestconfig: pytest.Config
+    tmp_path_factory: pytest.TempPathFactory,
+    component_logs: Path,
+    pytestconfig: pytest.Config,
+    image_build_dir: Path,
 ) -> Iterator[tuple[kind.KindCluster, str]]:
     """The cluster with kubehull installed, and the kubehull image's reference."""
     started = time.monotonic()
     with kind.run(tmp_path_factory.mktemp("kind"), component_logs, Path(pytestconfig.rootpath)) as up:
         created = time.monotonic()
-        image = deploy.build_and_push_image(up, IMAGE_TAG)
+        image = deploy.build_and_push_image(up, IMAGE_TAG, image_build_dir)
         deploy.helm_install(up, image)
         installed = time.monotonic() - created
         print(f"kind cluster created in {created - started:.0f}s; kubehull installed {installed:.0f}s later")
@@ -285,7 +288,9 @@ def containerd_active(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> bo
     return state.strip() == "active"
 
 
-def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindCluster, str]) -> None:
+def test_helm_upgrade_restarts_no_pod_and_no_runtime(
+    cluster: tuple[kind.KindCluster, str], image_build_dir: Path
+) -> None:
     """A new agent image on every node: the running pods keep their containers, containerd is not restarted
     (the new agents render the same drop-in) and neither is hulld."""
     up, _ = cluster
@@ -295,7 +300,7 @@ def test_helm_upgrade_restarts_no_pod_and_no_runtime(cluster: tuple[kind.KindClu
     wait_until(lambda: containerd_active(up), 180, "containerd running", interval=2)
     containerd = containerd_starts(up)
     hulld = {node: up.node_exec(node, "systemctl", "show", "--property=MainPID", "hulld") for node in HULLD_WORKERS}
-    deploy.helm_install(up, deploy.build_and_push_image(up, "0.1.1"), upgrade=True)
+    deploy.helm_install(up, deploy.build_and_push_image(up, "0.1.1", image_build_dir), upgrade=True)
     wait_until(lambda: not agents & set(agent_pods(up)), 300, "every agent replaced", interval=2)
     for name in ("runc", "gvisor"):
         wait_until(functools.partial(ready, up, name), 300, f"{name} Ready", interval=2)

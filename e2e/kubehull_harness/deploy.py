@@ -6,6 +6,7 @@ files) and pushed to the cluster's registry, from which the kubelet pulls it thr
 
 from __future__ import annotations
 
+import fcntl
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -26,28 +27,46 @@ class Cluster(Protocol):
 
 
 REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "node-agent" / "image" / "build.py"
 IMAGE_REPOSITORY = "kubehull/kubehull"
 NAMESPACE = "kubehull-system"
 RELEASE = "kubehull"
 
 
-def build_and_push_image(local: Cluster, tag: str) -> str:
-    """Build the image into an OCI layout under the cluster's work dir, push it; returns its reference."""
+def build_and_push_image(local: Cluster, tag: str, shared_build: Path | None = None) -> str:
+    """Build the image into an OCI layout and push it as ``tag``; returns its reference. With ``shared_build``
+    (the pytest plugin's ``image_build_dir``) the layout there is built once, by the first caller, and reused by
+    every later one, other workers' included: the checkout does not change during a test session. Without it
+    (``kubehull up``) the image is built afresh under the cluster's work dir."""
     work_dir = local.work_dir / "image"
     work_dir.mkdir(parents=True, exist_ok=True)
-    built = processes.run(
-        [sys.executable, REPO / "node-agent" / "image" / "build.py", work_dir / "layout", "--tag", tag], timeout=600
-    )
-    source = built.stdout.strip().splitlines()[-1]
+    source = _built_once(shared_build) if shared_build else _build(work_dir)
     spec = images.ImageSpec(repository=IMAGE_REPOSITORY, tag=tag, cmd=())
     return images.push(source, spec, local.registry, work_dir).reference
+
+
+def _build(directory: Path) -> str:
+    """The image built into ``directory / "layout"``: its skopeo source, ``oci:<layout>:built``."""
+    built = processes.run([sys.executable, BUILD_SCRIPT, directory / "layout", "--tag", "built"], timeout=600)
+    return built.stdout.strip().splitlines()[-1]
+
+
+def _built_once(directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / "source"
+    with (directory / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first caller builds: the others wait, then reuse it
+        if not marker.exists():
+            marker.write_text(_build(directory))
+        return marker.read_text()
 
 
 def helm_install(
     local: Cluster, image_reference: str, *extra_values: str, timeout: float = 300, upgrade: bool = False
 ) -> None:
-    """`helm install --wait` (or `helm upgrade --wait`) with the image from the local registry; the operator and
-    agent pods are Running."""
+    """`helm install --wait` (or `helm upgrade --wait`) with the image from the local registry: what helm waits
+    for is ready (the operator's Deployment; a DaemonSet only beyond its maxUnavailable, so on a one-node
+    cluster not the agent's pod)."""
     repository, tag = image_reference.rsplit(":", 1)
     processes.run(
         [

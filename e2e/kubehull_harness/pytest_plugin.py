@@ -166,6 +166,14 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory, component_logs: Path)
 
 
 @pytest.fixture(scope="session")
+def image_build_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+    """Where the session's workers share one build of kubehull's image (``deploy.build_and_push_image``): under
+    the run's base directory, which a worker's own is inside of, and which each run empties."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if _worker(pytestconfig) else base) / "kubehull-image"
+
+
+@pytest.fixture(scope="session")
 def vm_live_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory the VM sees at the same path while this machine writes to it: what a test hands the VM as it
     goes, a cluster's certificates and kubeconfigs."""

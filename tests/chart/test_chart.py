@@ -124,7 +124,14 @@ def test_rendered_manifests_pass_server_side_validation(kube_apiserver: KubeAPIS
 
 @pytest.mark.parametrize(
     ("replicas", "said"),
-    [("2", "The operator runs 2 replicas (one leads)"), ("0", "run kubehull-operator elsewhere as the ServiceAccount")],
+    [
+        ("2", "The operator runs as 2 pod(s), one leading"),
+        (
+            "0",
+            "Run kubehull-operator elsewhere as the ServiceAccount\ndefault/kh-operator, with\n  --namespace=default"
+            " --lease-namespace=default --lease-name=kh-operator\nand stop it before `helm uninstall`",
+        ),
+    ],
 )
 def test_notes_say_where_the_operator_runs(kube_apiserver: KubeAPIServer, replicas: str, said: str) -> None:
     """operator.replicas=0 is allowed (an operator run outside the cluster, as the VM's e2e test runs it), and the

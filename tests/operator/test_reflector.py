@@ -27,7 +27,7 @@ from kubehull_operator.metrics import Metrics
 from kubehull_operator.mirror import Mirror
 from kubehull_operator.reconcile.model import NodeRecord, node_record
 from kubehull_operator.reflector import Reflector
-from tests.operator.conftest import FAST_LEASE, GROUP, VERSION, Cluster
+from tests.operator.conftest import GROUP, VERSION, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
 
@@ -123,7 +123,7 @@ def test_the_operator_acts_on_what_changed_while_its_watch_was_cut(
     """A node deleted meanwhile loses its NodeRuntime and leaves the profile's counts; a NodeRuntime deleted
     meanwhile (its node still there) is created again."""
     # Without a lease: a leader that cannot renew it steps down, as it should (not what this test is about).
-    operator = OperatorProcess(second_apiserver.kubeconfig, component_logs, *FAST_LEASE, "--no-leader-election")
+    operator = OperatorProcess(second_apiserver.kubeconfig, component_logs, "--no-leader-election")
     cluster = Cluster(kubehull_crds)
     try:
         kept, deleted = cluster.create_node("kept"), cluster.create_node("deleted")

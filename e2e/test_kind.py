@@ -291,8 +291,8 @@ def containerd_active(up: kind.KindCluster, node: str = CONTAINERD_WORKER) -> bo
 def test_helm_upgrade_restarts_no_pod_and_no_runtime(
     cluster: tuple[kind.KindCluster, str], image_build_dir: Path
 ) -> None:
-    """A new agent image on every node: the running pods keep their containers, containerd is not restarted
-    (the new agents render the same drop-in) and neither is hulld."""
+    """A new image tag for the agents on every node: the running pods keep their containers, containerd is not
+    restarted (the new agents render the same drop-in) and neither is hulld."""
     up, _ = cluster
     pods = ("runc-on-kubehull-worker", "runc-on-containerd", "gvisor-on-hulld", "gvisor-on-containerd")
     before = {name: wait_until(functools.partial(running, up, name), 60, name)["containerStatuses"][0] for name in pods}

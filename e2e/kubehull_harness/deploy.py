@@ -46,8 +46,9 @@ def build_and_push_image(local: Cluster, tag: str, shared_build: Path | None = N
 
 
 def _build(directory: Path) -> str:
-    """The image built into ``directory / "layout"``: its skopeo source, ``oci:<layout>:built``."""
-    built = processes.run([sys.executable, BUILD_SCRIPT, directory / "layout", "--tag", "built"], timeout=600)
+    """The image built into ``directory / "layout"``, labelled and tagged with kubehull's version: its skopeo
+    source, ``oci:<layout>:<version>``."""
+    built = processes.run([sys.executable, BUILD_SCRIPT, directory / "layout"], timeout=600)
     return built.stdout.strip().splitlines()[-1]
 
 

@@ -1,11 +1,15 @@
 """The README's "set up and run" entry point: the local cluster with kubehull comes up, runs a pod under a
-kubehull-managed RuntimeClass, and is torn down leaving nothing behind."""
+kubehull-managed RuntimeClass, and is torn down leaving nothing behind — also after an earlier run was killed
+before its teardown could run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,32 +19,75 @@ from kubehull_harness import cluster, host_cgroups, processes
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
 E2E_DIR = Path(__file__).resolve().parent
+HARNESS_ENV = {**os.environ, "PYTHONPATH": str(E2E_DIR)}
 
 
-def test_up_check_runs_a_pod_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def up(work_dir: Path, image_build_dir: Path, *flags: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "kubehull_harness", "up", *flags),
+        *("--work-dir", str(work_dir), "--shared-image-build", str(image_build_dir)),
+    ]
+
+
+def pod_processes() -> set[int]:
+    return host_cgroups.processes("kubepods") & processes.machine_processes().keys()  # not zombies
+
+
+def stop_like_the_machine(harness: subprocess.Popen[bytes], work_dir: Path) -> None:
+    """Every process of the run killed at once, as a machine stopping would: no teardown runs."""
+    os.killpg(harness.pid, signal.SIGKILL)
+    harness.wait()
+    deadline = time.monotonic() + 30
+    while victims := cluster.node_processes(work_dir).keys() | pod_processes():
+        assert time.monotonic() < deadline, f"still running: {victims}"
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def test_up_check_cleans_up_after_a_killed_run_runs_a_pod_and_leaves_nothing_behind(
+    tmp_path: Path, image_build_dir: Path
+) -> None:
+    killed_dir = tmp_path / "killed"
+    output = tmp_path / "killed.out"
+    with (
+        output.open("wb") as sink,
+        subprocess.Popen(
+            up(killed_dir, image_build_dir), env=HARNESS_ENV, stdout=sink, stderr=sink, start_new_session=True
+        ) as harness,
+    ):
+        deadline = time.monotonic() + 300
+        while not pod_processes():  # kubehull's pods starting: sandboxes, network namespaces, containers
+            assert harness.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        stop_like_the_machine(harness, killed_dir)
+    assert cluster.RUN_MARK.read_text() == f"{killed_dir}\n"
+    # What it left: its mark, its pods' cgroups and the mounts pinning their namespaces.
+    assert host_cgroups.find("kubepods") != []
+    assert f"{cluster.HULLD_STATE}/" in Path("/proc/self/mountinfo").read_text()
+
     work_dir = tmp_path / "cluster"
     result = subprocess.run(
-        [sys.executable, "-m", "kubehull_harness", "up", "--check", "--work-dir", str(work_dir)],
-        env={**os.environ, "PYTHONPATH": str(E2E_DIR)},
+        up(work_dir, image_build_dir, "--check"),
+        env=HARNESS_ENV,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"cleaning up after an earlier cluster run in {killed_dir} that was not torn down" in result.stderr
     assert f"export KUBECONFIG={work_dir / 'admin.kubeconfig'}" in result.stdout
     assert "kubehull installed in" in result.stdout
     assert "pod hello ran under RuntimeClass runc: hello from hulld" in result.stdout
-    # Torn down: no process, mount (network namespaces are pinned by mounts under /run/hulld), kubepods
-    # cgroup, node file or bridge of this cluster is left.
-    # conmon's command line names the work dir, a shim's its socket under hulld's state
-    marks = (str(work_dir), f"{cluster.HULLD_STATE}/", f"hulld --config {cluster.HULLD_CONFIG}")
-    leftovers = [
-        line for line in map(" ".join, processes.machine_processes().values()) if any(mark in line for mark in marks)
-    ]
-    assert leftovers == []
+    # Torn down, both runs: no process, mount (network namespaces are pinned by mounts under /run/hulld), kubepods
+    # cgroup, node file or bridge is left.
+    assert cluster.node_processes(killed_dir) == {}
+    assert cluster.node_processes(work_dir) == {}
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(work_dir) not in mounts
+    assert str(tmp_path) not in mounts
     assert str(cluster.HULLD_STATE) not in mounts
     assert host_cgroups.find("kubepods") == []
     for path in (*cluster.NODE_PATHS, cluster.HULLD_STATE):

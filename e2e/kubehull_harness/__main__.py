@@ -43,7 +43,7 @@ spec:
 """
 
 
-def up(work_dir: Path, check_only: bool) -> int:
+def up(work_dir: Path, check_only: bool, shared_image_build: Path | None = None) -> int:
     if work_dir.exists():  # a previous run's, perhaps killed: its mounts first
         mounts.unmount_under(work_dir)
         shutil.rmtree(work_dir)
@@ -54,7 +54,7 @@ def up(work_dir: Path, check_only: bool) -> int:
     started = time.monotonic()
     with cluster.run(work_dir, logs) as local:
         print(f"cluster up in {time.monotonic() - started:.1f}s: node {local.node_name} on hulld", flush=True)
-        image = deploy.build_and_push_image(local, IMAGE_TAG)
+        image = deploy.build_and_push_image(local, IMAGE_TAG, shared_image_build)
         deploy.helm_install(local, image, f"agent.hostPid={local.host_pid}")
         print(f"kubehull installed in {time.monotonic() - started:.1f}s (image {image}, logs: {logs})")
         print(f"  export KUBECONFIG={local.kubeconfig}")
@@ -124,6 +124,13 @@ def main() -> int:
         help="state and logs of the running cluster (wiped at start)",
     )
     up_parser.add_argument("--check", action="store_true", help="bring it up, run a pod, tear it down")
+    up_parser.add_argument(
+        "--shared-image-build",
+        type=Path,
+        metavar="DIR",
+        help="build kubehull's image in DIR the first time and reuse that build later (the tests' one per session; "
+        "only while the checkout does not change)",
+    )
     kind_parser = sub.add_parser("kind", help="a kind cluster (hulld and containerd workers) with kubehull")
     kind_parser.add_argument("action", choices=["up", "down"], help="up: until Ctrl-C; down: a killed run's leftovers")
     kind_parser.add_argument("--check", action="store_true", help="with up: bring it up, make a profile Ready, stop")
@@ -136,7 +143,7 @@ def main() -> int:
         return run_in_vm(args.action, " ".join(args.vm_command))
     if args.command == "kind":
         return kind_up(args.work_dir, args.check) if args.action == "up" else kind_down(args.work_dir)
-    return up(args.work_dir, args.check)
+    return up(args.work_dir, args.check, args.shared_image_build)
 
 
 def run_in_vm(action: str, command: str) -> int:

@@ -48,12 +48,15 @@ HULLD_SOCKET = HULLD_STATE / "hulld.sock"
 HULLD_PRIVATE_SOCKET = HULLD_STATE / "private.sock"  # hulld's default: beside its socket
 HULLD_PID_FILE = HULLD_STATE / "hulld.pid"
 NODE_PATHS = (
-    HULLD_BASE_CONFIG.parent,
     HULLD_CONFIG.parent,
     Path("/opt/kubehull"),
     Path("/var/log/kubehull"),
     Path("/run/kubehull"),  # the agent's install lock
+    HULLD_BASE_CONFIG.parent,  # last: it holds RUN_MARK
 )
+# Written first and removed last by a run: the node paths it finds at start are an earlier run's that was stopped
+# before its teardown (the machine restarted, the harness was killed), not a real node's.
+RUN_MARK = HULLD_BASE_CONFIG.parent / "kubehull-harness-work-dir"
 
 
 def node_address() -> str:
@@ -291,6 +294,7 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
     """Bring the cluster up (the node Ready), yield it, and tear everything down."""
     if os.geteuid() != 0:
         raise processes.ProcessError("the local cluster needs root (it runs a kubelet and containers)")
+    recover_interrupted_run()
     for path in NODE_PATHS:
         if path.exists() and any(path.iterdir()):
             raise processes.ProcessError(f"{path} is not empty: is this machine already a kubehull node?")
@@ -298,6 +302,8 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
         raise processes.ProcessError(f"{HULLD_PID_FILE} exists: a hulld already runs here")
     node_ip = node_address()
     with contextlib.ExitStack() as teardown:
+        RUN_MARK.parent.mkdir(parents=True, exist_ok=True)
+        RUN_MARK.write_text(f"{work_dir}\n")
         teardown.callback(_cleanup_node, work_dir)
         store = etcd.start(work_dir, logs)
         teardown.callback(store.stop)
@@ -384,6 +390,34 @@ def run(work_dir: Path, logs: Path, *, timeout: float = 180) -> Iterator[LocalCl
         yield local
 
 
+def node_processes(work_dir: Path) -> dict[int, list[str]]:
+    """The processes of the cluster run in ``work_dir`` outside its pods: the control plane and the kubelet name the
+    work dir, hulld its config, conmon and the shims hulld's state directory."""
+    marks = (str(work_dir), f"{HULLD_STATE}/", f"hulld --config {HULLD_CONFIG}")
+    return {
+        pid: arguments
+        for pid, arguments in processes.machine_processes().items()
+        if any(mark in " ".join(arguments) for mark in marks)
+    }
+
+
+def recover_interrupted_run() -> None:
+    """Clean up what a run stopped before its teardown left on the node, once nothing of it runs any more."""
+    if not RUN_MARK.is_file():
+        return
+    work_dir = Path(RUN_MARK.read_text().strip())
+    running = processes.machine_processes()  # not the zombies a cgroup may still list
+    survivors = sorted(node_processes(work_dir).keys() | (host_cgroups.processes("kubepods") & running.keys()))
+    if survivors:
+        raise processes.ProcessError(
+            f"an earlier cluster run in {work_dir} was not torn down and still has processes ({survivors}): "
+            "stop it (Ctrl-C) or kill them, then start again"
+        )
+    print(f"cleaning up after an earlier cluster run in {work_dir} that was not torn down", file=sys.stderr)
+    _remove_proxy_rules()
+    _cleanup_node(work_dir)
+
+
 def _remove_proxy_rules() -> None:
     subprocess.run([toolchain.binary("kube-proxy"), "--cleanup"], capture_output=True, check=False)
 
@@ -393,5 +427,5 @@ def _cleanup_node(work_dir: Path) -> None:
     mounts.unmount_under(HULLD_STATE)
     host_cgroups.remove_tree("kubepods")
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
-    for path in (*NODE_PATHS, HULLD_STATE):
+    for path in (HULLD_STATE, *NODE_PATHS):
         shutil.rmtree(path, ignore_errors=True)

@@ -24,6 +24,16 @@ def children(relative: str, root: Path = ROOT) -> set[Path]:
     return {child for top in find(relative, root) for child in top.iterdir() if child.is_dir()}
 
 
+def processes(relative: str, root: Path = ROOT) -> set[int]:
+    """The processes in the cgroup ``relative`` and those below it, in any hierarchy."""
+    found: set[int] = set()
+    for top in find(relative, root):
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):  # the cgroup went meanwhile
+                found.update(int(pid) for pid in procs.read_text().split())
+    return found
+
+
 def remove_tree(relative: str, root: Path = ROOT) -> None:
     """Remove the cgroup ``relative`` and those below it, deepest first; a cgroup still in use stays."""
     for top in find(relative, root):

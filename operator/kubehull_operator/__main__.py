@@ -21,7 +21,7 @@ from prometheus_client import start_http_server
 
 from kubehull_operator import handlers, kube  # noqa: F401 - importing handlers registers them with kopf
 from kubehull_operator.controller import Controller
-from kubehull_operator.leader import LeaderElector
+from kubehull_operator.leader import DEFAULT_LEASE_NAME, LeaderElector
 from kubehull_operator.metrics import Metrics
 
 logger = logging.getLogger("kubehull_operator")
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="kubehull's own namespace, never given a namespace default (default: $POD_NAMESPACE)",
     )
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "kube-system"))
-    parser.add_argument("--lease-name", default="kubehull-operator")
+    parser.add_argument("--lease-name", default=DEFAULT_LEASE_NAME)
     parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
     parser.add_argument("--renew-period", type=float, default=5.0, help="seconds")
     parser.add_argument("--log-level", default="INFO")

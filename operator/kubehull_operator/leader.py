@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubehull_operator.kube import Kube
 
 logger = logging.getLogger(__name__)
+DEFAULT_LEASE_NAME = "kubehull-operator"
 
 
 def _now() -> str:

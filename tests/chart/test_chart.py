@@ -129,7 +129,8 @@ def test_rendered_manifests_pass_server_side_validation(kube_apiserver: KubeAPIS
         (
             "0",
             "Run kubehull-operator elsewhere as the ServiceAccount\ndefault/kh-operator, with\n  --namespace=default"
-            " --lease-namespace=default --lease-name=kh-operator\nand stop it before `helm uninstall`",
+            " --lease-namespace=default --lease-name=kh-operator\nand stop it before `helm uninstall`: while it leads,"
+            " the uninstall hook fails and names it",
         ),
     ],
 )

@@ -1,7 +1,8 @@
 """`kubehull-uninstall` (the chart's pre-delete hook) against the real API server, the agents played by the test.
 
 The operator runs here as a process, not as the Deployment the hook scales to 0: the test stands a Deployment
-in for it (no controller makes its pods) and stops the process itself. The whole path, agents and containerd
+in for it (no controller makes its pods) and stops the process itself, or leaves it running as an operator run
+outside the cluster would be. The whole path, agents and containerd
 included, runs on kind (e2e/test_kind.py).
 """
 
@@ -19,6 +20,7 @@ from kubernetes import client as k8s
 from kubehull_harness.apiserver import KubeAPIServer
 from kubehull_harness.operators import OperatorProcess
 from kubehull_harness.waiting import wait_until
+from kubehull_operator.leader import DEFAULT_LEASE_NAME
 from tests.operator.conftest import GROUP, VERSION, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.beside]
@@ -146,3 +148,31 @@ def test_uninstall_takes_the_handlers_off_and_names_the_silent_nodes(
         apps.delete_namespaced_deployment(deployment, NAMESPACE)
     for node in (*answering, silent, agentless):  # every node gets its handler back
         wait_until(functools.partial(cluster.handler, node, cluster.name("gv")), 30, f"{node}'s handler back")
+
+
+def lease_holder(cluster: Cluster) -> str:
+    coordination: Any = k8s.CoordinationV1Api(cluster.server.api_client())
+    holder: str = coordination.read_namespaced_lease(DEFAULT_LEASE_NAME, NAMESPACE).spec.holder_identity
+    return holder
+
+
+def test_uninstall_changes_nothing_while_an_operator_outside_the_release_leads(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """The operator process here stands for one run outside the cluster (``operator.replicas=0``): scaling the
+    release's Deployment does not stop it, so the command waits for its lease, in vain, and fails naming it."""
+    node = cluster.create_node("outside")
+    handler = cluster.name("rc")
+    cluster.create_profile("rc", {"handler": handler, "runtime": {"engine": "runc"}})
+    wait_until(functools.partial(cluster.handler, node, handler), 30, f"{node}'s handler")
+    leader = wait_until(functools.partial(lease_holder, cluster), 30, "the operator leading")
+    deployment = cluster.name("operator")
+    apps = stand_in_deployment(cluster.server, deployment)
+    try:
+        code, stderr = finished(uninstall(cluster.server, deployment, timeout=6))
+    finally:
+        apps.delete_namespaced_deployment(deployment, NAMESPACE)
+    assert code == 1, stderr
+    assert f"an operator still leads through the lease {NAMESPACE}/{DEFAULT_LEASE_NAME} (held by {leader})" in stderr
+    assert cluster.handler(node, handler) is not None  # nothing taken off
+    assert lease_holder(cluster) == leader

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubehull_harness import cluster, host_cgroups, processes
+from kubehull_harness import cluster, host_cgroups
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.root, pytest.mark.slow]
 
@@ -29,16 +29,12 @@ def up(work_dir: Path, image_build_dir: Path, *flags: str) -> list[str]:
     ]
 
 
-def pod_processes() -> set[int]:
-    return host_cgroups.processes("kubepods") & processes.machine_processes().keys()  # not zombies
-
-
 def stop_like_the_machine(harness: subprocess.Popen[bytes], work_dir: Path) -> None:
     """Every process of the run killed at once, as a machine stopping would: no teardown runs."""
     os.killpg(harness.pid, signal.SIGKILL)
     harness.wait()
     deadline = time.monotonic() + 30
-    while victims := cluster.node_processes(work_dir).keys() | pod_processes():
+    while victims := cluster.node_processes(work_dir).keys() | cluster.pod_processes():
         assert time.monotonic() < deadline, f"still running: {victims}"
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
@@ -58,7 +54,7 @@ def test_up_check_cleans_up_after_a_killed_run_runs_a_pod_and_leaves_nothing_beh
         ) as harness,
     ):
         deadline = time.monotonic() + 300
-        while not pod_processes():  # kubehull's pods starting: sandboxes, network namespaces, containers
+        while not cluster.pod_processes():  # kubehull's pods starting: sandboxes, network namespaces, containers
             assert harness.poll() is None, output.read_text()
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.2)

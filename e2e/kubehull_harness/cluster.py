@@ -401,13 +401,17 @@ def node_processes(work_dir: Path) -> dict[int, list[str]]:
     }
 
 
+def pod_processes() -> set[int]:
+    """The live processes in the kubelet's pod cgroups (not the zombies a cgroup may still list)."""
+    return host_cgroups.processes("kubepods") & processes.machine_processes().keys()
+
+
 def recover_interrupted_run() -> None:
     """Clean up what a run stopped before its teardown left on the node, once nothing of it runs any more."""
     if not RUN_MARK.is_file():
         return
     work_dir = Path(RUN_MARK.read_text().strip())
-    running = processes.machine_processes()  # not the zombies a cgroup may still list
-    survivors = sorted(node_processes(work_dir).keys() | (host_cgroups.processes("kubepods") & running.keys()))
+    survivors = sorted(node_processes(work_dir).keys() | pod_processes())
     if survivors:
         raise processes.ProcessError(
             f"an earlier cluster run in {work_dir} was not torn down and still has processes ({survivors}): "

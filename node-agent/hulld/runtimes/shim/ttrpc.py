@@ -64,18 +64,21 @@ class Client:
         """Start a call; the future completes with the answer, or a TTRPCError."""
         payload = ttrpc_pb2.Request(service=service, method=method, payload=request.SerializeToString())
         answer: Future[M] = Future()
-        with self._lock:
-            if self.closed.is_set():
-                raise TTRPCError(f"the connection to {self.address} is closed")
-            stream = next(self._streams)
-            raw: Future[bytes] = Future()
-            self._pending[stream] = raw
+        raw: Future[bytes] = Future()
         raw.add_done_callback(lambda done: _decode(done, answer, answer_type, f"{service}/{method}"))
-        try:
-            with self._send_lock:
-                self._socket.sendall(frame(stream, REQUEST, payload.SerializeToString()))
-        except (OSError, ValueError) as error:
-            self._fail_all(f"sending to {self.address}: {error}")
+        data = payload.SerializeToString()
+        # A stream ID is taken and sent under one lock: the server refuses an ID lower than one it has seen
+        # ("StreamID cannot be re-used and must increment"), which two callers sending in turn could otherwise cause.
+        with self._send_lock:
+            with self._lock:
+                if self.closed.is_set():
+                    raise TTRPCError(f"the connection to {self.address} is closed")
+                stream = next(self._streams)
+                self._pending[stream] = raw
+            try:
+                self._socket.sendall(frame(stream, REQUEST, data))
+            except (OSError, ValueError) as error:
+                self._fail_all(f"sending to {self.address}: {error}")
         return answer
 
     def call(self, service: str, method: str, request: Message, answer_type: type[M], timeout: float = 60.0) -> M:

@@ -18,6 +18,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from kubehull_harness import pki, processes, toolchain
+from kubehull_harness.waiting import wait_until
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 SERVICE_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
@@ -41,6 +42,17 @@ class KubeAPIServer:
             config_file=str(kubeconfig or self.kubeconfig)
         )
         return api_client
+
+    def wait_established(self, *crds: str, timeout: float = 30) -> None:
+        """Wait until the CustomResourceDefinitions ``crds`` (names) are served. Polled here rather than by
+        `kubectl wait`, which fails outright on a CRD created so recently that it has no conditions yet."""
+        extensions: Any = k8s_client.ApiextensionsV1Api(self.api_client())
+
+        def established(name: str) -> bool:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            return any(condition.type == "Established" and condition.status == "True" for condition in conditions)
+
+        wait_until(lambda: all(established(name) for name in crds), timeout, f"CRDs {', '.join(crds)} established")
 
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig that authenticates as ``user`` (and ``groups``) with a client certificate."""

@@ -35,17 +35,7 @@ T = TypeVar("T")
 def kubehull_crds(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
     kubectl = str(toolchain.binary("kubectl"))
     processes.run([kubectl, f"--kubeconfig={kube_apiserver.kubeconfig}", "apply", "-f", REPO / "crds"])
-    processes.run(
-        [
-            kubectl,
-            f"--kubeconfig={kube_apiserver.kubeconfig}",
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/runtimeprofiles.kubehull.io",
-            "crd/noderuntimes.kubehull.io",
-        ]
-    )
+    kube_apiserver.wait_established("runtimeprofiles.kubehull.io", "noderuntimes.kubehull.io")
     return kube_apiserver
 
 
